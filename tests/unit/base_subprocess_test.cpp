@@ -5,6 +5,7 @@
 
 #include "base/fs.h"
 #include "base/ids.h"
+#include "support/temp_dir.h"
 
 using namespace moat;
 
