@@ -1,1 +1,60 @@
-int main() { return 0; }
+// moat-init: PID 1 inside every sandbox. Reaps zombies, forwards signals and serves the host over the
+// framed protocol of wire/frame.h on a unix socket. Static; standard library + wire only.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "guest/log.h"
+#include "guest/server.h"
+
+namespace {
+
+int usage(const char* why) {
+  if (why) fprintf(stderr, "moat-init: %s\n", why);
+  fprintf(stderr, "usage: moat-init --listen /run/moat/init.sock [--log /run/moat/init.log] [--host-peers-only]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The stdio numbers must be taken, so pipes created later never land on 0-2.
+  for (int fd = 0; fd < 3; ++fd) {
+    if (fcntl(fd, F_GETFD) < 0) {
+      int n = open("/dev/null", O_RDWR);
+      if (n >= 0 && n != fd) {
+        dup2(n, fd);
+        close(n);
+      }
+    }
+  }
+  moat::guest::ServerOptions opts;
+  std::string log_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--listen") {
+      const char* v = value();
+      if (!v) return usage("--listen needs a path");
+      opts.listen_path = v;
+    } else if (a == "--log") {
+      const char* v = value();
+      if (!v) return usage("--log needs a path");
+      log_path = v;
+    } else if (a == "--host-peers-only") {
+      opts.host_peers_only = true;
+    } else if (a == "--help" || a == "-h") {
+      usage(nullptr);
+      return 0;
+    } else {
+      return usage(("unknown argument '" + a + "'").c_str());
+    }
+  }
+  if (opts.listen_path.empty()) return usage("--listen is required");
+  if (!log_path.empty() && !moat::guest::open_log(log_path.c_str()))
+    fprintf(stderr, "moat-init: cannot open log '%s': %s; logging to stderr\n", log_path.c_str(), strerror(errno));
+  return moat::guest::run_server(opts);
+}

@@ -1,0 +1,271 @@
+// make bench: sandbox figures measured against a baseline run on the same machine in the same run,
+// written to docs/benchmarks.md with the command that produced them.
+//
+//   cold start   moat: create + start + first exec of `true`   vs   bare `runc run` of the same root
+//   exec         moat: one exec of `true` on a running sandbox vs   `runc exec` on a running container
+//   memory       host memory per idle running sandbox, with N running (MemAvailable before/after)
+//   density      how many idle sandboxes run at once (stops at the target)
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "api/client.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/subprocess.h"
+#include "support/temp_dir.h"
+#include "wire/frame.h"
+#include "wire/messages.h"
+
+using namespace moat;
+using namespace std::chrono;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kBuild = MOAT_BUILD_DIR;
+
+double ms_since(steady_clock::time_point t0) { return duration<double, std::milli>(steady_clock::now() - t0).count(); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+void die(const std::string& what) {
+  std::fprintf(stderr, "bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <class T>
+T must(Result<T> r, std::string_view what) {
+  if (!r) die(fmt::format("{}: {}", what, r.error().message));
+  return std::move(*r);
+}
+
+int64_t mem_available_kib() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t value;
+  std::string unit;
+  while (in >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value;
+  }
+  return 0;
+}
+
+void drop_caches() {
+  sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
+}
+
+class Daemon {
+ public:
+  explicit Daemon(const fs::path& state) : state_(state) {
+    std::ofstream(state / "moat.toml") << "[daemon]\nidle_timeout = \"0\"\n[sandbox]\nimage = \"tiny\"\n"
+                                          "disk = \"64MiB\"\nmemory = \"64MiB\"\n";
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = open((state / "moatd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl((kBuild / "moatd").c_str(), "moatd", "--state-dir", state.c_str(), "--init-binary",
+            (kBuild / "moat-init").c_str(), nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 300; ++i) {
+      if (api::Client::connect(socket())) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    die("moatd did not start; see " + (state / "moatd.log").string());
+  }
+  ~Daemon() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+  fs::path socket() const { return state_ / "moatd.sock"; }
+  Json call(std::string_view verb, Json args) const { return must(api::call(socket(), verb, std::move(args)), verb); }
+
+  // One exec of argv over the API, returning once Exit arrives.
+  void exec(const std::string& name, std::vector<std::string> argv) const {
+    auto c = must(api::Client::connect(socket()), "connect");
+    must(c.call("exec", Json{{"name", name}, {"argv", argv}}), "exec");
+    (void)wire::write_frame(c.fd(), wire::FrameType::StdinEof);
+    for (;;) {
+      auto f = must(wire::read_frame(c.fd()), "exec stream");
+      if (f.type == wire::FrameType::Exit) return;
+    }
+  }
+
+ private:
+  fs::path state_;
+  pid_t pid_;
+};
+
+// A plain runc bundle of the same busybox root, with runc's own default spec: the baseline.
+struct BareRunc {
+  testing::TempDir dir{"moat-bench-runc"};
+  fs::path bundle = dir.path() / "bundle";
+  fs::path root = dir.path() / "root";
+  BareRunc() {
+    fs::create_directories(bundle / "rootfs");
+    testing::make_busybox_rootfs(bundle / "rootfs");
+    must(run_checked({"runc", "spec", "--bundle", bundle.string()}), "runc spec");
+    auto cfg = Json::parse(must(read_file(bundle / "config.json"), "read spec"));
+    cfg["process"]["terminal"] = false;
+    cfg["process"]["args"] = {"true"};
+    (void)write_file_atomic(bundle / "config.json", cfg.dump());
+  }
+  std::vector<std::string> runc(std::vector<std::string> args) const {
+    std::vector<std::string> v{"runc", "--root", root.string()};
+    v.insert(v.end(), args.begin(), args.end());
+    return v;
+  }
+  void set_args(std::vector<std::string> args) {
+    auto cfg = Json::parse(must(read_file(bundle / "config.json"), "read spec"));
+    cfg["process"]["args"] = args;
+    (void)write_file_atomic(bundle / "config.json", cfg.dump());
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (geteuid() != 0) die("run as root (make bench)");
+  int density_target = argc > 1 ? std::atoi(argv[1]) : 500;
+  int memory_count = std::min(200, density_target);
+  const int kColdRuns = 20, kExecRuns = 300;
+  std::string out_path = argc > 2 ? argv[2] : "docs/benchmarks.md";
+
+  testing::TempDir state("moat-bench-state");
+  fs::permissions(state.path(), fs::perms(0711));
+  auto tarball = state.path() / "tiny.tar.gz";
+  testing::make_busybox_tarball(tarball);
+
+  // Baselines with bare runc.
+  BareRunc bare;
+  std::vector<double> runc_run;
+  for (int i = 0; i < kColdRuns; ++i) {
+    auto t0 = steady_clock::now();
+    must(run_checked(bare.runc({"run", "--bundle", bare.bundle.string(), fmt::format("bench-run-{}", i)})), "runc run");
+    runc_run.push_back(ms_since(t0));
+  }
+  bare.set_args({"sleep", "100000"});
+  must(run_checked(bare.runc({"run", "-d", "--bundle", bare.bundle.string(), "bench-exec"})), "runc run -d");
+  std::vector<double> runc_exec;
+  for (int i = 0; i < 50; ++i) {
+    auto t0 = steady_clock::now();
+    must(run_checked(bare.runc({"exec", "bench-exec", "true"})), "runc exec");
+    runc_exec.push_back(ms_since(t0));
+  }
+  (void)run_process(bare.runc({"delete", "-f", "bench-exec"}));
+  std::fprintf(stderr, "baseline: runc run p50 %.1f ms, runc exec p50 %.1f ms\n", percentile(runc_run, 0.5),
+               percentile(runc_exec, 0.5));
+
+  Daemon d(state.path());
+  d.call("image.import", Json{{"name", "tiny"}, {"path", tarball.string()}});
+
+  // Cold start through moatd.
+  std::vector<double> cold;
+  for (int i = 0; i < kColdRuns; ++i) {
+    auto name = fmt::format("cold{}", i);
+    auto t0 = steady_clock::now();
+    d.call("sandbox.create", Json{{"name", name}, {"start", true}});
+    d.exec(name, {"true"});
+    cold.push_back(ms_since(t0));
+    d.call("sandbox.rm", Json{{"name", name}, {"force", true}});
+  }
+  std::fprintf(stderr, "moat cold start p50 %.1f ms\n", percentile(cold, 0.5));
+
+  // Exec round trip on a running sandbox.
+  d.call("sandbox.create", Json{{"name", "hot"}, {"start", true}});
+  for (int i = 0; i < 20; ++i) d.exec("hot", {"true"});
+  std::vector<double> execs;
+  for (int i = 0; i < kExecRuns; ++i) {
+    auto t0 = steady_clock::now();
+    d.exec("hot", {"true"});
+    execs.push_back(ms_since(t0));
+  }
+  d.call("sandbox.rm", Json{{"name", "hot"}, {"force", true}});
+  std::fprintf(stderr, "moat exec p50 %.2f ms\n", percentile(execs, 0.5));
+
+  // Memory per idle sandbox, then density.
+  drop_caches();
+  std::this_thread::sleep_for(1s);
+  int64_t avail_before = mem_available_kib();
+  int started = 0;
+  double memory_per_sandbox_kib = 0;
+  std::string density_stop = "reached the target";
+  auto t_density = steady_clock::now();
+  for (int i = 0; i < density_target; ++i) {
+    auto r = api::call(d.socket(), "sandbox.create", Json{{"name", fmt::format("idle{}", i)}, {"start", true}});
+    if (!r) {
+      density_stop = r.error().message;
+      break;
+    }
+    ++started;
+    if (started % 50 == 0) std::fprintf(stderr, "density: %d running\n", started);
+    if (started == memory_count) {
+      std::this_thread::sleep_for(2s);
+      drop_caches();
+      std::this_thread::sleep_for(1s);
+      memory_per_sandbox_kib = static_cast<double>(avail_before - mem_available_kib()) / started;
+      std::fprintf(stderr, "memory: %.0f KiB per idle sandbox with %d running\n", memory_per_sandbox_kib, started);
+    }
+  }
+  double density_s = ms_since(t_density) / 1000;
+  // Everything must still answer at full density.
+  int answering = 0;
+  for (int i = 0; i < started; i += std::max(1, started / 20)) {
+    auto c = api::Client::connect(d.socket());
+    if (c && c->call("sandbox.inspect", Json{{"name", fmt::format("idle{}", i)}})) ++answering;
+  }
+  d.exec(fmt::format("idle{}", started - 1), {"true"});
+  std::fprintf(stderr, "density: %d running (%s) in %.0f s\n", started, density_stop.c_str(), density_s);
+  for (int i = 0; i < started; ++i) (void)api::call(d.socket(), "sandbox.rm", Json{{"name", fmt::format("idle{}", i)}, {"force", true}});
+
+  double cold_ratio = percentile(cold, 0.5) / percentile(runc_run, 0.5);
+  double exec_ratio = percentile(execs, 0.5) / percentile(runc_exec, 0.5);
+  auto verdict = [](bool ok) { return ok ? "met" : "**not met**"; };
+  std::string host = must(run_checked({"uname", "-sr"}), "uname");
+  host.erase(host.find_last_not_of('\n') + 1);
+  std::string md = fmt::format(
+      "# Benchmarks\n\n"
+      "Measured by `make bench` (which runs `build/moat-bench {} docs/benchmarks.md`) on {} cores, {}, runc as the\n"
+      "runtime, the busybox test image, every protection on. Baselines run on the same machine in the same\n"
+      "run. Latest run: {}.\n\n"
+      "| figure | moat | baseline | ratio | target | |\n"
+      "| --- | --- | --- | --- | --- | --- |\n"
+      "| cold start: create + start + first exec of `true` (p50 of {}) | {:.1f} ms | bare `runc run` {:.1f} ms | {:.2f}× | ≤ 1.5×, p50 ≤ 40 ms | {} |\n"
+      "| exec round trip on a running sandbox (p50 of {}) | {:.2f} ms (p99 {:.2f}) | `runc exec` {:.1f} ms | {:.3f}× | p50 ≤ 2 ms and ≤ 0.25× | {} |\n"
+      "| host memory per idle running sandbox, {} running | {:.0f} KiB | | | ≤ 2 MiB | {} |\n"
+      "| idle sandboxes running at once | {} ({}) | | | 500 | {} |\n\n"
+      "Notes:\n"
+      "- Cold start includes making the sandbox's own capped ext4 disk (mkfs on a sparse file), mounting it on\n"
+      "  a loop device, idmapping the image, the overlay, writing the bundle, `runc create` + `start`, waiting\n"
+      "  for moat-init's health answer, and the first exec; the baseline does none of the storage work and runs\n"
+      "  without a user namespace, seccomp or cgroup limits (runc's default spec).\n"
+      "- Memory is the drop in MemAvailable (after dropping caches) divided by the number of sandboxes: it\n"
+      "  counts moat-init, kernel memory for namespaces, mounts, loop devices and ext4 journals.\n"
+      "- Density stops at the target or the first failure; {} of {} sampled sandboxes answered at full density.\n",
+      density_target, std::thread::hardware_concurrency(), host,
+      must(run_checked({"date", "-u", "+%Y-%m-%d %H:%M UTC"}), "date").substr(0, 20), kColdRuns,
+      percentile(cold, 0.5), percentile(runc_run, 0.5), cold_ratio,
+      verdict(cold_ratio <= 1.5 && percentile(cold, 0.5) <= 40), kExecRuns, percentile(execs, 0.5),
+      percentile(execs, 0.99), percentile(runc_exec, 0.5), exec_ratio,
+      verdict(percentile(execs, 0.5) <= 2 && exec_ratio <= 0.25), memory_count, memory_per_sandbox_kib,
+      verdict(memory_per_sandbox_kib <= 2048), started, density_stop, verdict(started >= 500), answering,
+      (started + std::max(1, started / 20) - 1) / std::max(1, started / 20));
+  if (auto st = write_file_atomic(out_path, md); !st) die(st.error().message);
+  std::printf("%s", md.c_str());
+  return 0;
+}

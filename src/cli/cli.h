@@ -1,0 +1,40 @@
+#pragma once
+// The moat CLI: thin verbs over the control API (it never touches sandboxes or the store itself).
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <string>
+
+#include "api/client.h"
+
+namespace moat::cli {
+
+struct Globals {
+  std::string state_dir;
+  std::string socket;
+  bool json = false;
+
+  std::filesystem::path socket_path() const;
+};
+
+// Exit codes by error kind, so scripts can tell "not found" from "moatd down" without parsing text.
+int exit_code_for(const Error& e);
+// Prints "moat: <message>" and returns the exit code for it.
+int report(const Error& e);
+// Calls a verb, printing progress lines to stderr as they arrive.
+Result<Json> call(const Globals& g, std::string_view verb, Json args);
+
+void add_sandbox_commands(CLI::App& app, Globals& g, int& rc);
+void add_exec_commands(CLI::App& app, Globals& g, int& rc);
+void add_image_commands(CLI::App& app, Globals& g, int& rc);
+void add_audit_commands(CLI::App& app, Globals& g, int& rc);
+void add_daemon_commands(CLI::App& app, Globals& g, int& rc);
+void add_cp_command(CLI::App& app, Globals& g, int& rc);
+
+// Runs an exec conversation over an API connection already answered OK; returns the command's exit code.
+int run_exec_stream(api::Client& client, bool forward_stdin, bool tty);
+
+// Human formatting.
+std::string format_time_ago(int64_t epoch_ms);
+void print_table(const std::vector<std::vector<std::string>>& rows);
+
+}  // namespace moat::cli

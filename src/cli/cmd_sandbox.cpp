@@ -1,0 +1,131 @@
+// moat sandbox create|start|stop|restart|reset|rm|ls|inspect
+#include <cstdio>
+
+#include "cli/cli.h"
+#include "config/units.h"
+
+namespace moat::cli {
+namespace {
+
+void print_record(const Globals& g, const Json& r) {
+  if (g.json) {
+    std::printf("%s\n", r.dump(2).c_str());
+    return;
+  }
+  if (r.value("removed", false)) {
+    std::printf("%s removed\n", r["name"].get<std::string>().c_str());
+    return;
+  }
+  std::printf("%s %s\n", r["name"].get<std::string>().c_str(), r["state"].get<std::string>().c_str());
+}
+
+// One verb that takes a sandbox name and prints the sandbox afterwards.
+void add_simple(CLI::App& parent, Globals& g, int& rc, const char* name, const char* verb, const char* help,
+                std::function<void(CLI::App&, Json&)> extra = {}) {
+  auto* cmd = parent.add_subcommand(name, help);
+  auto args = std::make_shared<Json>(Json::object());
+  auto sandbox = std::make_shared<std::string>();
+  cmd->add_option("name", *sandbox, "sandbox name")->required();
+  if (extra) extra(*cmd, *args);
+  cmd->callback([&g, &rc, verb, args, sandbox] {
+    (*args)["name"] = *sandbox;
+    auto r = call(g, verb, *args);
+    if (!r) {
+      rc = report(r.error());
+      return;
+    }
+    print_record(g, *r);
+  });
+}
+
+}  // namespace
+
+void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
+  auto* sb = app.add_subcommand("sandbox", "manage sandboxes: hardened, persistent machines");
+  sb->require_subcommand(1);
+
+  auto* create = sb->add_subcommand("create", "create a sandbox (its own capped disk, uid range and limits)");
+  struct CreateOpts {
+    std::string name, image, runtime, disk, memory;
+    std::optional<uint64_t> pids;
+    std::optional<double> cpus;
+    bool start = false;
+    std::vector<std::string> insecure;
+  };
+  auto co = std::make_shared<CreateOpts>();
+  create->add_option("name", co->name, "sandbox name: 1-63 of a-z 0-9 - _ .")->required();
+  create->add_option("--image", co->image, "image to start from (default from moat.toml, 'default')");
+  create->add_option("--runtime", co->runtime, "runc (default), runsc (gVisor) or crun");
+  create->add_option("--disk", co->disk, "disk cap, e.g. 10GiB (default from moat.toml)");
+  create->add_option("--memory", co->memory, "memory limit, e.g. 2GiB");
+  create->add_option("--pids", co->pids, "process/thread limit");
+  create->add_option("--cpus", co->cpus, "CPU limit in cores, e.g. 0.5");
+  create->add_flag("--start", co->start, "start it right away");
+  create->add_option("--insecure", co->insecure,
+                     "explicitly turn off one protection: no-seccomp, all-caps, no-userns, new-privileges, unmask-paths");
+  create->callback([&g, &rc, co] {
+    Json args{{"name", co->name}, {"start", co->start}, {"insecure", co->insecure}};
+    if (!co->image.empty()) args["image"] = co->image;
+    if (!co->runtime.empty()) args["runtime"] = co->runtime;
+    if (!co->disk.empty()) args["disk"] = co->disk;
+    if (!co->memory.empty()) args["memory"] = co->memory;
+    if (co->pids) args["pids"] = *co->pids;
+    if (co->cpus) args["cpus"] = *co->cpus;
+    auto r = call(g, "sandbox.create", args);
+    if (!r) {
+      rc = report(r.error());
+      return;
+    }
+    print_record(g, *r);
+  });
+
+  add_simple(*sb, g, rc, "start", "sandbox.start", "start a sandbox");
+  add_simple(*sb, g, rc, "stop", "sandbox.stop", "stop a sandbox (TERM, then KILL after the grace period)");
+  add_simple(*sb, g, rc, "restart", "sandbox.restart", "stop and start a sandbox");
+  add_simple(*sb, g, rc, "reset", "sandbox.reset",
+             "drop the writable layer: back to the image (/workspace is kept unless --workspace)",
+             [](CLI::App& cmd, Json& args) {
+               auto wipe = std::make_shared<bool>(false);
+               cmd.add_flag("--workspace", *wipe, "also empty /workspace");
+               cmd.preparse_callback([&args, wipe](size_t) { args["wipe_workspace"] = false; });
+               cmd.parse_complete_callback([&args, wipe] { args["wipe_workspace"] = *wipe; });
+             });
+  add_simple(*sb, g, rc, "rm", "sandbox.rm", "remove a sandbox and its disk", [](CLI::App& cmd, Json& args) {
+    auto force = std::make_shared<bool>(false);
+    cmd.add_flag("--force,-f", *force, "stop it first if running");
+    cmd.parse_complete_callback([&args, force] { args["force"] = *force; });
+  });
+
+  auto* ls = sb->add_subcommand("ls", "list sandboxes");
+  ls->callback([&g, &rc] {
+    auto r = call(g, "sandbox.ls", Json::object());
+    if (!r) {
+      rc = report(r.error());
+      return;
+    }
+    if (g.json) {
+      std::printf("%s\n", r->dump(2).c_str());
+      return;
+    }
+    std::vector<std::vector<std::string>> rows{{"NAME", "STATE", "IMAGE", "RUNTIME", "DISK", "MEMORY", "LAST USED"}};
+    for (auto& s : *r) {
+      rows.push_back({s["name"], s["state"], s["image"], s["runtime"], format_size(s["disk_bytes"].get<uint64_t>()),
+                      format_size(s["memory_bytes"].get<uint64_t>()), format_time_ago(s["last_used_at_ms"].get<int64_t>())});
+    }
+    print_table(rows);
+  });
+
+  auto* inspect = sb->add_subcommand("inspect", "show everything about a sandbox (JSON)");
+  auto iname = std::make_shared<std::string>();
+  inspect->add_option("name", *iname, "sandbox name")->required();
+  inspect->callback([&g, &rc, iname] {
+    auto r = call(g, "sandbox.inspect", Json{{"name", *iname}});
+    if (!r) {
+      rc = report(r.error());
+      return;
+    }
+    std::printf("%s\n", r->dump(2).c_str());
+  });
+}
+
+}  // namespace moat::cli

@@ -1,0 +1,350 @@
+#include "daemon/daemon.h"
+
+#include <unistd.h>
+
+#include <streambuf>
+
+#include "audit/export.h"
+#include "audit/verify.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "config/units.h"
+#include "daemon/exec_relay.h"
+#include "wire/frame.h"
+#include "wire/messages.h"
+
+namespace moat {
+using namespace std::chrono_literals;
+
+namespace {
+
+Json record_json(const SandboxRecord& r) {
+  return Json{{"name", r.name},
+              {"id", r.id},
+              {"image", r.image},
+              {"image_digest", r.image_digest},
+              {"runtime", r.runtime},
+              {"state", r.state},
+              {"uid_base", r.uid_base},
+              {"disk_bytes", r.disk_bytes},
+              {"memory_bytes", r.memory_bytes},
+              {"pids", r.pids_limit},
+              {"cpus", r.cpus},
+              {"created_at_ms", r.created_at_ms},
+              {"last_used_at_ms", r.last_used_at_ms}};
+}
+
+Json image_json(const image::ImageInfo& i) {
+  return Json{{"name", i.name}, {"digest", "sha256:" + i.digest}, {"size_bytes", i.size_bytes},
+              {"source", i.source}, {"created_at", i.created_at}};
+}
+
+// Streams whatever is written to it out as one callback per line, so an export of millions of
+// records never sits in memory whole.
+class LineSink : public std::streambuf {
+ public:
+  explicit LineSink(std::function<void(std::string_view)> cb) : cb_(std::move(cb)) {}
+  ~LineSink() override { flush_line(); }
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (c == traits_type::eof()) return c;
+    if (c == '\n') flush_line();
+    else line_.push_back(static_cast<char>(c));
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    for (std::streamsize i = 0; i < n; ++i) overflow(s[i]);
+    return n;
+  }
+
+ private:
+  void flush_line() {
+    if (!line_.empty()) cb_(line_);
+    line_.clear();
+  }
+  std::function<void(std::string_view)> cb_;
+  std::string line_;
+};
+
+constexpr uint64_t kMaxCopyBytes = 1ull << 30;
+
+std::string actor_of(const Json& args) { return args.value("actor", std::string("cli")); }
+
+Result<std::optional<uint64_t>> optional_size(const Json& args, const char* key) {
+  if (!args.contains(key) || args[key].is_null()) return std::optional<uint64_t>{};
+  if (args[key].is_number_unsigned()) return std::optional<uint64_t>(args[key].get<uint64_t>());
+  auto v = parse_size(args[key].get<std::string>());
+  if (!v) return wrap(v.error(), fmt::format("--{}", key));
+  return std::optional<uint64_t>(*v);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesystem::path init_binary) {
+  std::unique_ptr<Daemon> d(new Daemon(config));  // private constructor; ownership is immediate
+  if (auto st = make_dirs(config.state_dir, 0711); !st) return std::unexpected(st.error());
+  auto db = Database::open(config.state_dir / "moat.db");
+  if (!db) return wrap(db.error(), "opening the store");
+  d->db_.emplace(std::move(*db));
+  d->audit_ = std::make_unique<AuditLog>(*d->db_);
+  auto images = image::ImageStore::open(config.state_dir / "images");
+  if (!images) return std::unexpected(images.error());
+  d->images_.emplace(std::move(*images));
+  ManagerOptions mo;
+  mo.state_dir = config.state_dir;
+  mo.init_binary = std::move(init_binary);
+  mo.defaults = {config.sandbox.image, config.sandbox.runtime, config.sandbox.disk_bytes,
+                 config.sandbox.memory_bytes, config.sandbox.pids, config.sandbox.cpus};
+  mo.stop_grace = config.daemon.stop_grace;
+  mo.idle_timeout = config.daemon.idle_timeout;
+  d->manager_ = std::make_unique<SandboxManager>(mo, *d->db_, *d->audit_, *d->images_);
+  if (auto st = d->manager_->prepare(); !st) return std::unexpected(st.error());
+  d->register_handlers();
+  return d;
+}
+
+Daemon::~Daemon() {
+  stop();
+  if (idle_thread_.joinable()) idle_thread_.join();
+}
+
+void Daemon::stop() {
+  stopping_ = true;
+  server_.stop();
+}
+
+void Daemon::idle_loop() {
+  while (!stopping_) {
+    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
+    if (stopping_) break;
+    if (size_t n = manager_->stop_idle(); n > 0) log::info("stopped {} idle sandbox(es)", n);
+  }
+}
+
+Status Daemon::run() {
+  if (auto st = server_.listen(config_.socket_path()); !st) return st;
+  if (auto st = manager_->reconcile(); !st) log::warn("reconcile: {}", st.error().message);
+  (void)audit_->append("daemon.start", "daemon", "", Json{{"pid", getpid()}});
+  log::info("moatd listening on {} (state {})", config_.socket_path().string(), config_.state_dir.string());
+  idle_thread_ = std::thread([this] { idle_loop(); });
+  server_.serve();
+  // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
+  // and are adopted by the next moatd.
+  for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
+  (void)audit_->append("daemon.stop", "daemon", "", Json{{"pid", getpid()}});
+  return {};
+}
+
+void Daemon::register_handlers() {
+  auto& s = server_;
+  auto& m = *manager_;
+
+  s.handle("daemon.status", [this](const Json&, api::Session&) -> Result<Json> {
+    auto all = manager_->list();
+    if (!all) return std::unexpected(all.error());
+    int running = 0;
+    for (auto& r : *all) running += r.state == "running";
+    return Json{{"pid", getpid()}, {"state_dir", config_.state_dir.string()},
+                {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running}};
+  });
+  s.handle("daemon.stop", [this](const Json& args, api::Session&) -> Result<Json> {
+    if (args.value("all", false)) {
+      auto all = manager_->list();
+      if (all) {
+        for (auto& r : *all) {
+          if (r.state == "running") (void)manager_->stop(r.name, actor_of(args), "daemon stop");
+        }
+      }
+    }
+    stop();
+    return Json{{"stopping", true}};
+  });
+
+  s.handle("sandbox.create", [&m](const Json& a, api::Session& session) -> Result<Json> {
+    CreateRequest req;
+    req.name = a.at("name").get<std::string>();
+    req.image = a.value("image", "");
+    req.runtime = a.value("runtime", "");
+    auto disk = optional_size(a, "disk");
+    auto memory = optional_size(a, "memory");
+    if (!disk) return std::unexpected(disk.error());
+    if (!memory) return std::unexpected(memory.error());
+    req.disk_bytes = *disk;
+    req.memory_bytes = *memory;
+    if (a.contains("pids") && !a["pids"].is_null()) req.pids = a["pids"].get<uint64_t>();
+    if (a.contains("cpus") && !a["cpus"].is_null()) req.cpus = a["cpus"].get<double>();
+    for (auto& opt : a.value("insecure", std::vector<std::string>{})) {
+      if (opt == "no-seccomp") req.hardening.seccomp = false;
+      else if (opt == "all-caps") req.hardening.drop_capabilities = false;
+      else if (opt == "no-userns") req.hardening.user_namespace = false;
+      else if (opt == "new-privileges") req.hardening.no_new_privileges = false;
+      else if (opt == "unmask-paths") req.hardening.mask_paths = false;
+      else
+        return fail(ErrorKind::InvalidInput,
+                    "unknown --insecure option '{}': choose no-seccomp, all-caps, no-userns, new-privileges or unmask-paths",
+                    opt);
+    }
+    auto rec = m.create(req, actor_of(a));
+    if (!rec) return std::unexpected(rec.error());
+    if (a.value("start", false)) {
+      if (auto st = m.start(rec->name, actor_of(a)); !st) {
+        (void)m.remove(rec->name, true, actor_of(a));
+        return std::unexpected(st.error());
+      }
+    }
+    auto fresh = m.get(rec->name);
+    if (!fresh) return std::unexpected(fresh.error());
+    return record_json(*fresh);
+  });
+  auto simple = [&](const char* verb, auto fn) {
+    s.handle(verb, [&m, fn](const Json& a, api::Session&) -> Result<Json> {
+      std::string name = a.at("name").get<std::string>();
+      if (auto st = fn(m, name, a); !st) return std::unexpected(st.error());
+      auto rec = m.get(name);
+      if (!rec) return Json{{"name", name}, {"removed", true}};
+      return record_json(*rec);
+    });
+  };
+  simple("sandbox.start", [](SandboxManager& m, const std::string& n, const Json& a) { return m.start(n, actor_of(a)); });
+  simple("sandbox.stop", [](SandboxManager& m, const std::string& n, const Json& a) { return m.stop(n, actor_of(a)); });
+  simple("sandbox.restart", [](SandboxManager& m, const std::string& n, const Json& a) { return m.restart(n, actor_of(a)); });
+  simple("sandbox.reset", [](SandboxManager& m, const std::string& n, const Json& a) {
+    return m.reset(n, a.value("wipe_workspace", false), actor_of(a));
+  });
+  simple("sandbox.rm", [](SandboxManager& m, const std::string& n, const Json& a) {
+    return m.remove(n, a.value("force", false), actor_of(a));
+  });
+  s.handle("sandbox.inspect", [&m](const Json& a, api::Session&) { return m.inspect(a.at("name").get<std::string>()); });
+  s.handle("sandbox.ls", [&m](const Json&, api::Session&) -> Result<Json> {
+    auto all = m.list();
+    if (!all) return std::unexpected(all.error());
+    Json out = Json::array();
+    for (auto& r : *all) out.push_back(record_json(r));
+    return out;
+  });
+
+  s.handle("exec", [&m](const Json& a, api::Session& session) -> Result<Json> {
+    wire::ExecStart req;
+    req.argv = a.at("argv").get<std::vector<std::string>>();
+    req.env = a.value("env", std::vector<std::string>{});
+    req.cwd = a.value("cwd", std::string("/"));
+    req.uid = a.value("uid", 0u);
+    req.gid = a.value("gid", 0u);
+    req.tty = a.value("tty", false);
+    req.rows = a.value("rows", uint16_t{24});
+    req.cols = a.value("cols", uint16_t{80});
+    req.timeout_ms = a.value("timeout_ms", uint64_t{0});
+    std::string name = a.at("name").get<std::string>();
+    auto ch = m.open_exec(name, req, actor_of(a));
+    if (!ch) return std::unexpected(ch.error());
+    if (auto st = session.respond_ok(Json{{"sandbox", name}}); !st) {
+      ExecRecord lost;
+      lost.lost = true;
+      m.finish_exec(*ch, req, lost, actor_of(a));
+      return Json();
+    }
+    auto rec = relay_exec(session.fd(), ch->fd.get());
+    m.finish_exec(*ch, req, rec, actor_of(a));
+    return Json();
+  });
+
+  // file.put: the request announces the size; after an OK the client sends FileData frames and
+  // FileEnd, and a second ApiResponse says whether the write succeeded.
+  s.handle("file.put", [&m](const Json& a, api::Session& session) -> Result<Json> {
+    std::string name = a.at("name").get<std::string>();
+    std::string path = a.at("path").get<std::string>();
+    uint64_t size = a.at("size").get<uint64_t>();
+    if (size > kMaxCopyBytes)
+      return fail(ErrorKind::InvalidInput, "file too large to copy through moatd ({} bytes; the limit is {})", size,
+                  kMaxCopyBytes);
+    if (auto st = m.get(name); !st) return std::unexpected(st.error());
+    if (auto st = session.respond_ok(Json{{"ready", true}}); !st) return Json();
+    std::string data;
+    data.reserve(size);
+    for (;;) {
+      auto f = wire::read_frame(session.fd());
+      if (!f) return Json();
+      if (f->type == wire::FrameType::FileEnd) break;
+      if (f->type != wire::FrameType::FileData || data.size() + f->payload.size() > size) return Json();
+      data += f->payload;
+    }
+    auto st = m.put_file(name, path, data, a.value("mode", 0644u), actor_of(a));
+    Json resp = st ? api::ok_response(Json{{"bytes", data.size()}}) : api::error_response(st.error());
+    (void)wire::write_frame(session.fd(), wire::FrameType::ApiResponse, resp.dump());
+    return Json();
+  });
+  // file.get: FileData frames as ApiProgress would be JSON; the contents go as raw FileData frames
+  // before the final ApiResponse.
+  s.handle("file.get", [&m](const Json& a, api::Session& session) -> Result<Json> {
+    auto data = m.get_file(a.at("name").get<std::string>(), a.at("path").get<std::string>(), actor_of(a));
+    if (!data) return std::unexpected(data.error());
+    std::string_view rest = *data;
+    while (!rest.empty()) {
+      auto chunk = rest.substr(0, wire::kMaxChunk);
+      if (!wire::write_frame(session.fd(), wire::FrameType::FileData, chunk)) return Json();
+      rest.remove_prefix(chunk.size());
+    }
+    return Json{{"bytes", data->size()}};
+  });
+
+  s.handle("image.build", [this](const Json& a, api::Session& session) -> Result<Json> {
+    std::string name = a.value("name", std::string("default"));
+    if (name != "default" && !a.value("any_name", true))
+      return fail(ErrorKind::InvalidInput, "only 'default' can be built");
+    auto info = images_->build_default(name, [&](std::string_view line) { session.progress_line(line); });
+    if (!info) return std::unexpected(info.error());
+    (void)audit_->append("image.build", actor_of(a), name, Json{{"digest", info->digest}});
+    return image_json(*info);
+  });
+  s.handle("image.import", [this](const Json& a, api::Session& session) -> Result<Json> {
+    std::string name = a.at("name").get<std::string>();
+    std::string path = a.at("path").get<std::string>();
+    auto info = images_->import_tarball(name, path, [&](std::string_view line) { session.progress_line(line); });
+    if (!info) return std::unexpected(info.error());
+    (void)audit_->append("image.import", actor_of(a), name, Json{{"digest", info->digest}, {"path", path}});
+    return image_json(*info);
+  });
+  s.handle("image.ls", [this](const Json&, api::Session&) -> Result<Json> {
+    auto all = images_->list();
+    if (!all) return std::unexpected(all.error());
+    Json out = Json::array();
+    for (auto& i : *all) out.push_back(image_json(i));
+    return out;
+  });
+  s.handle("image.rm", [this](const Json& a, api::Session&) -> Result<Json> {
+    std::string name = a.at("name").get<std::string>();
+    auto st = images_->remove(name, [this](const std::string& digest) { return manager_->image_in_use(digest); });
+    if (!st) return std::unexpected(st.error());
+    (void)audit_->append("image.rm", actor_of(a), name, Json::object());
+    return Json{{"name", name}, {"removed", true}};
+  });
+
+  s.handle("audit.verify", [this](const Json&, api::Session&) -> Result<Json> {
+    auto reader = db_->open_reader();
+    if (!reader) return std::unexpected(reader.error());
+    auto report = verify_chain(*reader);
+    if (!report) return std::unexpected(report.error());
+    return Json{{"ok", report->ok}, {"records", report->records}, {"first_bad_seq", report->first_bad_seq},
+                {"problem", report->problem}};
+  });
+  s.handle("audit.export", [this](const Json& a, api::Session& session) -> Result<Json> {
+    int64_t since = 0;
+    if (a.contains("since") && !a["since"].get<std::string>().empty()) {
+      auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+      auto s = parse_since(a["since"].get<std::string>(), now);
+      if (!s) return std::unexpected(s.error());
+      since = *s;
+    }
+    auto reader = db_->open_reader();
+    if (!reader) return std::unexpected(reader.error());
+    LineSink sink([&](std::string_view line) { session.progress(Json{{"data", line}}); });
+    std::ostream out(&sink);
+    if (auto st = export_jsonl(*reader, since, out); !st) return std::unexpected(st.error());
+    out.flush();
+    return Json{{"exported", true}};
+  });
+}
+
+}  // namespace moat

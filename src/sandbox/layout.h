@@ -1,0 +1,38 @@
+#pragma once
+// Where a sandbox's pieces live in the state directory. Host-owned paths only: nothing here is
+// inside a sandbox's root, so the host may use them as ordinary paths.
+//
+//   <state>/sandboxes/<name>/disk.img     sparse ext4 image: the sandbox's own capped disk
+//   <state>/sandboxes/<name>/volume/      disk.img mounted (upper/, work/, workspace/, run/)
+//   <state>/sandboxes/<name>/lower/       the image's rootfs, idmapped to the sandbox's uid range, ro
+//   <state>/sandboxes/<name>/rootfs/      overlay of lower + volume/upper: the sandbox's /
+//   <state>/sandboxes/<name>/bundle/      OCI bundle (config.json)
+#include <filesystem>
+#include <string>
+
+namespace moat {
+
+struct SandboxPaths {
+  std::filesystem::path dir, disk, volume, lower, rootfs, bundle;
+  // moat-init's socket directory, bind-mounted at /run/moat inside. The agent can write here, so
+  // the host reaches it only through connect_init_socket(), which follows no link.
+  std::filesystem::path run_dir() const { return volume / "run"; }
+  std::filesystem::path workspace() const { return volume / "workspace"; }
+
+  static SandboxPaths for_sandbox(const std::filesystem::path& state_dir, const std::string& name) {
+    SandboxPaths p;
+    p.dir = state_dir / "sandboxes" / name;
+    p.disk = p.dir / "disk.img";
+    p.volume = p.dir / "volume";
+    p.lower = p.dir / "lower";
+    p.rootfs = p.dir / "rootfs";
+    p.bundle = p.dir / "bundle";
+    return p;
+  }
+};
+
+// The runtime's container id for a sandbox; the prefix lets reconcile recognise moat's containers.
+inline std::string container_id(const std::string& sandbox_name) { return "moat-" + sandbox_name; }
+inline constexpr std::string_view kContainerPrefix = "moat-";
+
+}  // namespace moat

@@ -1,0 +1,599 @@
+#include "sandbox/manager.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <set>
+#include <thread>
+
+#include "base/fs.h"
+#include "base/ids.h"
+#include "base/log.h"
+#include "base/sha256.h"
+#include "base/subprocess.h"
+#include "sandbox/storage/rootfs.h"
+#include "sandbox/storage/volume.h"
+#include "store/clock.h"
+
+namespace moat {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint32_t kUidCount = 65536;
+constexpr std::string_view kInitInside = "/.moat/init";
+constexpr std::string_view kRunInside = "/run/moat";
+
+int64_t now_ms() { return moat::clock::now_ms(); }
+
+std::string cgroup_of(std::string_view sandbox) { return fmt::format("/moat/{}", sandbox); }
+
+Json hardening_to_json(const oci::Hardening& h) {
+  return Json{{"user_namespace", h.user_namespace}, {"seccomp", h.seccomp},
+              {"drop_capabilities", h.drop_capabilities}, {"no_new_privileges", h.no_new_privileges},
+              {"mask_paths", h.mask_paths}};
+}
+
+oci::Hardening hardening_from_options(const std::string& options_json) {
+  oci::Hardening h;
+  Json j = Json::parse(options_json, nullptr, false);
+  if (j.is_discarded() || !j.contains("hardening")) return h;
+  auto& hj = j["hardening"];
+  h.user_namespace = hj.value("user_namespace", true);
+  h.seccomp = hj.value("seccomp", true);
+  h.drop_capabilities = hj.value("drop_capabilities", true);
+  h.no_new_privileges = hj.value("no_new_privileges", true);
+  h.mask_paths = hj.value("mask_paths", true);
+  return h;
+}
+
+bool is_mounted(const fs::path& p) {
+  auto m = mounts_under(p);
+  if (!m) return false;
+  for (auto& mp : *m) {
+    if (fs::path(mp) == p) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+SandboxManager::SandboxManager(ManagerOptions opts, Database& db, AuditLog& audit, image::ImageStore& images)
+    : opts_(std::move(opts)), db_(db), repo_(db), audit_(audit), images_(images) {
+  for (auto kind : {oci::RuntimeKind::Runc, oci::RuntimeKind::Crun, oci::RuntimeKind::Runsc}) {
+    std::string name(oci::runtime_name(kind));
+    runtimes_.emplace(name, std::make_unique<oci::OciRuntime>(kind, opts_.state_dir / "runtime" / name));
+  }
+}
+
+SandboxManager::~SandboxManager() = default;
+
+void SandboxManager::audit(std::string_view kind, std::string_view actor, std::string_view subject, Json data) {
+  auto r = audit_.append(std::string(kind), std::string(actor), std::string(subject), std::move(data));
+  if (!r) log::error("audit append failed: {}", r.error().message);
+}
+
+Status SandboxManager::prepare() {
+  // 0711: sandboxes' mapped roots must traverse to their bind-mount sources, but may list nothing.
+  for (auto dir : {opts_.state_dir, opts_.state_dir / "sandboxes", opts_.state_dir / "bin", opts_.state_dir / "runtime"}) {
+    if (auto st = make_dirs(dir, 0711); !st) return st;
+  }
+  auto binary = read_file(opts_.init_binary);
+  if (!binary) {
+    return fail(ErrorKind::Unavailable, "moat-init binary not found at {}; build it with 'make build'",
+                opts_.init_binary.string());
+  }
+  // Content-addressed name: running sandboxes keep the binary they started with.
+  init_binary_installed_ = opts_.state_dir / "bin" / fmt::format("moat-init-{}", sha256_hex(*binary).substr(0, 16));
+  if (!fs::exists(init_binary_installed_)) {
+    if (auto st = write_file_atomic(init_binary_installed_, *binary, 0755); !st) return st;
+  }
+  return {};
+}
+
+Result<const oci::OciRuntime*> SandboxManager::runtime(std::string_view kind) {
+  auto it = runtimes_.find(kind);
+  if (it == runtimes_.end())
+    return fail(ErrorKind::InvalidInput, "unknown runtime '{}': choose runc (default), runsc (gVisor) or crun", kind);
+  return it->second.get();
+}
+
+std::shared_ptr<std::mutex> SandboxManager::lock_for(std::string_view name) {
+  std::lock_guard g(locks_mu_);
+  auto it = locks_.find(name);
+  if (it == locks_.end()) it = locks_.emplace(std::string(name), std::make_shared<std::mutex>()).first;
+  return it->second;
+}
+
+Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::string_view actor) {
+  if (auto st = validate_name("sandbox", req.name); !st) return std::unexpected(st.error());
+  std::string runtime_name = req.runtime.empty() ? opts_.defaults.runtime : req.runtime;
+  auto rt = runtime(runtime_name);
+  if (!rt) return std::unexpected(rt.error());
+  if (auto st = (*rt)->probe(); !st) return std::unexpected(st.error());
+  std::string image_name = req.image.empty() ? opts_.defaults.image : req.image;
+  auto image = images_.get(image_name);
+  if (!image) return std::unexpected(image.error());
+
+  auto lock = lock_for(req.name);
+  std::lock_guard g(*lock);
+  if (repo_.get(req.name)) {
+    return fail(ErrorKind::Conflict, "a sandbox named '{}' already exists; pick another name or remove it first",
+                req.name);
+  }
+  SandboxRecord rec;
+  rec.name = req.name;
+  rec.id = random_hex_id(8);
+  rec.image = image->name;
+  rec.image_digest = image->digest;
+  rec.runtime = runtime_name;
+  rec.state = "created";
+  rec.disk_bytes = static_cast<int64_t>(req.disk_bytes.value_or(opts_.defaults.disk_bytes));
+  rec.memory_bytes = static_cast<int64_t>(req.memory_bytes.value_or(opts_.defaults.memory_bytes));
+  rec.pids_limit = static_cast<int64_t>(req.pids.value_or(opts_.defaults.pids));
+  rec.cpus = req.cpus.value_or(opts_.defaults.cpus);
+  rec.options_json = Json{{"hardening", hardening_to_json(req.hardening)}}.dump();
+  rec.created_at_ms = now_ms();
+  if (rec.disk_bytes < (64ll << 20)) return fail(ErrorKind::InvalidInput, "disk cap must be at least 64MiB");
+  if (rec.memory_bytes < (16ll << 20)) return fail(ErrorKind::InvalidInput, "memory limit must be at least 16MiB");
+
+  auto stored = repo_.insert(rec);
+  if (!stored) return std::unexpected(stored.error());
+  rec = *stored;
+
+  // Everything below is rolled back if a later step fails: nothing half-created survives.
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
+  auto rollback = [&](const Error& e) -> std::unexpected<Error> {
+    (void)unmount(paths.volume);
+    (void)remove_tree(paths.dir);
+    (void)repo_.remove(rec.name);
+    return std::unexpected(e);
+  };
+  if (fs::exists(paths.dir)) {
+    // Left by a crash before reconcile ran; it holds nothing we know of.
+    if (auto m = mounts_under(paths.dir); m && !m->empty())
+      return rollback(Error{ErrorKind::Conflict, fmt::format("{} still has mounts; restart moatd to reconcile", paths.dir.string())});
+    (void)remove_tree(paths.dir);
+  }
+  for (auto& d : {paths.dir, paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
+    if (auto st = make_dirs(d, 0711); !st) return rollback(st.error());
+  }
+  if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), static_cast<uint32_t>(rec.uid_base),
+                              static_cast<uint32_t>(rec.uid_base));
+      !st) {
+    return rollback(st.error());
+  }
+  audit("sandbox.create", actor, rec.name,
+        Json{{"image", rec.image}, {"digest", rec.image_digest}, {"runtime", rec.runtime}, {"uid_base", rec.uid_base},
+             {"disk_bytes", rec.disk_bytes}, {"memory_bytes", rec.memory_bytes}, {"pids", rec.pids_limit},
+             {"cpus", rec.cpus}, {"hardening", hardening_to_json(req.hardening)}});
+  return rec;
+}
+
+Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths& paths) {
+  oci::SandboxSpec spec;
+  spec.id = container_id(rec.name);
+  spec.hostname = rec.name;
+  spec.rootfs = paths.rootfs;
+  spec.uid_base = static_cast<uint32_t>(rec.uid_base);
+  spec.uid_count = kUidCount;
+  spec.args = {std::string(kInitInside), "--listen", fmt::format("{}/init.sock", kRunInside), "--log",
+               fmt::format("{}/init.log", kRunInside)};
+  // Processes inside the sandbox may not drive moat-init; under gVisor the host's connections arrive
+  // through the gofer and carry no peer pid, so the check cannot tell them apart there.
+  if (rec.runtime != "runsc") spec.args.push_back("--host-peers-only");
+  spec.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=moat"};
+  spec.extra_mounts = {
+      {std::string(kInitInside), init_binary_installed_.string(), "bind", {"ro", "nosuid", "nodev"}},
+      {"/workspace", paths.workspace().string(), "bind", {"rw", "nosuid", "nodev"}},
+      {std::string(kRunInside), paths.run_dir().string(), "bind", {"rw", "nosuid", "nodev", "noexec"}},
+  };
+  spec.limits.memory_bytes = static_cast<uint64_t>(rec.memory_bytes);
+  spec.limits.pids = static_cast<uint64_t>(rec.pids_limit);
+  spec.limits.cpus = rec.cpus;
+  spec.hardening = hardening_from_options(rec.options_json);
+  spec.cgroup_path = cgroup_of(rec.name);
+  Json j = oci::make_runtime_spec(spec);
+  return write_file_atomic(paths.bundle / "config.json", j.dump(2), 0600);
+}
+
+Status SandboxManager::wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths) {
+  InitClient client(paths.run_dir());
+  auto deadline = std::chrono::steady_clock::now() + opts_.start_timeout;
+  Error last{ErrorKind::Unavailable, "no answer"};
+  auto delay = 2ms;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto st = client.health(1000ms);
+    if (st) return {};
+    last = st.error();
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, 50ms);
+  }
+  return fail(ErrorKind::Unavailable, "sandbox '{}' started but moat-init did not answer within {} ms: {}", rec.name,
+              opts_.start_timeout.count(), last.message);
+}
+
+Status SandboxManager::start(std::string_view name, std::string_view actor) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  return start_locked(*rec, actor);
+}
+
+Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view actor) {
+  auto rt = runtime(rec.runtime);
+  if (!rt) return std::unexpected(rt.error());
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
+  auto cid = container_id(rec.name);
+  if (rec.state == "running") {
+    auto st = (*rt)->state(cid);
+    if (st && st->status == "running") return {};
+    // Recorded as running but the container is gone (it died): clean up, then start afresh.
+    (void)teardown(rec);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto image = images_.get(rec.image_digest);
+  if (!image) return wrap(image.error(), fmt::format("sandbox '{}' uses image {}", rec.name, rec.image));
+
+  auto fail_start = [&](const Error& e) -> Status {
+    (void)teardown(rec);
+    (void)repo_.update_state(rec.name, "stopped");
+    audit("sandbox.start_failed", actor, rec.name, Json{{"error", e.message}});
+    return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
+  };
+  if (!is_mounted(paths.volume)) {
+    if (auto st = mount_volume(paths.disk, paths.volume); !st) return fail_start(st.error());
+  }
+  if (!is_mounted(paths.rootfs)) {
+    if (auto st = mount_rootfs(images_.rootfs_path(*image), paths.volume, static_cast<uint32_t>(rec.uid_base),
+                               kUidCount, paths.lower, paths.rootfs);
+        !st) {
+      return fail_start(st.error());
+    }
+  }
+  if (auto st = write_bundle(rec, paths); !st) return fail_start(st.error());
+  (void)(*rt)->remove(cid, true);  // a stopped leftover with the same id would block create
+  if (auto st = (*rt)->create(cid, paths.bundle); !st) return fail_start(st.error());
+  if (auto st = (*rt)->start(cid); !st) return fail_start(st.error());
+  if (auto st = wait_healthy(rec, paths); !st) return fail_start(st.error());
+  auto now = now_ms();
+  (void)repo_.update_state(rec.name, "running");
+  (void)repo_.set_started(rec.name, now);
+  (void)repo_.touch(rec.name, now);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  audit("sandbox.start", actor, rec.name, Json{{"runtime", rec.runtime}, {"duration_ms", ms}});
+  return {};
+}
+
+Status SandboxManager::teardown(const SandboxRecord& rec) {
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
+  auto cid = container_id(rec.name);
+  std::optional<Error> first;
+  if (auto rt = runtime(rec.runtime); rt) {
+    if ((*rt)->state(cid)) {
+      (void)(*rt)->kill(cid, SIGKILL, true);
+      if (auto st = (*rt)->remove(cid, true, cgroup_of(rec.name)); !st && !first) first = st.error();
+    }
+  }
+  if (auto st = unmount_rootfs(paths.lower, paths.rootfs); !st && !first) first = st.error();
+  if (is_mounted(paths.volume)) {
+    if (auto st = unmount(paths.volume); !st && !first) first = st.error();
+  }
+  if (first) return std::unexpected(*first);
+  return {};
+}
+
+Status SandboxManager::stop(std::string_view name, std::string_view actor, std::string_view reason) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  return stop_locked(*rec, actor, reason);
+}
+
+Status SandboxManager::stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason) {
+  auto rt = runtime(rec.runtime);
+  if (!rt) return std::unexpected(rt.error());
+  auto cid = container_id(rec.name);
+  auto t0 = std::chrono::steady_clock::now();
+  bool killed = false;
+  auto st = (*rt)->state(cid);
+  if (st && st->status == "running") {
+    // moat-init forwards TERM to every process and exits when they are gone; KILL after the grace period.
+    (void)(*rt)->kill(cid, SIGTERM, false);
+    auto deadline = t0 + opts_.stop_grace;
+    for (;;) {
+      auto s = (*rt)->state(cid);
+      if (!s || s->status != "running") break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        (void)(*rt)->kill(cid, SIGKILL, true);
+        killed = true;
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  auto td = teardown(rec);
+  (void)repo_.update_state(rec.name, "stopped");
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (rec.state != "stopped" || st) {
+    audit("sandbox.stop", actor, rec.name,
+          Json{{"reason", reason}, {"killed_after_grace", killed}, {"duration_ms", ms}});
+  }
+  if (!td) return wrap(td.error(), fmt::format("sandbox '{}' stopped but cleanup failed", rec.name));
+  return {};
+}
+
+Status SandboxManager::restart(std::string_view name, std::string_view actor) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  if (auto st = stop_locked(*rec, actor, "restart"); !st) return st;
+  auto fresh = repo_.get(name);
+  if (!fresh) return std::unexpected(fresh.error());
+  return start_locked(*fresh, actor);
+}
+
+Status SandboxManager::reset(std::string_view name, bool wipe_workspace, std::string_view actor) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  bool was_running = rec->state == "running";
+  if (auto st = stop_locked(*rec, actor, "reset"); !st) return st;
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
+  if (auto st = mount_volume(paths.disk, paths.volume); !st) return st;
+  auto st = reset_upper(paths.volume, static_cast<uint32_t>(rec->uid_base));
+  if (st && wipe_workspace) {
+    st = reset_directory(paths.workspace(), static_cast<uint32_t>(rec->uid_base));
+  }
+  (void)unmount(paths.volume);
+  if (!st) return st;
+  audit("sandbox.reset", actor, rec->name, Json{{"workspace_wiped", wipe_workspace}});
+  if (was_running) {
+    auto fresh = repo_.get(name);
+    if (!fresh) return std::unexpected(fresh.error());
+    return start_locked(*fresh, actor);
+  }
+  return {};
+}
+
+Status SandboxManager::remove(std::string_view name, bool force, std::string_view actor) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  if (rec->state == "running" && !force) {
+    return fail(ErrorKind::Conflict, "sandbox '{}' is running; stop it first or use --force", rec->name);
+  }
+  if (rec->state == "running") {
+    if (auto st = stop_locked(*rec, actor, "remove"); !st) return st;
+  } else if (auto st = teardown(*rec); !st) {
+    return st;
+  }
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
+  if (auto m = mounts_under(paths.dir); m && !m->empty()) {
+    return fail(ErrorKind::Conflict, "sandbox '{}' still has mounts under {}; not removing its data", rec->name,
+                paths.dir.string());
+  }
+  if (auto st = remove_tree(paths.dir); !st) return st;
+  if (auto st = repo_.remove(rec->name); !st) return st;
+  audit("sandbox.remove", actor, rec->name, Json{{"forced", force}});
+  return {};
+}
+
+Result<std::vector<SandboxRecord>> SandboxManager::list() { return repo_.list(); }
+Result<SandboxRecord> SandboxManager::get(std::string_view name) { return repo_.get(name); }
+
+Result<Json> SandboxManager::inspect(std::string_view name) {
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
+  Json j{{"name", rec->name},
+         {"id", rec->id},
+         {"image", rec->image},
+         {"image_digest", rec->image_digest},
+         {"runtime", rec->runtime},
+         {"state", rec->state},
+         {"uid_base", rec->uid_base},
+         {"limits", {{"disk_bytes", rec->disk_bytes}, {"memory_bytes", rec->memory_bytes}, {"pids", rec->pids_limit},
+                     {"cpus", rec->cpus}}},
+         {"options", Json::parse(rec->options_json, nullptr, false)},
+         {"created_at_ms", rec->created_at_ms},
+         {"started_at_ms", rec->started_at_ms},
+         {"last_used_at_ms", rec->last_used_at_ms},
+         {"container_id", container_id(rec->name)},
+         {"paths", {{"dir", paths.dir.string()}, {"disk", paths.disk.string()}, {"rootfs", paths.rootfs.string()}}}};
+  if (auto rt = runtime(rec->runtime); rt) {
+    if (auto st = (*rt)->state(container_id(rec->name)); st) {
+      j["container"] = {{"status", st->status}, {"pid", st->pid}};
+    }
+  }
+  // The sparse image's allocated blocks: what the sandbox's disk really costs the host.
+  if (struct stat sb {}; ::stat(paths.disk.c_str(), &sb) == 0) j["disk_used_bytes"] = static_cast<int64_t>(sb.st_blocks) * 512;
+  return j;
+}
+
+Result<InitClient> SandboxManager::init_client(std::string_view name) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  if (rec->state != "running") {
+    if (auto st = start_locked(*rec, "daemon"); !st) return std::unexpected(st.error());
+  } else {
+    auto rt = runtime(rec->runtime);
+    auto st = rt ? (*rt)->state(container_id(rec->name)) : Result<oci::ContainerState>(std::unexpected(rt.error()));
+    if (!st || st->status != "running") {
+      if (auto s = start_locked(*rec, "daemon"); !s) return std::unexpected(s.error());
+    }
+  }
+  (void)repo_.touch(rec->name, now_ms());
+  return InitClient(SandboxPaths::for_sandbox(opts_.state_dir, rec->name).run_dir());
+}
+
+Result<ExecChannel> SandboxManager::open_exec(std::string_view name, const wire::ExecStart& req,
+                                              std::string_view actor) {
+  if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given: use 'moat exec NAME -- CMD...'");
+  auto client = init_client(name);
+  if (!client) return std::unexpected(client.error());
+  {
+    std::lock_guard g(active_mu_);
+    ++active_execs_[std::string(name)];
+  }
+  auto fd = client->start_exec(req);
+  if (!fd) {
+    std::lock_guard g(active_mu_);
+    --active_execs_[std::string(name)];
+    return wrap(fd.error(), fmt::format("cannot exec in sandbox '{}'", name));
+  }
+  return ExecChannel{std::string(name), std::move(*fd), std::chrono::steady_clock::now()};
+}
+
+void SandboxManager::finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec,
+                                 std::string_view actor) {
+  {
+    std::lock_guard g(active_mu_);
+    --active_execs_[ch.sandbox];
+  }
+  (void)repo_.touch(ch.sandbox, now_ms());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - ch.started).count();
+  Json data{{"argv", req.argv},          {"cwd", req.cwd},
+            {"uid", req.uid},            {"tty", req.tty},
+            {"exit_code", rec.exit.exit_code}, {"signal", rec.exit.signal},
+            {"timed_out", rec.exit.timed_out}, {"duration_ms", ms},
+            {"stdout_bytes", rec.stdout_bytes}, {"stderr_bytes", rec.stderr_bytes}};
+  if (rec.lost) data["connection_lost"] = true;
+  audit("exec", actor, ch.sandbox, std::move(data));
+}
+
+Result<ExecResult> SandboxManager::exec(std::string_view name, const wire::ExecStart& req,
+                                        std::string_view stdin_data, std::string_view actor) {
+  if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given");
+  auto client = init_client(name);
+  if (!client) return std::unexpected(client.error());
+  {
+    std::lock_guard g(active_mu_);
+    ++active_execs_[std::string(name)];
+  }
+  ExecChannel ch{std::string(name), UniqueFd(), std::chrono::steady_clock::now()};
+  auto r = client->exec(req, stdin_data);
+  ExecRecord rec;
+  if (r) {
+    rec.exit = {r->exit_code, r->signal, r->timed_out, r->duration_ms};
+    rec.stdout_bytes = r->out.size();
+    rec.stderr_bytes = r->err.size();
+  } else {
+    rec.lost = true;
+  }
+  finish_exec(ch, req, rec, actor);
+  return r;
+}
+
+Status SandboxManager::put_file(std::string_view name, const std::string& path, std::string_view data, uint32_t mode,
+                                std::string_view actor) {
+  auto client = init_client(name);
+  if (!client) return std::unexpected(client.error());
+  auto st = client->put_file(path, data, mode);
+  audit("file.put", actor, name, Json{{"path", path}, {"bytes", data.size()}, {"ok", st.has_value()}});
+  if (!st) return wrap(st.error(), fmt::format("copying into sandbox '{}'", name));
+  return {};
+}
+
+Result<std::string> SandboxManager::get_file(std::string_view name, const std::string& path, std::string_view actor) {
+  auto client = init_client(name);
+  if (!client) return std::unexpected(client.error());
+  auto data = client->get_file(path);
+  audit("file.get", actor, name, Json{{"path", path}, {"bytes", data ? data->size() : 0}, {"ok", data.has_value()}});
+  if (!data) return wrap(data.error(), fmt::format("copying out of sandbox '{}'", name));
+  return data;
+}
+
+size_t SandboxManager::stop_idle() {
+  if (opts_.idle_timeout.count() <= 0) return 0;
+  auto all = repo_.list();
+  if (!all) return 0;
+  size_t stopped = 0;
+  auto now = now_ms();
+  for (auto& rec : *all) {
+    if (rec.state != "running") continue;
+    if (now - std::max(rec.last_used_at_ms, rec.started_at_ms) < opts_.idle_timeout.count()) continue;
+    {
+      std::lock_guard g(active_mu_);
+      if (active_execs_[rec.name] > 0) continue;
+    }
+    auto lock = lock_for(rec.name);
+    std::unique_lock g(*lock, std::try_to_lock);
+    if (!g.owns_lock()) continue;
+    auto fresh = repo_.get(rec.name);
+    if (!fresh || fresh->state != "running" || now - fresh->last_used_at_ms < opts_.idle_timeout.count()) continue;
+    if (stop_locked(*fresh, "daemon", "idle")) ++stopped;
+  }
+  return stopped;
+}
+
+bool SandboxManager::image_in_use(const std::string& digest) {
+  auto n = repo_.count_using_image(digest);
+  return !n || *n > 0;  // when unsure, say yes: refusing an image rm is the safe mistake
+}
+
+Status SandboxManager::reconcile() {
+  auto all = repo_.list();
+  if (!all) return std::unexpected(all.error());
+  std::set<std::string> known;
+  for (auto& rec : *all) {
+    known.insert(container_id(rec.name));
+    auto lock = lock_for(rec.name);
+    std::lock_guard g(*lock);
+    auto rt = runtime(rec.runtime);
+    auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
+    bool adopted = false;
+    if (rt) {
+      auto st = (*rt)->state(container_id(rec.name));
+      if (st && st->status == "running" && InitClient(paths.run_dir()).health(1000ms)) {
+        adopted = true;
+        (void)repo_.update_state(rec.name, "running");
+        audit("sandbox.adopt", "daemon", rec.name, Json{{"pid", st->pid}});
+      }
+    }
+    if (!adopted) {
+      bool had_anything = rec.state == "running";
+      if (auto m = mounts_under(paths.dir); m && !m->empty()) had_anything = true;
+      if (auto st = teardown(rec); !st) log::warn("reconcile: cleaning up sandbox {}: {}", rec.name, st.error().message);
+      if (rec.state == "running") (void)repo_.update_state(rec.name, "stopped");
+      if (had_anything) audit("sandbox.teardown", "daemon", rec.name, Json{{"reason", "not running at daemon start"}});
+    }
+  }
+  // Containers and directories nobody owns: left by a crash in the middle of create or remove.
+  for (auto& [name, rt] : runtimes_) {
+    if (!rt->probe()) continue;
+    auto ids = rt->list();
+    if (!ids) continue;
+    for (auto& id : *ids) {
+      if (!id.starts_with(kContainerPrefix) || known.contains(id)) continue;
+      (void)rt->kill(id, SIGKILL, true);
+      (void)rt->remove(id, true, cgroup_of(id.substr(kContainerPrefix.size())));
+      audit("sandbox.teardown", "daemon", id, Json{{"reason", "orphaned container"}, {"runtime", name}});
+    }
+  }
+  std::error_code ec;
+  for (auto& entry : fs::directory_iterator(opts_.state_dir / "sandboxes", ec)) {
+    auto name = entry.path().filename().string();
+    if (known.contains(container_id(name))) continue;
+    auto paths = SandboxPaths::for_sandbox(opts_.state_dir, name);
+    (void)unmount_rootfs(paths.lower, paths.rootfs);
+    if (is_mounted(paths.volume)) (void)unmount(paths.volume);
+    if (auto m = mounts_under(paths.dir); m && !m->empty()) {
+      log::warn("reconcile: {} still has mounts; leaving it", paths.dir.string());
+      continue;
+    }
+    (void)remove_tree(paths.dir);
+    audit("sandbox.teardown", "daemon", name, Json{{"reason", "orphaned directory"}});
+  }
+  return {};
+}
+
+}  // namespace moat

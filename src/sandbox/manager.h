@@ -1,0 +1,133 @@
+#pragma once
+// The sandbox manager owns every sandbox's lifecycle: create, start, stop, restart, reset, remove,
+// exec, idle stop, and reconciling what it finds running when moatd starts. It knows images,
+// storage, the OCI runtimes and moat-init; it knows nothing of agents, routers or channels.
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "audit/audit_log.h"
+#include "base/json.h"
+#include "image/image_store.h"
+#include "sandbox/init_client.h"
+#include "sandbox/layout.h"
+#include "sandbox/oci/runtime.h"
+#include "sandbox/oci/spec.h"
+#include "store/sandbox_repo.h"
+
+namespace moat {
+
+struct SandboxDefaultsView {
+  std::string image = "default";
+  std::string runtime = "runc";
+  uint64_t disk_bytes = 10ull << 30;
+  uint64_t memory_bytes = 2ull << 30;
+  uint64_t pids = 1024;
+  double cpus = 1.0;
+};
+
+struct ManagerOptions {
+  std::filesystem::path state_dir;
+  std::filesystem::path init_binary;  // the built moat-init; copied into <state>/bin
+  SandboxDefaultsView defaults;
+  std::chrono::milliseconds stop_grace{10000};
+  std::chrono::milliseconds idle_timeout{0};  // 0 = never
+  std::chrono::milliseconds start_timeout{20000};
+};
+
+struct CreateRequest {
+  std::string name;
+  std::string image;    // empty = default
+  std::string runtime;  // empty = default
+  std::optional<uint64_t> disk_bytes, memory_bytes, pids;
+  std::optional<double> cpus;
+  oci::Hardening hardening;  // explicit opt-outs only
+};
+
+// An exec in flight: the connection to moat-init, for the caller to relay frames on.
+struct ExecChannel {
+  std::string sandbox;
+  UniqueFd fd;
+  std::chrono::steady_clock::time_point started;
+};
+
+struct ExecRecord {
+  wire::ExecExit exit;
+  uint64_t stdout_bytes = 0, stderr_bytes = 0;
+  bool lost = false;  // the connection broke before Exit
+};
+
+class SandboxManager {
+ public:
+  SandboxManager(ManagerOptions opts, Database& db, AuditLog& audit, image::ImageStore& images);
+  ~SandboxManager();
+
+  // Creates the state layout and installs moat-init; call once before anything else.
+  Status prepare();
+  // Adopts sandboxes still running from before and tears down everything half-made or orphaned.
+  Status reconcile();
+
+  Result<SandboxRecord> create(const CreateRequest& req, std::string_view actor);
+  Status start(std::string_view name, std::string_view actor);
+  Status stop(std::string_view name, std::string_view actor, std::string_view reason = "request");
+  Status restart(std::string_view name, std::string_view actor);
+  // Drops the writable layer (back to the image); /workspace is kept unless `wipe_workspace`.
+  Status reset(std::string_view name, bool wipe_workspace, std::string_view actor);
+  Status remove(std::string_view name, bool force, std::string_view actor);
+
+  Result<std::vector<SandboxRecord>> list();
+  Result<SandboxRecord> get(std::string_view name);
+  Result<Json> inspect(std::string_view name);
+
+  // Starts the sandbox if it is stopped (idle stop is invisible to callers), then opens an exec.
+  Result<ExecChannel> open_exec(std::string_view name, const wire::ExecStart& req, std::string_view actor);
+  // Records the end of an exec opened by open_exec (audit event, idle accounting).
+  void finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec, std::string_view actor);
+  // Runs a command to completion and captures its output (used by tests and the agent loop later).
+  Result<ExecResult> exec(std::string_view name, const wire::ExecStart& req, std::string_view stdin_data,
+                          std::string_view actor);
+
+  Result<InitClient> init_client(std::string_view name);
+
+  // Copies a file into / out of a sandbox. moat-init does the path work inside the sandbox, so a link
+  // the agent planted resolves inside its own root, never on the host (invariant 1).
+  Status put_file(std::string_view name, const std::string& path, std::string_view data, uint32_t mode,
+                  std::string_view actor);
+  Result<std::string> get_file(std::string_view name, const std::string& path, std::string_view actor);
+
+  // Stops running sandboxes idle for longer than idle_timeout; returns how many were stopped.
+  size_t stop_idle();
+
+  bool image_in_use(const std::string& digest);
+  const ManagerOptions& options() const { return opts_; }
+  Result<const oci::OciRuntime*> runtime(std::string_view kind);
+
+ private:
+  std::shared_ptr<std::mutex> lock_for(std::string_view name);
+  Status start_locked(const SandboxRecord& rec, std::string_view actor);
+  Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);
+  // Kills the container if any and unmounts everything; best effort, reports the first failure.
+  Status teardown(const SandboxRecord& rec);
+  Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths);
+  Status wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths);
+  void audit(std::string_view kind, std::string_view actor, std::string_view subject, Json data);
+
+  ManagerOptions opts_;
+  Database& db_;
+  SandboxRepo repo_;
+  AuditLog& audit_;
+  image::ImageStore& images_;
+  std::filesystem::path init_binary_installed_;
+  std::map<std::string, std::unique_ptr<oci::OciRuntime>, std::less<>> runtimes_;
+
+  std::mutex locks_mu_;
+  std::map<std::string, std::shared_ptr<std::mutex>, std::less<>> locks_;
+  std::mutex active_mu_;
+  std::map<std::string, int, std::less<>> active_execs_;
+};
+
+}  // namespace moat

@@ -1,0 +1,41 @@
+#pragma once
+// Each sandbox's own disk: a sparse ext4 image file mounted through a loop device. Its size is the
+// sandbox's cap, so filling it fills neither the host nor another sandbox; blocks freed inside are
+// handed back to the host (mounted with discard, the loop device punches holes in the file).
+//
+// Volume layout (the mount point of the image):
+//   upper/      overlay upper layer: everything the sandbox changed in its root    owner:owner 0755
+//   work/       overlay work dir                                                  owner:owner 0755
+//   workspace/  bind-mounted at /workspace                                        owner:owner 0755
+//   run/        moat-init's socket directory                                      owner:owner 0700
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "sandbox/storage/mounts.h"
+
+namespace moat {
+
+inline constexpr uint64_t kMinVolumeBytes = 32ull << 20;
+
+// Creates `image_file` (must not exist) as a sparse file of `size_bytes`, makes an ext4 file system on it
+// whose root and top-level directories belong to owner_uid:owner_gid (the sandbox's mapped root), and
+// leaves it unmounted. On any failure nothing is left behind. No loop device or a failing mkfs.ext4 is
+// one clear error (Unavailable) naming what to do.
+Status create_volume(const std::filesystem::path& image_file, uint64_t size_bytes, uint32_t owner_uid,
+                     uint32_t owner_gid);
+
+// Mounts `image_file` at `mount_point` (nosuid, nodev, noatime, discard) through a free loop device
+// configured with autoclear and direct I/O, so unmounting frees the loop device and the file's pages
+// are cached once (by ext4), not twice.
+Status mount_volume(const std::filesystem::path& image_file, const std::filesystem::path& mount_point);
+
+// The loop devices ("/dev/loop3") currently backed by `image_file`: empty once it is unmounted.
+Result<std::vector<std::string>> loop_devices_for(const std::filesystem::path& image_file);
+
+// Bytes the image file really occupies on the host (allocated blocks of the sparse file).
+Result<uint64_t> volume_allocated_bytes(const std::filesystem::path& image_file);
+
+}  // namespace moat

@@ -1,0 +1,99 @@
+#include "store/migrations.h"
+
+#include "store/database.h"
+
+namespace moat {
+
+namespace {
+
+// Sandbox states are checked by SandboxRepo rather than a CHECK constraint, so that a later state
+// does not need SQLite's table-rebuild dance.
+constexpr std::string_view kSandboxes = R"sql(
+CREATE TABLE sandboxes (
+  name            TEXT    PRIMARY KEY NOT NULL,
+  id              TEXT    NOT NULL UNIQUE,
+  image           TEXT    NOT NULL,
+  image_digest    TEXT    NOT NULL,
+  runtime         TEXT    NOT NULL,
+  state           TEXT    NOT NULL,
+  uid_base        INTEGER NOT NULL UNIQUE,
+  disk_bytes      INTEGER NOT NULL,
+  memory_bytes    INTEGER NOT NULL,
+  pids_limit      INTEGER NOT NULL,
+  cpus            REAL    NOT NULL,
+  options_json    TEXT    NOT NULL DEFAULT '{}',
+  created_at_ms   INTEGER NOT NULL,
+  started_at_ms   INTEGER NOT NULL DEFAULT 0,
+  last_used_at_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sandboxes_by_image_digest ON sandboxes(image_digest);
+)sql";
+
+// The hash-chained audit log (src/audit). seq is the rowid and is assigned by AuditLog (last + 1),
+// never by SQLite, because it is part of each record's hash. data holds canonical compact JSON.
+constexpr std::string_view kAudit = R"sql(
+CREATE TABLE audit (
+  seq       INTEGER PRIMARY KEY NOT NULL,
+  time_ns   INTEGER NOT NULL,
+  kind      TEXT    NOT NULL,
+  actor     TEXT    NOT NULL,
+  subject   TEXT    NOT NULL,
+  data      TEXT    NOT NULL,
+  prev_hash TEXT    NOT NULL,
+  hash      TEXT    NOT NULL
+);
+CREATE INDEX audit_by_time ON audit(time_ns);
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, "create sandboxes", kSandboxes},
+    {2, "create audit log", kAudit},
+};
+
+}  // namespace
+
+std::span<const Migration> builtin_migrations() { return kMigrations; }
+int64_t latest_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Status apply_migrations(Database& db, std::span<const Migration> migrations) {
+  int64_t known = 0;
+  for (const auto& m : migrations) {
+    if (m.version != known + 1)
+      return fail(ErrorKind::Internal, "migration list is out of order: version {} follows {}", m.version, known);
+    known = m.version;
+  }
+  auto refuse_newer = [&](int64_t current) {
+    return fail(ErrorKind::Conflict,
+                "the state directory was written by a newer moat (schema {}, this build knows {}); upgrade moat or "
+                "use another --state-dir",
+                current, known);
+  };
+
+  auto current = db.query_int64("PRAGMA user_version");
+  if (!current) return wrap(current.error(), "reading the store's schema version");
+  if (*current > known) return refuse_newer(*current);
+
+  for (const auto& m : migrations) {
+    if (m.version <= *current) continue;
+    auto tx = Transaction::begin(db);
+    if (!tx) return wrap(tx.error(), fmt::format("migrating the store to schema {} ({})", m.version, m.name));
+    // Another process may have migrated between our read and our write lock: re-read under the lock.
+    auto now = db.query_int64("PRAGMA user_version");
+    if (!now) return wrap(now.error(), "reading the store's schema version");
+    if (*now > known) return refuse_newer(*now);
+    if (*now >= m.version) {
+      *current = *now;
+      continue;
+    }
+    if (auto s = db.exec(m.sql); !s)
+      return wrap(s.error(), fmt::format("migrating the store to schema {} ({})", m.version, m.name));
+    if (auto s = db.exec(fmt::format("PRAGMA user_version = {}", m.version)); !s)
+      return wrap(s.error(), fmt::format("migrating the store to schema {} ({})", m.version, m.name));
+    if (auto s = tx->commit(); !s)
+      return wrap(s.error(), fmt::format("migrating the store to schema {} ({})", m.version, m.name));
+    *current = m.version;
+  }
+  return {};
+}
+
+}  // namespace moat

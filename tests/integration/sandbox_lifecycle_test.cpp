@@ -1,0 +1,203 @@
+// Sandbox lifecycle through the real CLI and a real moatd on runc: persistence, reset, bad input,
+// idle stop, audit.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "base/json.h"
+#include "support/moat_env.h"
+
+using namespace moat;
+using namespace moat::testing;
+namespace fs = std::filesystem;
+
+TEST(SandboxLifecycle, ChangesPersistAcrossStopStartAndDaemonRestart) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  env.ok({"sandbox", "create", "keep", "--start"});
+  env.ok({"exec", "keep", "--", "sh", "-c",
+          "printf '#!/bin/sh\\necho tool-ok\\n' > /usr/local/bin/tool && chmod +x /usr/local/bin/tool && "
+          "echo work > /workspace/notes.txt"});
+  env.ok({"sandbox", "stop", "keep"});
+  auto ls = Json::parse(env.ok({"--json", "sandbox", "ls"}));
+  EXPECT_EQ(ls[0]["state"], "stopped");
+  env.ok({"sandbox", "start", "keep"});
+  EXPECT_EQ(env.ok({"exec", "keep", "--", "tool"}), "tool-ok\n");
+  EXPECT_EQ(env.ok({"exec", "keep", "--", "cat", "/workspace/notes.txt"}), "work\n");
+
+  env.stop_daemon();
+  env.start_daemon();
+  EXPECT_EQ(env.ok({"exec", "keep", "--", "tool"}), "tool-ok\n");
+  EXPECT_EQ(env.ok({"exec", "keep", "--", "cat", "/workspace/notes.txt"}), "work\n");
+
+  // reset drops the writable layer (back to the image) and keeps /workspace
+  env.ok({"sandbox", "reset", "keep"});
+  auto gone = env.moat({"exec", "keep", "--", "sh", "-c", "test -e /usr/local/bin/tool && echo present || echo absent"});
+  EXPECT_EQ(gone.out, "absent\n");
+  auto upper = env.ok({"exec", "keep", "--", "sh", "-c", "ls -A /usr/local/bin | wc -l"});
+  EXPECT_EQ(upper, "0\n");
+  EXPECT_EQ(env.ok({"exec", "keep", "--", "cat", "/workspace/notes.txt"}), "work\n");
+  env.ok({"sandbox", "reset", "--workspace", "keep"});
+  EXPECT_NE(env.moat({"exec", "keep", "--", "cat", "/workspace/notes.txt"}).code, 0);
+}
+
+TEST(SandboxLifecycle, BadInputGetsOneClearErrorAndLeavesNothing) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  auto unknown = env.moat({"sandbox", "start", "nope"});
+  EXPECT_EQ(unknown.code, 3);
+  EXPECT_NE(unknown.err.find("no sandbox named 'nope'"), std::string::npos) << unknown.err;
+
+  auto bad_name = env.moat({"sandbox", "create", "../etc"});
+  EXPECT_EQ(bad_name.code, 2);
+  EXPECT_NE(bad_name.err.find("invalid sandbox name"), std::string::npos) << bad_name.err;
+
+  auto bad_image = env.moat({"sandbox", "create", "x", "--image", "missing"});
+  EXPECT_EQ(bad_image.code, 3);
+  EXPECT_NE(bad_image.err.find("missing"), std::string::npos) << bad_image.err;
+
+  auto bad_runtime = env.moat({"sandbox", "create", "x", "--runtime", "docker"});
+  EXPECT_EQ(bad_runtime.code, 2);
+  EXPECT_NE(bad_runtime.err.find("docker"), std::string::npos) << bad_runtime.err;
+
+  auto bad_size = env.moat({"sandbox", "create", "x", "--disk", "lots"});
+  EXPECT_EQ(bad_size.code, 2);
+  EXPECT_NE(bad_size.err.find("lots"), std::string::npos) << bad_size.err;
+
+  auto too_small = env.moat({"sandbox", "create", "x", "--disk", "1MiB"});
+  EXPECT_EQ(too_small.code, 2);
+
+  // Nothing half-created by any of the above.
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "ls"})).size(), 0u);
+  std::error_code ec;
+  EXPECT_TRUE(fs::is_empty(env.state_dir() / "sandboxes", ec));
+
+  env.ok({"sandbox", "create", "dup"});
+  auto dup = env.moat({"sandbox", "create", "dup"});
+  EXPECT_EQ(dup.code, 4);
+  EXPECT_NE(dup.err.find("already exists"), std::string::npos);
+
+  env.ok({"sandbox", "start", "dup"});
+  auto rm_running = env.moat({"sandbox", "rm", "dup"});
+  EXPECT_EQ(rm_running.code, 4);
+  EXPECT_NE(rm_running.err.find("--force"), std::string::npos);
+
+  auto img_in_use = env.moat({"image", "rm", "tiny"});
+  EXPECT_EQ(img_in_use.code, 4) << img_in_use.err;
+  EXPECT_NE(img_in_use.err.find("used by"), std::string::npos) << img_in_use.err;
+
+  auto no_cmd = env.moat({"exec", "dup"});
+  EXPECT_EQ(no_cmd.code, 2);
+
+  env.ok({"sandbox", "rm", "-f", "dup"});
+  EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+}
+
+TEST(SandboxLifecycle, CliSaysHowToStartMoatdWhenItIsNotRunning) {
+  TempDir empty("moat-nodaemon");
+  auto r = run_process({MOAT_BUILD_DIR "/moat", "--state-dir", empty.path().string(), "sandbox", "ls"});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->exit_code, 5);
+  EXPECT_NE(r->err.find("moatd is not running"), std::string::npos) << r->err;
+  EXPECT_NE(r->err.find("make up"), std::string::npos) << r->err;
+}
+
+TEST(SandboxLifecycle, MalformedConfigStopsMoatdNamingKeyAndLine) {
+  MOAT_REQUIRE_ROOT();
+  TempDir state("moat-badcfg");
+  std::ofstream(state.path() / "moat.toml") << "[sandbox]\nmemroy = \"1G\"\n";
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string()});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->exit_code, 2);
+  EXPECT_NE(r->err.find("moat.toml:2"), std::string::npos) << r->err;
+  EXPECT_NE(r->err.find("sandbox.memroy"), std::string::npos) << r->err;
+}
+
+TEST(SandboxLifecycle, IdleSandboxStopsAndStartsAgainOnNextExec) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env("[daemon]\nidle_timeout = \"1s\"\n");
+  env.ok({"sandbox", "create", "idle", "--start"});
+  env.ok({"exec", "idle", "--", "sh", "-c", "echo persisted > /root/mark"});
+  std::string state;
+  for (int i = 0; i < 100; ++i) {
+    state = Json::parse(env.ok({"--json", "sandbox", "inspect", "idle"}))["state"];
+    if (state == "stopped") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(state, "stopped");
+  EXPECT_EQ(env.ok({"exec", "idle", "--", "cat", "/root/mark"}), "persisted\n");
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "inspect", "idle"}))["state"], "running");
+}
+
+TEST(SandboxLifecycle, CopyInAndOutAndPlantedSymlinksStayInside) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  TempDir host("moat-cp");
+  auto victim = host.path() / "victim";
+  std::ofstream(victim) << "host secret";
+  env.ok({"sandbox", "create", "cp", "--start"});
+  env.ok({"exec", "cp", "--", "sh", "-c", "echo inside > /workspace/in.txt"});
+  env.ok({"cp", "cp:/workspace/in.txt", (host.path() / "out.txt").string()});
+  std::ifstream in(host.path() / "out.txt");
+  std::string got((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(got, "inside\n");
+
+  // The agent plants links to the host path; put and get resolve them inside the sandbox's root.
+  env.ok({"exec", "cp", "--", "sh", "-c",
+          "ln -s " + victim.string() + " /workspace/link && ln -s ../../../../../../" + victim.string() +
+              " /workspace/rel && mkdir -p $(dirname " + victim.string() + ")"});
+  std::ofstream(host.path() / "payload") << "overwritten";
+  env.moat({"cp", (host.path() / "payload").string(), "cp:/workspace/link"});
+  env.moat({"cp", (host.path() / "payload").string(), "cp:/workspace/rel"});
+  std::ifstream v(victim);
+  std::string after((std::istreambuf_iterator<char>(v)), {});
+  EXPECT_EQ(after, "host secret");
+  auto get = env.moat({"cp", "cp:/workspace/rel", "-"});
+  EXPECT_EQ(get.out.find("host secret"), std::string::npos);
+  auto missing = env.moat({"cp", "cp:/no/such/file", "-"});
+  EXPECT_NE(missing.code, 0);
+  EXPECT_FALSE(missing.err.empty());
+}
+
+TEST(SandboxLifecycle, AuditRecordsLifecycleAndExecAndDetectsTampering) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  env.ok({"sandbox", "create", "aud", "--start"});
+  env.moat({"exec", "aud", "--", "sh", "-c", "echo hello; exit 3"});
+  env.ok({"sandbox", "stop", "aud"});
+  auto lines = env.ok({"audit", "export"});
+  std::vector<Json> events;
+  size_t pos = 0;
+  while (pos < lines.size()) {
+    auto nl = lines.find('\n', pos);
+    events.push_back(Json::parse(lines.substr(pos, nl - pos)));
+    pos = nl + 1;
+  }
+  auto find = [&](const std::string& kind) -> const Json* {
+    for (auto& e : events)
+      if (e["kind"] == kind && e["subject"] == "aud") return &e;
+    return nullptr;
+  };
+  ASSERT_NE(find("sandbox.create"), nullptr);
+  ASSERT_NE(find("sandbox.start"), nullptr);
+  ASSERT_NE(find("sandbox.stop"), nullptr);
+  auto* exec = find("exec");
+  ASSERT_NE(exec, nullptr);
+  EXPECT_EQ((*exec)["data"]["argv"][0], "sh");
+  EXPECT_EQ((*exec)["data"]["exit_code"], 3);
+  EXPECT_EQ((*exec)["data"]["stdout_bytes"], 6);
+  EXPECT_EQ((*exec)["data"]["cwd"], "/");
+  EXPECT_TRUE((*exec)["data"].contains("duration_ms"));
+
+  EXPECT_NE(env.ok({"audit", "verify"}).find("ok"), std::string::npos);
+  int64_t seq = (*exec)["seq"];
+  auto edit = run_process({"sqlite3", env.db_path().string(),
+                           fmt::format("UPDATE audit SET data = replace(data, 'sh', 'ls') WHERE seq = {}", seq)});
+  ASSERT_TRUE(edit && edit->ok()) << (edit ? edit->err : edit.error().message);
+  auto broken = env.moat({"audit", "verify"});
+  EXPECT_NE(broken.code, 0);
+  EXPECT_NE(broken.err.find(fmt::format("record {}", seq)), std::string::npos) << broken.err;
+}

@@ -1,0 +1,89 @@
+// Recovery: moatd killed with -9 while sandboxes run; the next moatd adopts what still runs and
+// cleans everything else, leaking no mount, loop device, cgroup or process.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <future>
+
+#include "base/json.h"
+#include "support/moat_env.h"
+
+using namespace moat;
+using namespace moat::testing;
+
+namespace {
+
+struct HostSnapshot {
+  std::vector<std::string> mounts, loops, cgroups;
+};
+
+HostSnapshot snapshot(const MoatEnv& env) {
+  return {mounts_containing(env.state_dir().string()), loops_containing(env.state_dir().string()),
+          cgroups_containing("")};
+}
+
+size_t count_moat_cgroups(const std::string& prefix) {
+  size_t n = 0;
+  for (auto& c : cgroups_containing(prefix)) n += !c.empty();
+  return n;
+}
+
+}  // namespace
+
+TEST(Recovery, KilledDaemonAdoptsRunningSandboxesAndLeaksNothing) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env("[sandbox]\nimage = \"tiny\"\ndisk = \"64MiB\"\nmemory = \"64MiB\"\n");
+  constexpr int kCount = 20;
+  std::string prefix = "rec" + std::to_string(getpid() % 10000) + "-";
+  std::vector<std::future<CliResult>> futs;
+  for (int i = 0; i < kCount; ++i)
+    futs.push_back(std::async(std::launch::async,
+                              [&, i] { return env.moat({"sandbox", "create", prefix + std::to_string(i), "--start"}); }));
+  for (auto& f : futs) ASSERT_EQ(f.get().code, 0);
+  for (int i = 0; i < kCount; ++i)
+    env.ok({"exec", prefix + std::to_string(i), "--", "sh", "-c", "echo alive > /workspace/mark"});
+
+  auto before = snapshot(env);
+  EXPECT_GE(processes_rooted_under(env.state_dir().string()).size(), static_cast<size_t>(kCount));
+  EXPECT_EQ(before.loops.size(), static_cast<size_t>(kCount));
+  EXPECT_GE(count_moat_cgroups(prefix), static_cast<size_t>(kCount));
+
+  env.kill_daemon(SIGKILL);
+  env.start_daemon();
+  auto after = snapshot(env);
+  EXPECT_EQ(after.mounts, before.mounts);
+  EXPECT_EQ(after.loops, before.loops);
+  auto ls = Json::parse(env.ok({"--json", "sandbox", "ls"}));
+  ASSERT_EQ(ls.size(), static_cast<size_t>(kCount));
+  for (auto& s : ls) EXPECT_EQ(s["state"], "running") << s.dump();
+  for (int i = 0; i < kCount; i += 5)
+    EXPECT_EQ(env.ok({"exec", prefix + std::to_string(i), "--", "cat", "/workspace/mark"}), "alive\n");
+
+  // A sandbox whose container died while moatd was down is torn down cleanly, not adopted.
+  auto victim = prefix + "0";
+  auto inspect = Json::parse(env.ok({"--json", "sandbox", "inspect", victim}));
+  env.kill_daemon(SIGKILL);
+  kill(inspect["container"]["pid"].get<int>(), SIGKILL);
+  env.start_daemon();
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "inspect", victim}))["state"], "stopped");
+  EXPECT_EQ(loops_containing(env.state_dir().string()).size(), static_cast<size_t>(kCount - 1));
+  EXPECT_EQ(env.ok({"exec", victim, "--", "cat", "/workspace/mark"}), "alive\n");
+
+  // Everything removed: nothing left behind on the host.
+  env.remove_all_sandboxes();
+  EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+  EXPECT_EQ(count_moat_cgroups(prefix), 0u) << "leaked cgroups";
+  EXPECT_TRUE(processes_rooted_under(env.state_dir().string()).empty()) << "leaked sandbox processes";
+}
+
+TEST(Recovery, OrphanedDirectoriesFromAHalfDoneCreateAreRemoved) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  auto orphan = env.state_dir() / "sandboxes" / "half-made";
+  std::filesystem::create_directories(orphan / "volume");
+  env.kill_daemon(SIGKILL);
+  env.start_daemon();
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+  env.ok({"audit", "verify"});
+}

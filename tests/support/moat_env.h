@@ -1,0 +1,62 @@
+#pragma once
+// A real moatd for integration tests: its own temp state directory, started as a subprocess from
+// the build tree, driven through the real moat CLI. Nothing is mocked.
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/subprocess.h"
+#include "support/temp_dir.h"
+
+namespace moat::testing {
+
+struct CliResult {
+  int code = -1;
+  std::string out, err;
+};
+
+class MoatEnv {
+ public:
+  // Starts moatd on a fresh state directory with `config_toml` as its moat.toml, and imports the
+  // busybox image as "tiny" (the default image name in tests is "tiny" unless the config says otherwise).
+  explicit MoatEnv(std::string config_toml = "");
+  ~MoatEnv();
+  MoatEnv(const MoatEnv&) = delete;
+  MoatEnv& operator=(const MoatEnv&) = delete;
+
+  // Runs the moat CLI against this moatd.
+  CliResult moat(std::vector<std::string> args, std::string stdin_data = {}, int timeout_s = 300) const;
+  // Runs moat, expects exit 0, returns stdout (the test fails with the CLI's stderr otherwise).
+  std::string ok(std::vector<std::string> args, std::string stdin_data = {}) const;
+
+  void start_daemon();
+  void kill_daemon(int sig);  // e.g. SIGKILL for crash tests; waits for it to die
+  void stop_daemon();         // graceful
+  pid_t daemon_pid() const { return daemon_pid_; }
+  const std::filesystem::path& state_dir() const { return state_.path(); }
+  std::filesystem::path db_path() const { return state_.path() / "moat.db"; }
+
+  // Removes every sandbox (force) so the host is left clean.
+  void remove_all_sandboxes();
+
+ private:
+  TempDir state_;
+  pid_t daemon_pid_ = -1;
+};
+
+// Mount points whose path contains `needle` (from /proc/self/mountinfo).
+std::vector<std::string> mounts_containing(const std::string& needle);
+// Loop devices backed by files whose path contains `needle`.
+std::vector<std::string> loops_containing(const std::string& needle);
+// cgroup directories (v1 controllers and unified) named under moat/ whose name contains `needle`.
+std::vector<std::string> cgroups_containing(const std::string& needle);
+
+// Pids of processes whose root directory lies under `needle` (i.e. processes inside sandboxes of a state dir).
+std::vector<int> processes_rooted_under(const std::string& needle);
+
+// Skips the test with a clear message if the runtime cannot run here (e.g. crun on hybrid cgroups).
+bool runtime_usable(const std::string& runtime, std::string* why);
+
+}  // namespace moat::testing

@@ -1,0 +1,73 @@
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+#include "config/units.h"
+
+using namespace moat;
+
+TEST(Config, DefaultsWhenEmpty) {
+  auto c = parse_config("", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->sandbox.disk_bytes, 10ull << 30);
+  EXPECT_EQ(c->sandbox.memory_bytes, 2ull << 30);
+  EXPECT_EQ(c->sandbox.pids, 1024u);
+  EXPECT_EQ(c->sandbox.runtime, "runc");
+}
+
+TEST(Config, ParsesEveryKey) {
+  auto c = parse_config(R"(
+[daemon]
+socket = "/run/moat.sock"
+idle_timeout = "5m"
+stop_grace = "3s"
+log_level = "debug"
+[sandbox]
+image = "tiny"
+runtime = "runsc"
+disk = "1GiB"
+memory = 536870912
+pids = 64
+cpus = 0.5
+)", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->daemon.socket, "/run/moat.sock");
+  EXPECT_EQ(c->daemon.idle_timeout, std::chrono::minutes(5));
+  EXPECT_EQ(c->daemon.stop_grace, std::chrono::seconds(3));
+  EXPECT_EQ(c->sandbox.runtime, "runsc");
+  EXPECT_EQ(c->sandbox.disk_bytes, 1ull << 30);
+  EXPECT_EQ(c->sandbox.memory_bytes, 536870912u);
+  EXPECT_EQ(c->sandbox.pids, 64u);
+  EXPECT_DOUBLE_EQ(c->sandbox.cpus, 0.5);
+}
+
+TEST(Config, UnknownKeyNamesKeyAndLine) {
+  auto c = parse_config("[sandbox]\nimage = \"x\"\nmemroy = \"1G\"\n", "moat.toml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("moat.toml:3"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("sandbox.memroy"), std::string::npos) << c.error().message;
+}
+
+TEST(Config, UnknownTableAndBadValuesAreErrors) {
+  auto t = parse_config("[sandboxes]\nx=1\n", "moat.toml");
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.error().message.find("sandboxes"), std::string::npos);
+  auto v = parse_config("[sandbox]\nruntime = \"docker\"\n", "moat.toml");
+  ASSERT_FALSE(v);
+  EXPECT_NE(v.error().message.find("moat.toml:2"), std::string::npos) << v.error().message;
+  auto syntax = parse_config("[sandbox\n", "moat.toml");
+  ASSERT_FALSE(syntax);
+  EXPECT_NE(syntax.error().message.find("moat.toml:1"), std::string::npos) << syntax.error().message;
+}
+
+TEST(Units, SizesAndDurations) {
+  EXPECT_EQ(*parse_size("10GiB"), 10ull << 30);
+  EXPECT_EQ(*parse_size("512M"), 512ull << 20);
+  EXPECT_EQ(*parse_size("1024"), 1024u);
+  EXPECT_FALSE(parse_size("lots"));
+  EXPECT_FALSE(parse_size("1 furlong"));
+  EXPECT_EQ(*parse_duration("30m"), std::chrono::minutes(30));
+  EXPECT_EQ(*parse_duration("250ms"), std::chrono::milliseconds(250));
+  EXPECT_FALSE(parse_duration("soon"));
+  EXPECT_EQ(format_size(2ull << 30), "2GiB");
+  EXPECT_EQ(format_duration(std::chrono::minutes(30)), "30m");
+}
