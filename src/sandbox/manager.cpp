@@ -22,6 +22,8 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr uint32_t kUidCount = 65536;
+constexpr uint64_t kRunscPidsOverhead = 192;
+constexpr uint64_t kRunscMemoryOverhead = 128ull << 20;
 constexpr std::string_view kInitInside = "/.moat/init";
 constexpr std::string_view kRunInside = "/run/moat";
 
@@ -191,6 +193,12 @@ Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths
   };
   spec.limits.memory_bytes = static_cast<uint64_t>(rec.memory_bytes);
   spec.limits.pids = static_cast<uint64_t>(rec.pids_limit);
+  if (rec.runtime == "runsc") {
+    // gVisor's Sentry and gofer live in the sandbox's cgroup: their host threads count against pids
+    // and their memory against the limit. Give them room so the agent still gets what it was promised.
+    spec.limits.pids += kRunscPidsOverhead;
+    spec.limits.memory_bytes += kRunscMemoryOverhead;
+  }
   spec.limits.cpus = rec.cpus;
   spec.hardening = hardening_from_options(rec.options_json);
   spec.cgroup_path = cgroup_of(rec.name);

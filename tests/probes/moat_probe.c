@@ -43,6 +43,18 @@ static void report(const char* name, long rc) {
   }
 }
 
+// File probes: any failure to write means the write did not happen, whatever the errno (gVisor's
+// procfs answers EIO). Returns 0 on a successful write, -1 with errno set otherwise.
+static void report_file(const char* name, long rc) {
+  int e = errno;
+  if (rc >= 0) {
+    printf("%s: ALLOWED\n", name);
+    failures++;
+  } else {
+    printf("%s: denied (%s)\n", name, strerror(e));
+  }
+}
+
 static long write_file(const char* path, const char* text) {
   int fd = open(path, O_WRONLY);
   if (fd < 0) return -1;
@@ -71,6 +83,19 @@ int main(int argc, char** argv) {
     fprintf(stderr, "moat-probe: refusing to run outside a moat sandbox (no /.moat/init)\n");
     return 2;
   }
+  // moat-probe membomb: touch memory until killed; reaching 2 GiB means no limit held.
+  if (argc > 1 && strcmp(argv[1], "membomb") == 0) {
+    for (size_t total = 0; total < (2ull << 30); total += 1 << 20) {
+      char* p = malloc(1 << 20);
+      if (!p) {
+        printf("malloc failed at %zu MiB\n", total >> 20);
+        return 3;
+      }
+      memset(p, 1, 1 << 20);
+    }
+    printf("membomb: ALLOWED 2 GiB\n");
+    return 1;
+  }
   report("mount", mount("none", "/mnt", "tmpfs", 0, NULL));
   report("unshare-userns", unshare(CLONE_NEWUSER));
   report("unshare-mountns", unshare(CLONE_NEWNS));
@@ -94,12 +119,25 @@ int main(int argc, char** argv) {
   report("delete_module", syscall(SYS_delete_module, "ext4", 0));
   report("raw-socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
   report("packet-socket", socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)));
-  report("write-proc-sys", write_file("/proc/sys/kernel/hostname", "pwned"));
-  report("write-sysrq-trigger", write_file("/proc/sysrq-trigger", "h"));
-  report("write-sys", write_file("/sys/kernel/uevent_helper", "/x"));
-  report("read-kcore", read_some("/proc/kcore"));  // masked: /dev/null reads nothing
-  report("read-kmsg", read_some("/dev/kmsg"));
-  report("mknod-block-device", mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)));
+  report_file("write-proc-sys", write_file("/proc/sys/kernel/hostname", "pwned"));
+  report_file("write-sysrq-trigger", write_file("/proc/sysrq-trigger", "h"));
+  report_file("write-sys", write_file("/sys/kernel/uevent_helper", "/x"));
+  report_file("read-kcore", read_some("/proc/kcore"));  // masked: /dev/null reads nothing
+  report_file("read-kmsg", read_some("/dev/kmsg"));
+  // On the sandbox's own root (its host-backed overlay), not a tmpfs the runtime may provide.
+  {
+    long rc = mknod("/moat-probe-sda", S_IFBLK | 0600, makedev(8, 0));
+    int e = errno;
+    if (rc == 0) {
+      int fd = open("/moat-probe-sda", O_RDONLY);
+      rc = fd;  // a node that cannot be opened leads nowhere
+      e = errno;
+      if (fd >= 0) close(fd);
+      unlink("/moat-probe-sda");
+    }
+    errno = e;
+    report_file("mknod-block-device", rc);
+  }
   {
     union bpf_attr attr;
     memset(&attr, 0, sizeof attr);

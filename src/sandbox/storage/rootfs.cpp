@@ -47,28 +47,23 @@ bool is_mount_point(const fs::path& p) {
 }  // namespace
 
 Result<UniqueFd> make_idmap_userns(uint32_t uid_base, uint32_t uid_count) {
-  int ready[2], hold[2];
+  int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return fail(ErrorKind::Internal, "pipe: {}", strerror(errno));
   UniqueFd ready_r(ready[0]), ready_w(ready[1]);
-  if (pipe2(hold, O_CLOEXEC) != 0) return fail(ErrorKind::Internal, "pipe: {}", strerror(errno));
-  UniqueFd hold_r(hold[0]), hold_w(hold[1]);
 
   pid_t pid = fork();
   if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
   if (pid == 0) {
-    // Only async-signal-safe calls: the parent may have threads. Report unshare's errno, then wait for
-    // the parent to be done with our namespace (it closes the pipe).
+    // Only async-signal-safe calls: the parent may have threads. Report unshare's errno, then wait to
+    // be killed. (Waiting for EOF on a pipe would deadlock: sibling helpers forked by other threads
+    // at the same moment inherit the pipe's write end and never exec, so EOF never comes.)
     close(ready[0]);
-    close(hold[1]);  // or the read below would never see EOF
     int err = unshare(CLONE_NEWUSER) == 0 ? 0 : errno;
     (void)!write(ready[1], &err, sizeof err);
-    char c;
-    (void)!read(hold[0], &c, 1);
-    _exit(0);
+    for (;;) pause();
   }
-  ChildProcess child(pid);  // killed and reaped on every path out of here
+  ChildProcess child(pid);  // SIGKILLed and reaped on every path out of here
   ready_w.reset();
-  hold_r.reset();
   int err = -1;
   ssize_t n;
   do {
@@ -85,9 +80,7 @@ Result<UniqueFd> make_idmap_userns(uint32_t uid_base, uint32_t uid_count) {
   std::string ns = fmt::format("/proc/{}/ns/user", pid);
   UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return fail(ErrorKind::Internal, "cannot open {}: {}", ns, strerror(errno));
-  hold_w.reset();
-  child.wait();
-  return fd;
+  return fd;  // the namespace lives on through fd after the helper is killed
 }
 
 Status mount_idmapped(const fs::path& source, const fs::path& target, int userns_fd, bool read_only) {
