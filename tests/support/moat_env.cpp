@@ -145,15 +145,14 @@ std::vector<std::string> cgroups_containing(const std::string& needle) {
   return out;
 }
 
-std::vector<int> processes_rooted_under(const std::string& needle) {
+std::vector<int> sandbox_processes(const std::string& prefix) {
   std::vector<int> out;
   std::error_code ec;
   for (auto& e : fs::directory_iterator("/proc", ec)) {
     auto name = e.path().filename().string();
     if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
-    std::error_code lec;
-    auto root = fs::read_symlink(e.path() / "root", lec);
-    if (!lec && root.string().find(needle) != std::string::npos) out.push_back(std::stoi(name));
+    auto cg = read_file(e.path() / "cgroup");
+    if (cg && cg->find(":/moat/" + prefix) != std::string::npos) out.push_back(std::stoi(name));
   }
   return out;
 }

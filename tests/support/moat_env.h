@@ -53,8 +53,8 @@ std::vector<std::string> loops_containing(const std::string& needle);
 // cgroup directories (v1 controllers and unified) named under moat/ whose name contains `needle`.
 std::vector<std::string> cgroups_containing(const std::string& needle);
 
-// Pids of processes whose root directory lies under `needle` (i.e. processes inside sandboxes of a state dir).
-std::vector<int> processes_rooted_under(const std::string& needle);
+// Pids of processes in a moat sandbox cgroup ("/moat/<name>") whose name starts with `prefix`.
+std::vector<int> sandbox_processes(const std::string& prefix);
 
 // Skips the test with a clear message if the runtime cannot run here (e.g. crun on hybrid cgroups).
 bool runtime_usable(const std::string& runtime, std::string* why);
