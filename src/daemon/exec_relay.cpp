@@ -3,6 +3,10 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "base/log.h"
 #include "wire/frame.h"
 #include "wire/messages.h"
 
@@ -21,45 +25,54 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
   rec.lost = true;
   wire::FrameDecoder from_client, from_guest;
   char buf[1 << 16];
+  // Why the relay ended early, for moatd's log (the audit record says only "connection_lost").
+  auto lost = [&](std::string_view why) {
+    log::warn("exec relay ended before the command's exit: {}", why);
+    return rec;
+  };
+  bool client_open = true;
   for (;;) {
-    pollfd fds[2] = {{client_fd, POLLIN, 0}, {guest_fd, POLLIN, 0}};
+    pollfd fds[2] = {{client_open ? client_fd : -1, POLLIN, 0}, {guest_fd, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      return rec;
+      return lost(fmt::format("poll: {}", strerror(errno)));
     }
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(client_fd, buf, sizeof buf);
-      if (n <= 0) return rec;  // the CLI went away: closing the guest side kills the command's tree
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return lost("the client went away");  // closing the guest side kills the command's tree
       from_client.feed(std::string_view(buf, n));
       for (;;) {
         auto f = from_client.next();
-        if (!f || !*f) {
-          if (!f) return rec;
-          break;
-        }
-        if (!allowed_from_client((*f)->type)) return rec;
-        if (!wire::write_frame(guest_fd, (*f)->type, (*f)->payload)) return rec;
+        if (!f) return lost(fmt::format("client: {}", f.error().message));
+        if (!*f) break;
+        if (!allowed_from_client((*f)->type))
+          return lost(fmt::format("client sent {}", wire::frame_type_name((*f)->type)));
+        if (auto st = wire::write_frame(guest_fd, (*f)->type, (*f)->payload); !st)
+          return lost(fmt::format("writing to moat-init: {}", st.error().message));
       }
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(guest_fd, buf, sizeof buf);
-      if (n <= 0) return rec;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return lost(fmt::format("reading from moat-init: {}", strerror(errno)));
+      if (n == 0) return lost("moat-init closed the connection");
       from_guest.feed(std::string_view(buf, n));
       for (;;) {
         auto f = from_guest.next();
-        if (!f) return rec;
+        if (!f) return lost(fmt::format("moat-init: {}", f.error().message));
         if (!*f) break;
         auto& frame = **f;
         if (frame.type == wire::FrameType::Stdout) rec.stdout_bytes += frame.payload.size();
         if (frame.type == wire::FrameType::Stderr) rec.stderr_bytes += frame.payload.size();
         // A vanished CLI does not stop the bookkeeping: keep reading until Exit for the audit record.
-        (void)wire::write_frame(client_fd, frame.type, frame.payload);
+        if (client_open && !wire::write_frame(client_fd, frame.type, frame.payload)) client_open = false;
         if (frame.type == wire::FrameType::Exit) {
           if (auto e = wire::decode<wire::ExecExit>(frame.payload); e) rec.exit = *e;
           rec.lost = false;
           return rec;
         }
-        if (frame.type == wire::FrameType::Error) return rec;
+        if (frame.type == wire::FrameType::Error) return lost(fmt::format("moat-init: {}", frame.payload));
       }
     }
   }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <thread>
 
@@ -43,6 +44,15 @@ MoatEnv::MoatEnv(std::string config_toml) : state_("moat-state") {
 }
 
 MoatEnv::~MoatEnv() {
+  // A failed test shows what moatd and the sandboxes' moat-init said, since the state dir goes away.
+  if (::testing::Test::HasFailure()) {
+    if (auto log = read_file(state_.path() / "moatd.log")) std::fprintf(stderr, "--- moatd.log ---\n%s", log->c_str());
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(state_.path() / "sandboxes", ec)) {
+      if (auto log = read_file(e.path() / "volume/run/init.log"))
+        std::fprintf(stderr, "--- %s moat-init log ---\n%s", e.path().filename().c_str(), log->c_str());
+    }
+  }
   remove_all_sandboxes();
   stop_daemon();
 }
