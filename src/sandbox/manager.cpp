@@ -262,20 +262,23 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     }
   }
   if (auto st = write_bundle(rec, paths); !st) return fail_start(st.error());
-  (void)(*rt)->remove(cid, true);  // a stopped leftover with the same id would block create
-  if (auto st = (*rt)->create(cid, paths.bundle); !st) return fail_start(st.error());
+  if (auto st = (*rt)->create(cid, paths.bundle); !st) {
+    // A stopped leftover with the same id (a crash between create and delete) blocks create: clear it once.
+    if (!(*rt)->state(cid)) return fail_start(st.error());
+    (void)(*rt)->remove(cid, true, cgroup_of(rec.name));
+    if (auto again = (*rt)->create(cid, paths.bundle); !again) return fail_start(again.error());
+  }
   if (auto st = (*rt)->start(cid); !st) return fail_start(st.error());
   if (auto st = wait_healthy(rec, paths); !st) return fail_start(st.error());
-  auto now = now_ms();
-  (void)repo_.update_state(rec.name, "running");
-  (void)repo_.set_started(rec.name, now);
-  (void)repo_.touch(rec.name, now);
+  (void)repo_.mark_started(rec.name, now_ms());
+  set_running(rec.name, true);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   audit("sandbox.start", actor, rec.name, Json{{"runtime", rec.runtime}, {"duration_ms", ms}});
   return {};
 }
 
 Status SandboxManager::teardown(const SandboxRecord& rec) {
+  set_running(rec.name, false);
   auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
   auto cid = container_id(rec.name);
   std::optional<Error> first;
@@ -389,6 +392,10 @@ Status SandboxManager::remove(std::string_view name, bool force, std::string_vie
   }
   if (auto st = remove_tree(paths.dir); !st) return st;
   if (auto st = repo_.remove(rec->name); !st) return st;
+  {
+    std::lock_guard a(activity_mu_);
+    activity_.erase(rec->name);
+  }
   audit("sandbox.remove", actor, rec->name, Json{{"forced", force}});
   return {};
 }
@@ -425,22 +432,52 @@ Result<Json> SandboxManager::inspect(std::string_view name) {
   return j;
 }
 
+void SandboxManager::set_running(std::string_view name, bool running) {
+  std::lock_guard g(activity_mu_);
+  auto& a = activity_[std::string(name)];
+  a.running = running;
+  if (running) {
+    a.last_used_ms = now_ms();
+    a.dirty = true;
+  }
+}
+
 Result<InitClient> SandboxManager::init_client(std::string_view name) {
+  auto dir = SandboxPaths::for_sandbox(opts_.state_dir, std::string(name)).run_dir();
+  {
+    // Fast path: a sandbox this moatd started or adopted is used without the store or the runtime.
+    // If it died meanwhile, connecting fails and open_exec comes back through the slow path.
+    std::lock_guard g(activity_mu_);
+    auto it = activity_.find(name);
+    if (it != activity_.end() && it->second.running) {
+      it->second.last_used_ms = now_ms();
+      it->second.dirty = true;
+      return InitClient(dir);
+    }
+  }
   auto lock = lock_for(name);
   std::lock_guard g(*lock);
   auto rec = repo_.get(name);
   if (!rec) return std::unexpected(rec.error());
-  if (rec->state != "running") {
-    if (auto st = start_locked(*rec, "daemon"); !st) return std::unexpected(st.error());
-  } else {
-    auto rt = runtime(rec->runtime);
-    auto st = rt ? (*rt)->state(container_id(rec->name)) : Result<oci::ContainerState>(std::unexpected(rt.error()));
-    if (!st || st->status != "running") {
-      if (auto s = start_locked(*rec, "daemon"); !s) return std::unexpected(s.error());
-    }
+  if (rec->state == "running" && InitClient(dir).health(std::chrono::milliseconds(1000))) {
+    set_running(rec->name, true);
+  } else if (auto st = start_locked(*rec, "daemon"); !st) {
+    return std::unexpected(st.error());
   }
-  (void)repo_.touch(rec->name, now_ms());
-  return InitClient(SandboxPaths::for_sandbox(opts_.state_dir, rec->name).run_dir());
+  return InitClient(dir);
+}
+
+void SandboxManager::begin_use(std::string_view name) {
+  std::lock_guard g(activity_mu_);
+  ++activity_[std::string(name)].active;
+}
+
+void SandboxManager::end_use(std::string_view name) {
+  std::lock_guard g(activity_mu_);
+  auto& a = activity_[std::string(name)];
+  --a.active;
+  a.last_used_ms = now_ms();
+  a.dirty = true;
 }
 
 Result<ExecChannel> SandboxManager::open_exec(std::string_view name, const wire::ExecStart& req,
@@ -448,26 +485,22 @@ Result<ExecChannel> SandboxManager::open_exec(std::string_view name, const wire:
   if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given: use 'moat exec NAME -- CMD...'");
   auto client = init_client(name);
   if (!client) return std::unexpected(client.error());
-  {
-    std::lock_guard g(active_mu_);
-    ++active_execs_[std::string(name)];
-  }
   auto fd = client->start_exec(req);
-  if (!fd) {
-    std::lock_guard g(active_mu_);
-    --active_execs_[std::string(name)];
-    return wrap(fd.error(), fmt::format("cannot exec in sandbox '{}'", name));
+  if (!fd && fd.error().kind == ErrorKind::Unavailable) {
+    // moat-init did not answer: the sandbox died behind our back. Start it again and retry once.
+    set_running(name, false);
+    client = init_client(name);
+    if (!client) return std::unexpected(client.error());
+    fd = client->start_exec(req);
   }
+  if (!fd) return wrap(fd.error(), fmt::format("cannot exec in sandbox '{}'", name));
+  begin_use(name);
   return ExecChannel{std::string(name), std::move(*fd), std::chrono::steady_clock::now()};
 }
 
 void SandboxManager::finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec,
                                  std::string_view actor) {
-  {
-    std::lock_guard g(active_mu_);
-    --active_execs_[ch.sandbox];
-  }
-  (void)repo_.touch(ch.sandbox, now_ms());
+  end_use(ch.sandbox);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - ch.started).count();
   Json data{{"argv", req.argv},          {"cwd", req.cwd},
             {"uid", req.uid},            {"tty", req.tty},
@@ -483,17 +516,14 @@ Result<ExecResult> SandboxManager::exec(std::string_view name, const wire::ExecS
   if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given");
   auto client = init_client(name);
   if (!client) return std::unexpected(client.error());
-  {
-    std::lock_guard g(active_mu_);
-    ++active_execs_[std::string(name)];
-  }
+  begin_use(name);
   ExecChannel ch{std::string(name), UniqueFd(), std::chrono::steady_clock::now()};
   auto r = client->exec(req, stdin_data);
   ExecRecord rec;
   if (r) {
     rec.exit = {r->exit_code, r->signal, r->timed_out, r->duration_ms};
-    rec.stdout_bytes = r->out.size();
-    rec.stderr_bytes = r->err.size();
+    rec.stdout_bytes = r->out_bytes;
+    rec.stderr_bytes = r->err_bytes;
   } else {
     rec.lost = true;
   }
@@ -521,23 +551,40 @@ Result<std::string> SandboxManager::get_file(std::string_view name, const std::s
 }
 
 size_t SandboxManager::stop_idle() {
+  // Last-use times live in memory (an exec must not wait for a store write); persist them here.
+  std::vector<std::pair<std::string, int64_t>> to_persist;
+  std::map<std::string, SandboxActivity, std::less<>> snapshot;
+  {
+    std::lock_guard g(activity_mu_);
+    for (auto& [name, a] : activity_) {
+      if (a.dirty) to_persist.emplace_back(name, a.last_used_ms);
+      a.dirty = false;
+    }
+    snapshot = activity_;
+  }
+  for (auto& [name, ms] : to_persist) (void)repo_.touch(name, ms);
   if (opts_.idle_timeout.count() <= 0) return 0;
   auto all = repo_.list();
   if (!all) return 0;
   size_t stopped = 0;
   auto now = now_ms();
+  auto idle_since = [&](const SandboxRecord& rec) {
+    int64_t last = std::max(rec.last_used_at_ms, rec.started_at_ms);
+    if (auto it = snapshot.find(rec.name); it != snapshot.end()) last = std::max(last, it->second.last_used_ms);
+    return last;
+  };
   for (auto& rec : *all) {
-    if (rec.state != "running") continue;
-    if (now - std::max(rec.last_used_at_ms, rec.started_at_ms) < opts_.idle_timeout.count()) continue;
-    {
-      std::lock_guard g(active_mu_);
-      if (active_execs_[rec.name] > 0) continue;
-    }
+    if (rec.state != "running" || now - idle_since(rec) < opts_.idle_timeout.count()) continue;
     auto lock = lock_for(rec.name);
     std::unique_lock g(*lock, std::try_to_lock);
     if (!g.owns_lock()) continue;
+    {
+      std::lock_guard a(activity_mu_);
+      auto& act = activity_[rec.name];
+      if (act.active > 0 || now - act.last_used_ms < opts_.idle_timeout.count()) continue;
+    }
     auto fresh = repo_.get(rec.name);
-    if (!fresh || fresh->state != "running" || now - fresh->last_used_at_ms < opts_.idle_timeout.count()) continue;
+    if (!fresh || fresh->state != "running") continue;
     if (stop_locked(*fresh, "daemon", "idle")) ++stopped;
   }
   return stopped;
@@ -564,6 +611,7 @@ Status SandboxManager::reconcile() {
       if (st && st->status == "running" && InitClient(paths.run_dir()).health(1000ms)) {
         adopted = true;
         (void)repo_.update_state(rec.name, "running");
+        set_running(rec.name, true);
         audit("sandbox.adopt", "daemon", rec.name, Json{{"pid", st->pid}});
       }
     }

@@ -61,6 +61,13 @@ struct ExecRecord {
   bool lost = false;  // the connection broke before Exit
 };
 
+struct SandboxActivity {
+  bool running = false;
+  int active = 0;            // execs and file copies in flight
+  int64_t last_used_ms = 0;  // wall clock, ms
+  bool dirty = false;        // last_used_ms not yet written to the store
+};
+
 class SandboxManager {
  public:
   SandboxManager(ManagerOptions opts, Database& db, AuditLog& audit, image::ImageStore& images);
@@ -114,6 +121,9 @@ class SandboxManager {
   Status teardown(const SandboxRecord& rec);
   Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths);
   Status wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths);
+  void set_running(std::string_view name, bool running);
+  void begin_use(std::string_view name);
+  void end_use(std::string_view name);
   void audit(std::string_view kind, std::string_view actor, std::string_view subject, Json data);
 
   ManagerOptions opts_;
@@ -126,8 +136,10 @@ class SandboxManager {
 
   std::mutex locks_mu_;
   std::map<std::string, std::shared_ptr<std::mutex>, std::less<>> locks_;
-  std::mutex active_mu_;
-  std::map<std::string, int, std::less<>> active_execs_;
+  // What this moatd knows of each sandbox's use, kept in memory so execs touch neither the store
+  // nor the runtime: whether it is running, execs in flight, and when it was last used.
+  std::mutex activity_mu_;
+  std::map<std::string, SandboxActivity, std::less<>> activity_;
 };
 
 }  // namespace moat

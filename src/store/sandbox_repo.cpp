@@ -142,8 +142,9 @@ Status SandboxRepo::touch(std::string_view name, int64_t now_ms) {
                     [&](Statement& s) { s.bind(2, now_ms); });
 }
 
-Status SandboxRepo::set_started(std::string_view name, int64_t ms) {
-  return update_one(name, "UPDATE sandboxes SET started_at_ms = ?2 WHERE name = ?1",
+Status SandboxRepo::mark_started(std::string_view name, int64_t ms) {
+  return update_one(name,
+                    "UPDATE sandboxes SET state = 'running', started_at_ms = ?2, last_used_at_ms = ?2 WHERE name = ?1",
                     [&](Statement& s) { s.bind(2, ms); });
 }
 

@@ -49,7 +49,8 @@ class SandboxRepo {
   Result<std::vector<SandboxRecord>> list();
   Status update_state(std::string_view name, std::string_view state);
   Status touch(std::string_view name, int64_t now_ms);  // last_used_at_ms
-  Status set_started(std::string_view name, int64_t ms);
+  // One durable write for a start: state running, started and last used now.
+  Status mark_started(std::string_view name, int64_t ms);
   Status remove(std::string_view name);
 
   // The smallest aligned base not used by any sandbox row (freed ranges are reused). To use it for

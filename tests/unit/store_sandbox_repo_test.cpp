@@ -56,13 +56,17 @@ TEST(StoreSandboxRepo, InsertGetListUpdateRemove) {
   EXPECT_EQ((*all)[0].name, "alpha");
   EXPECT_EQ((*all)[1].name, "beta");
 
-  ASSERT_TRUE(s.repo.update_state("alpha", "running"));
-  ASSERT_TRUE(s.repo.set_started("alpha", 1234));
-  ASSERT_TRUE(s.repo.touch("alpha", 5678));
+  ASSERT_TRUE(s.repo.mark_started("alpha", 1234));
   got = s.repo.get("alpha");
   ASSERT_TRUE(got);
   EXPECT_EQ(got->state, "running");
   EXPECT_EQ(got->started_at_ms, 1234);
+  EXPECT_EQ(got->last_used_at_ms, 1234);
+  ASSERT_TRUE(s.repo.touch("alpha", 5678));
+  ASSERT_TRUE(s.repo.update_state("alpha", "stopped"));
+  got = s.repo.get("alpha");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->state, "stopped");
   EXPECT_EQ(got->last_used_at_ms, 5678);
   EXPECT_DOUBLE_EQ(got->cpus, 1.5);
   EXPECT_EQ(got->options_json, R"({"hardening":{"seccomp":true}})");
@@ -76,7 +80,7 @@ TEST(StoreSandboxRepo, InsertGetListUpdateRemove) {
 
 TEST(StoreSandboxRepo, UnknownNamesAreNotFoundEverywhere) {
   Store s;
-  for (auto st : {s.repo.update_state("ghost", "stopped"), s.repo.touch("ghost", 1), s.repo.set_started("ghost", 1),
+  for (auto st : {s.repo.update_state("ghost", "stopped"), s.repo.touch("ghost", 1), s.repo.mark_started("ghost", 1),
                   s.repo.remove("ghost")}) {
     ASSERT_FALSE(st);
     EXPECT_EQ(st.error().kind, ErrorKind::NotFound);
