@@ -41,8 +41,13 @@ double percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
+fs::path g_daemon_log;  // shown when the bench dies, since the state directory goes away
+
 void die(const std::string& what) {
   std::fprintf(stderr, "bench: %s\n", what.c_str());
+  if (!g_daemon_log.empty()) {
+    if (auto log = read_file(g_daemon_log)) std::fprintf(stderr, "--- moatd.log ---\n%s", log->c_str());
+  }
   std::exit(1);
 }
 
@@ -73,6 +78,7 @@ class Daemon {
   explicit Daemon(const fs::path& state) : state_(state) {
     std::ofstream(state / "moat.toml") << "[daemon]\nidle_timeout = \"0\"\n[sandbox]\nimage = \"tiny\"\n"
                                           "disk = \"64MiB\"\nmemory = \"64MiB\"\n";
+    g_daemon_log = state / "moatd.log";
     pid_ = fork();
     if (pid_ == 0) {
       int fd = open((state / "moatd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);

@@ -201,3 +201,19 @@ TEST(SandboxLifecycle, AuditRecordsLifecycleAndExecAndDetectsTampering) {
   EXPECT_NE(broken.code, 0);
   EXPECT_NE(broken.err.find(fmt::format("record {}", seq)), std::string::npos) << broken.err;
 }
+
+TEST(SandboxLifecycle, RunIsOneShotAndRmLeavesNothing) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  auto r = env.moat({"run", "--rm", "--", "sh", "-c", "echo one-shot; pwd; exit 5"});
+  EXPECT_EQ(r.code, 5) << r.err;
+  EXPECT_EQ(r.out, "one-shot\n/workspace\n");
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "ls"})).size(), 0u);
+  EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+
+  auto kept = env.moat({"run", "--name", "kept", "--", "true"});
+  EXPECT_EQ(kept.code, 0);
+  EXPECT_NE(kept.err.find("sandbox 'kept' kept"), std::string::npos) << kept.err;
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "inspect", "kept"}))["state"], "running");
+}
