@@ -3,17 +3,27 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 STATE_DIR ?= /var/lib/moat
 
-.PHONY: deps build up down test test-unit bench fmt clean
+# cmake's progress lines ("[ 42%] Building ...") are the progress output of a long build; the
+# sub-make's "Entering directory" chatter is not.
+CMAKE_BUILD = env -u MAKEFLAGS -u MAKELEVEL cmake --build $(BUILD) -j $(JOBS)
+
+.PHONY: deps configure build build-daemon up down test bench fmt clean
 
 deps:
 	@scripts/install-deps
 
-build: deps
+configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS) 2>&1 | grep -Ev '^\[ *[0-9]+%\]|^-- ' || true
-	@test -x $(BUILD)/moatd && test -x $(BUILD)/moat && test -x $(BUILD)/moat-init
 
-up: build
+# Everything: the daemon, the CLI, moat-init, tests and benchmarks.
+build: configure
+	@$(CMAKE_BUILD)
+
+# Only what `make up` runs.
+build-daemon: configure
+	@$(CMAKE_BUILD) --target moatd moat-cli moat-init
+
+up: build-daemon
 	@scripts/up $(BUILD) $(STATE_DIR)
 
 down:

@@ -67,6 +67,25 @@ void split_lines(std::string& pending, std::string_view chunk, const std::functi
   pending.erase(0, start);
 }
 
+// Resolves argv[0], builds the environment, forks and execs. The child gets `in`/`out`/`err` as its
+// stdio (-1 = /dev/null) and keeps `keep` open.
+Result<ChildProcess> fork_exec(const std::vector<std::string>& argv_in, const std::map<std::string, std::string>& env_extra,
+                               int in, int out, int err, const std::vector<int>& keep, const char* cwd,
+                               bool new_session) {
+  if (argv_in.empty()) return fail(ErrorKind::Internal, "cannot run a program: empty argv");
+  auto exe = find_program(argv_in[0]);
+  if (!exe) return std::unexpected(exe.error());
+  std::vector<std::string> argv = argv_in;
+  argv[0] = *exe;
+  auto env = build_env(env_extra);
+  auto cargv = c_strings(argv);
+  auto cenv = c_strings(env);
+  pid_t pid = fork();
+  if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
+  if (pid == 0) exec_child(cargv, cenv, in, out, err, keep, cwd, new_session);
+  return ChildProcess(pid);
+}
+
 }  // namespace
 
 Result<std::string> find_program(const std::string& name) {
@@ -88,16 +107,7 @@ Result<std::string> find_program(const std::string& name) {
               name);
 }
 
-Result<RunResult> run_process(const std::vector<std::string>& argv_in, const RunOptions& opts) {
-  if (argv_in.empty()) return fail(ErrorKind::Internal, "run_process: empty argv");
-  auto exe = find_program(argv_in[0]);
-  if (!exe) return std::unexpected(exe.error());
-  std::vector<std::string> argv = argv_in;
-  argv[0] = *exe;
-  auto env = build_env(opts.env_extra);
-  auto cargv = c_strings(argv);
-  auto cenv = c_strings(env);
-
+Result<RunResult> run_process(const std::vector<std::string>& argv, const RunOptions& opts) {
   int in_pipe[2] = {-1, -1}, out_pipe[2], err_pipe[2];
   if (opts.stdin_data && pipe2(in_pipe, O_CLOEXEC) != 0) return fail(ErrorKind::Internal, "pipe: {}", strerror(errno));
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
@@ -105,13 +115,11 @@ Result<RunResult> run_process(const std::vector<std::string>& argv_in, const Run
   UniqueFd in_r(in_pipe[0]), in_w(in_pipe[1]), out_r(out_pipe[0]), out_w(out_pipe[1]), err_r(err_pipe[0]),
       err_w(err_pipe[1]);
 
-  pid_t pid = fork();
-  if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
-  if (pid == 0) {
-    exec_child(cargv, cenv, in_r.get(), out_w.get(), err_w.get(), opts.inherit_fds,
-               opts.cwd ? opts.cwd->c_str() : nullptr, false);
-  }
-  ChildProcess child(pid);
+  auto started = fork_exec(argv, opts.env_extra, in_r.get(), out_w.get(), err_w.get(), opts.inherit_fds,
+                           opts.cwd ? opts.cwd->c_str() : nullptr, false);
+  if (!started) return std::unexpected(started.error());
+  ChildProcess child = std::move(*started);
+  pid_t pid = child.pid();
   in_r.reset();
   out_w.reset();
   err_w.reset();
@@ -215,22 +223,9 @@ int ChildProcess::wait() {
 }
 pid_t ChildProcess::release() { return std::exchange(pid_, -1); }
 
-Result<ChildProcess> spawn_process(const std::vector<std::string>& argv_in, const SpawnOptions& opts) {
-  if (argv_in.empty()) return fail(ErrorKind::Internal, "spawn_process: empty argv");
-  auto exe = find_program(argv_in[0]);
-  if (!exe) return std::unexpected(exe.error());
-  std::vector<std::string> argv = argv_in;
-  argv[0] = *exe;
-  auto env = build_env(opts.env_extra);
-  auto cargv = c_strings(argv);
-  auto cenv = c_strings(env);
-  pid_t pid = fork();
-  if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
-  if (pid == 0) {
-    exec_child(cargv, cenv, opts.stdin_fd, opts.stdout_fd, opts.stderr_fd, opts.inherit_fds, nullptr,
-               opts.new_session);
-  }
-  return ChildProcess(pid);
+Result<ChildProcess> spawn_process(const std::vector<std::string>& argv, const SpawnOptions& opts) {
+  return fork_exec(argv, opts.env_extra, opts.stdin_fd, opts.stdout_fd, opts.stderr_fd, opts.inherit_fds, nullptr,
+                   opts.new_session);
 }
 
 std::string describe_wait_status(int status) {

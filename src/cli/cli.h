@@ -2,6 +2,7 @@
 // The moat CLI: thin verbs over the control API (it never touches sandboxes or the store itself).
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "api/client.h"
@@ -22,6 +23,8 @@ int exit_code_for(const Error& e);
 int report(const Error& e);
 // Calls a verb, printing progress lines to stderr as they arrive.
 Result<Json> call(const Globals& g, std::string_view verb, Json args);
+// call(), and on failure report the error into `rc` and return nothing.
+std::optional<Json> call_or_report(const Globals& g, std::string_view verb, Json args, int& rc);
 
 void add_sandbox_commands(CLI::App& app, Globals& g, int& rc);
 void add_exec_commands(CLI::App& app, Globals& g, int& rc);

@@ -11,11 +11,8 @@ void add_audit_commands(CLI::App& app, Globals& g, int& rc) {
 
   auto* verify = audit->add_subcommand("verify", "check the whole hash chain; names the first broken record");
   verify->callback([&g, &rc] {
-    auto r = call(g, "audit.verify", Json::object());
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "audit.verify", Json::object(), rc);
+    if (!r) return;
     if (g.json) std::printf("%s\n", r->dump(2).c_str());
     if ((*r)["ok"].get<bool>()) {
       if (!g.json) std::printf("audit chain ok: %lld records verified\n", (long long)(*r)["records"].get<int64_t>());
@@ -33,34 +30,6 @@ void add_audit_commands(CLI::App& app, Globals& g, int& rc) {
       if (p.contains("data")) std::printf("%s\n", p["data"].get<std::string>().c_str());
     });
     if (!r) rc = report(r.error());
-  });
-}
-
-void add_daemon_commands(CLI::App& app, Globals& g, int& rc) {
-  auto* d = app.add_subcommand("daemon", "moatd itself");
-  d->require_subcommand(1);
-  auto* status = d->add_subcommand("status", "is moatd running, and with how many sandboxes");
-  status->callback([&g, &rc] {
-    auto r = call(g, "daemon.status", Json::object());
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
-    if (g.json) std::printf("%s\n", r->dump(2).c_str());
-    else
-      std::printf("moatd running (pid %d), %zu sandbox(es), %d running, socket %s\n", (*r)["pid"].get<int>(),
-                  (*r)["sandboxes"].get<size_t>(), (*r)["running"].get<int>(), (*r)["socket"].get<std::string>().c_str());
-  });
-  auto* stop = d->add_subcommand("stop", "stop moatd (sandboxes keep running unless --all)");
-  auto all = std::make_shared<bool>(false);
-  stop->add_flag("--all", *all, "stop every running sandbox first");
-  stop->callback([&g, &rc, all] {
-    auto r = call(g, "daemon.stop", Json{{"all", *all}});
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
-    if (!g.json) std::printf("moatd stopping\n");
   });
 }
 

@@ -211,11 +211,8 @@ void add_exec_commands(CLI::App& app, Globals& g, int& rc) {
     Json args{{"name", name}, {"start", true}};
     if (!ro->image.empty()) args["image"] = ro->image;
     if (!ro->runtime.empty()) args["runtime"] = ro->runtime;
-    auto created = call(g, "sandbox.create", args);
-    if (!created) {
-      rc = report(created.error());
-      return;
-    }
+    auto created = call_or_report(g, "sandbox.create", args, rc);
+    if (!created) return;
     ro->exec.name = name;
     ro->exec.cwd = "/workspace";
     rc = do_exec(g, ro->exec);

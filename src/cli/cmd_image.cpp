@@ -24,11 +24,8 @@ void add_image_commands(CLI::App& app, Globals& g, int& rc) {
   auto bname = std::make_shared<std::string>("default");
   build->add_option("name", *bname, "image name (default 'default')");
   build->callback([&g, &rc, bname] {
-    auto r = call(g, "image.build", Json{{"name", *bname}});
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "image.build", Json{{"name", *bname}}, rc);
+    if (!r) return;
     print_image(g, *r);
   });
 
@@ -39,21 +36,15 @@ void add_image_commands(CLI::App& app, Globals& g, int& rc) {
   import->add_option("tarball", *ipath, "path to the tarball")->required()->check(CLI::ExistingFile);
   import->callback([&g, &rc, iname, ipath] {
     auto abs = std::filesystem::absolute(*ipath).string();
-    auto r = call(g, "image.import", Json{{"name", *iname}, {"path", abs}});
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "image.import", Json{{"name", *iname}, {"path", abs}}, rc);
+    if (!r) return;
     print_image(g, *r);
   });
 
   auto* ls = img->add_subcommand("ls", "list images");
   ls->callback([&g, &rc] {
-    auto r = call(g, "image.ls", Json::object());
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "image.ls", Json::object(), rc);
+    if (!r) return;
     if (g.json) {
       std::printf("%s\n", r->dump(2).c_str());
       return;
@@ -70,11 +61,8 @@ void add_image_commands(CLI::App& app, Globals& g, int& rc) {
   auto rname = std::make_shared<std::string>();
   rm->add_option("name", *rname, "image name")->required();
   rm->callback([&g, &rc, rname] {
-    auto r = call(g, "image.rm", Json{{"name", *rname}});
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "image.rm", Json{{"name", *rname}}, rc);
+    if (!r) return;
     if (g.json) std::printf("%s\n", r->dump(2).c_str());
     else std::printf("%s removed\n", rname->c_str());
   });

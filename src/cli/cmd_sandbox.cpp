@@ -29,11 +29,8 @@ void add_simple(CLI::App& parent, Globals& g, int& rc, const char* name, const c
   if (extra) extra(*cmd, *args);
   cmd->callback([&g, &rc, verb, args, sandbox] {
     (*args)["name"] = *sandbox;
-    auto r = call(g, verb, *args);
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, verb, *args, rc);
+    if (!r) return;
     print_record(g, *r);
   });
 }
@@ -71,11 +68,8 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
     if (!co->memory.empty()) args["memory"] = co->memory;
     if (co->pids) args["pids"] = *co->pids;
     if (co->cpus) args["cpus"] = *co->cpus;
-    auto r = call(g, "sandbox.create", args);
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "sandbox.create", args, rc);
+    if (!r) return;
     print_record(g, *r);
   });
 
@@ -98,11 +92,8 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
 
   auto* ls = sb->add_subcommand("ls", "list sandboxes");
   ls->callback([&g, &rc] {
-    auto r = call(g, "sandbox.ls", Json::object());
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "sandbox.ls", Json::object(), rc);
+    if (!r) return;
     if (g.json) {
       std::printf("%s\n", r->dump(2).c_str());
       return;
@@ -119,11 +110,8 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
   auto iname = std::make_shared<std::string>();
   inspect->add_option("name", *iname, "sandbox name")->required();
   inspect->callback([&g, &rc, iname] {
-    auto r = call(g, "sandbox.inspect", Json{{"name", *iname}});
-    if (!r) {
-      rc = report(r.error());
-      return;
-    }
+    auto r = call_or_report(g, "sandbox.inspect", Json{{"name", *iname}}, rc);
+    if (!r) return;
     std::printf("%s\n", r->dump(2).c_str());
   });
 }

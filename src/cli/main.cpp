@@ -40,6 +40,15 @@ Result<Json> call(const Globals& g, std::string_view verb, Json args) {
   });
 }
 
+std::optional<Json> call_or_report(const Globals& g, std::string_view verb, Json args, int& rc) {
+  auto r = call(g, verb, std::move(args));
+  if (!r) {
+    rc = report(r.error());
+    return std::nullopt;
+  }
+  return std::move(*r);
+}
+
 }  // namespace moat::cli
 
 int main(int argc, char** argv) {

@@ -94,8 +94,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesy
   ManagerOptions mo;
   mo.state_dir = config.state_dir;
   mo.init_binary = std::move(init_binary);
-  mo.defaults = {config.sandbox.image, config.sandbox.runtime, config.sandbox.disk_bytes,
-                 config.sandbox.memory_bytes, config.sandbox.pids, config.sandbox.cpus};
+  mo.defaults = config.sandbox;
   mo.stop_grace = config.daemon.stop_grace;
   mo.idle_timeout = config.daemon.idle_timeout;
   d->manager_ = std::make_unique<SandboxManager>(mo, *d->db_, *d->audit_, *d->images_);

@@ -30,7 +30,7 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
     log::warn("exec relay ended before the command's exit: {}", why);
     return rec;
   };
-  bool client_open = true;
+  bool client_open = true, guest_writable = true;
   for (;;) {
     pollfd fds[2] = {{client_open ? client_fd : -1, POLLIN, 0}, {guest_fd, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
@@ -48,8 +48,9 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
         if (!*f) break;
         if (!allowed_from_client((*f)->type))
           return lost(fmt::format("client sent {}", wire::frame_type_name((*f)->type)));
-        if (auto st = wire::write_frame(guest_fd, (*f)->type, (*f)->payload); !st)
-          return lost(fmt::format("writing to moat-init: {}", st.error().message));
+        // moat-init closes its side right after Exit: a write that fails then (stdin arriving after the
+        // command ended) is not the end; the Exit frame is still waiting to be read below.
+        if (guest_writable && !wire::write_frame(guest_fd, (*f)->type, (*f)->payload)) guest_writable = false;
       }
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {

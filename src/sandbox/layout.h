@@ -31,8 +31,14 @@ struct SandboxPaths {
   }
 };
 
-// The runtime's container id for a sandbox; the prefix lets reconcile recognise moat's containers.
-inline std::string container_id(const std::string& sandbox_name) { return "moat-" + sandbox_name; }
+// The runtime's container id for a sandbox: unique host-wide, not just per moatd, because runsc names
+// its control sockets after the id in one host-wide namespace (two state directories with a sandbox
+// of the same name must not collide). The prefix lets reconcile recognise moat's containers.
 inline constexpr std::string_view kContainerPrefix = "moat-";
+inline std::string container_id(const std::string& sandbox_name, const std::string& sandbox_id) {
+  return std::string(kContainerPrefix) + sandbox_name + "-" + sandbox_id.substr(0, 8);
+}
+// The sandbox's cgroup, named like its container for the same reason.
+inline std::string cgroup_path(const std::string& container) { return "/moat/" + container; }
 
 }  // namespace moat

@@ -29,7 +29,8 @@ constexpr std::string_view kRunInside = "/run/moat";
 
 int64_t now_ms() { return moat::clock::now_ms(); }
 
-std::string cgroup_of(std::string_view sandbox) { return fmt::format("/moat/{}", sandbox); }
+std::string container_of(const SandboxRecord& rec) { return container_id(rec.name, rec.id); }
+std::string cgroup_of(const SandboxRecord& rec) { return cgroup_path(container_of(rec)); }
 
 Json hardening_to_json(const oci::Hardening& h) {
   return Json{{"user_namespace", h.user_namespace}, {"seccomp", h.seccomp},
@@ -175,7 +176,7 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
 
 Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths& paths) {
   oci::SandboxSpec spec;
-  spec.id = container_id(rec.name);
+  spec.id = container_of(rec);
   spec.hostname = rec.name;
   spec.rootfs = paths.rootfs;
   spec.uid_base = static_cast<uint32_t>(rec.uid_base);
@@ -201,7 +202,7 @@ Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths
   }
   spec.limits.cpus = rec.cpus;
   spec.hardening = hardening_from_options(rec.options_json);
-  spec.cgroup_path = cgroup_of(rec.name);
+  spec.cgroup_path = cgroup_of(rec);
   Json j = oci::make_runtime_spec(spec);
   return write_file_atomic(paths.bundle / "config.json", j.dump(2), 0600);
 }
@@ -234,10 +235,13 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
   auto rt = runtime(rec.runtime);
   if (!rt) return std::unexpected(rt.error());
   auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
-  auto cid = container_id(rec.name);
+  auto cid = container_of(rec);
   if (rec.state == "running") {
     auto st = (*rt)->state(cid);
-    if (st && st->status == "running") return {};
+    if (st && st->status == "running") {
+      set_running(rec.name, true);
+      return {};
+    }
     // Recorded as running but the container is gone (it died): clean up, then start afresh.
     (void)teardown(rec);
   }
@@ -265,7 +269,7 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
   if (auto st = (*rt)->create(cid, paths.bundle); !st) {
     // A stopped leftover with the same id (a crash between create and delete) blocks create: clear it once.
     if (!(*rt)->state(cid)) return fail_start(st.error());
-    (void)(*rt)->remove(cid, true, cgroup_of(rec.name));
+    (void)(*rt)->remove(cid, true, cgroup_of(rec));
     if (auto again = (*rt)->create(cid, paths.bundle); !again) return fail_start(again.error());
   }
   if (auto st = (*rt)->start(cid); !st) return fail_start(st.error());
@@ -280,12 +284,12 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
 Status SandboxManager::teardown(const SandboxRecord& rec) {
   set_running(rec.name, false);
   auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
-  auto cid = container_id(rec.name);
+  auto cid = container_of(rec);
   std::optional<Error> first;
   if (auto rt = runtime(rec.runtime); rt) {
     if ((*rt)->state(cid)) {
       (void)(*rt)->kill(cid, SIGKILL, true);
-      if (auto st = (*rt)->remove(cid, true, cgroup_of(rec.name)); !st && !first) first = st.error();
+      if (auto st = (*rt)->remove(cid, true, cgroup_of(rec)); !st && !first) first = st.error();
     }
   }
   if (auto st = unmount_rootfs(paths.lower, paths.rootfs); !st && !first) first = st.error();
@@ -307,7 +311,7 @@ Status SandboxManager::stop(std::string_view name, std::string_view actor, std::
 Status SandboxManager::stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason) {
   auto rt = runtime(rec.runtime);
   if (!rt) return std::unexpected(rt.error());
-  auto cid = container_id(rec.name);
+  auto cid = container_of(rec);
   auto t0 = std::chrono::steady_clock::now();
   bool killed = false;
   auto st = (*rt)->state(cid);
@@ -420,10 +424,10 @@ Result<Json> SandboxManager::inspect(std::string_view name) {
          {"created_at_ms", rec->created_at_ms},
          {"started_at_ms", rec->started_at_ms},
          {"last_used_at_ms", rec->last_used_at_ms},
-         {"container_id", container_id(rec->name)},
+         {"container_id", container_of(*rec)},
          {"paths", {{"dir", paths.dir.string()}, {"disk", paths.disk.string()}, {"rootfs", paths.rootfs.string()}}}};
   if (auto rt = runtime(rec->runtime); rt) {
-    if (auto st = (*rt)->state(container_id(rec->name)); st) {
+    if (auto st = (*rt)->state(container_of(*rec)); st) {
       j["container"] = {{"status", st->status}, {"pid", st->pid}};
     }
   }
@@ -455,16 +459,29 @@ Result<InitClient> SandboxManager::init_client(std::string_view name) {
       return InitClient(dir);
     }
   }
+  // Slow path: start_locked keeps a container the runtime reports running (a slow moat-init is not
+  // a dead one) and starts a stopped or dead sandbox afresh.
   auto lock = lock_for(name);
   std::lock_guard g(*lock);
   auto rec = repo_.get(name);
   if (!rec) return std::unexpected(rec.error());
-  if (rec->state == "running" && InitClient(dir).health(std::chrono::milliseconds(1000))) {
-    set_running(rec->name, true);
-  } else if (auto st = start_locked(*rec, "daemon"); !st) {
-    return std::unexpected(st.error());
-  }
+  if (auto st = start_locked(*rec, "daemon"); !st) return std::unexpected(st.error());
   return InitClient(dir);
+}
+
+template <class T>
+Result<T> SandboxManager::with_client(std::string_view name, const std::function<Result<T>(const InitClient&)>& fn) {
+  auto client = init_client(name);
+  if (!client) return std::unexpected(client.error());
+  auto r = fn(*client);
+  if (!r && r.error().kind == ErrorKind::Unavailable) {
+    // moat-init did not answer: the sandbox died behind our back. Start it again and retry once.
+    set_running(name, false);
+    client = init_client(name);
+    if (!client) return std::unexpected(client.error());
+    r = fn(*client);
+  }
+  return r;
 }
 
 void SandboxManager::begin_use(std::string_view name) {
@@ -483,16 +500,7 @@ void SandboxManager::end_use(std::string_view name) {
 Result<ExecChannel> SandboxManager::open_exec(std::string_view name, const wire::ExecStart& req,
                                               std::string_view actor) {
   if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given: use 'moat exec NAME -- CMD...'");
-  auto client = init_client(name);
-  if (!client) return std::unexpected(client.error());
-  auto fd = client->start_exec(req);
-  if (!fd && fd.error().kind == ErrorKind::Unavailable) {
-    // moat-init did not answer: the sandbox died behind our back. Start it again and retry once.
-    set_running(name, false);
-    client = init_client(name);
-    if (!client) return std::unexpected(client.error());
-    fd = client->start_exec(req);
-  }
+  auto fd = with_client<UniqueFd>(name, [&](const InitClient& c) { return c.start_exec(req); });
   if (!fd) return wrap(fd.error(), fmt::format("cannot exec in sandbox '{}'", name));
   begin_use(name);
   return ExecChannel{std::string(name), std::move(*fd), std::chrono::steady_clock::now()};
@@ -533,18 +541,17 @@ Result<ExecResult> SandboxManager::exec(std::string_view name, const wire::ExecS
 
 Status SandboxManager::put_file(std::string_view name, const std::string& path, std::string_view data, uint32_t mode,
                                 std::string_view actor) {
-  auto client = init_client(name);
-  if (!client) return std::unexpected(client.error());
-  auto st = client->put_file(path, data, mode);
+  auto st = with_client<bool>(name, [&](const InitClient& c) -> Result<bool> {
+    if (auto put = c.put_file(path, data, mode); !put) return std::unexpected(put.error());
+    return true;
+  });
   audit("file.put", actor, name, Json{{"path", path}, {"bytes", data.size()}, {"ok", st.has_value()}});
   if (!st) return wrap(st.error(), fmt::format("copying into sandbox '{}'", name));
   return {};
 }
 
 Result<std::string> SandboxManager::get_file(std::string_view name, const std::string& path, std::string_view actor) {
-  auto client = init_client(name);
-  if (!client) return std::unexpected(client.error());
-  auto data = client->get_file(path);
+  auto data = with_client<std::string>(name, [&](const InitClient& c) { return c.get_file(path); });
   audit("file.get", actor, name, Json{{"path", path}, {"bytes", data ? data->size() : 0}, {"ok", data.has_value()}});
   if (!data) return wrap(data.error(), fmt::format("copying out of sandbox '{}'", name));
   return data;
@@ -598,16 +605,17 @@ bool SandboxManager::image_in_use(const std::string& digest) {
 Status SandboxManager::reconcile() {
   auto all = repo_.list();
   if (!all) return std::unexpected(all.error());
-  std::set<std::string> known;
+  std::set<std::string> known, known_names;
   for (auto& rec : *all) {
-    known.insert(container_id(rec.name));
+    known.insert(container_of(rec));
+    known_names.insert(rec.name);
     auto lock = lock_for(rec.name);
     std::lock_guard g(*lock);
     auto rt = runtime(rec.runtime);
     auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec.name);
     bool adopted = false;
     if (rt) {
-      auto st = (*rt)->state(container_id(rec.name));
+      auto st = (*rt)->state(container_of(rec));
       if (st && st->status == "running" && InitClient(paths.run_dir()).health(1000ms)) {
         adopted = true;
         (void)repo_.update_state(rec.name, "running");
@@ -631,14 +639,14 @@ Status SandboxManager::reconcile() {
     for (auto& id : *ids) {
       if (!id.starts_with(kContainerPrefix) || known.contains(id)) continue;
       (void)rt->kill(id, SIGKILL, true);
-      (void)rt->remove(id, true, cgroup_of(id.substr(kContainerPrefix.size())));
+      (void)rt->remove(id, true, cgroup_path(id));
       audit("sandbox.teardown", "daemon", id, Json{{"reason", "orphaned container"}, {"runtime", name}});
     }
   }
   std::error_code ec;
   for (auto& entry : fs::directory_iterator(opts_.state_dir / "sandboxes", ec)) {
     auto name = entry.path().filename().string();
-    if (known.contains(container_id(name))) continue;
+    if (known_names.contains(name)) continue;
     auto paths = SandboxPaths::for_sandbox(opts_.state_dir, name);
     (void)unmount_rootfs(paths.lower, paths.rootfs);
     if (is_mounted(paths.volume)) (void)unmount(paths.volume);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -12,6 +13,7 @@
 
 #include "audit/audit_log.h"
 #include "base/json.h"
+#include "config/config.h"
 #include "image/image_store.h"
 #include "sandbox/init_client.h"
 #include "sandbox/layout.h"
@@ -21,19 +23,10 @@
 
 namespace moat {
 
-struct SandboxDefaultsView {
-  std::string image = "default";
-  std::string runtime = "runc";
-  uint64_t disk_bytes = 10ull << 30;
-  uint64_t memory_bytes = 2ull << 30;
-  uint64_t pids = 1024;
-  double cpus = 1.0;
-};
-
 struct ManagerOptions {
   std::filesystem::path state_dir;
   std::filesystem::path init_binary;  // the built moat-init; copied into <state>/bin
-  SandboxDefaultsView defaults;
+  SandboxDefaults defaults;  // from moat.toml [sandbox]
   std::chrono::milliseconds stop_grace{10000};
   std::chrono::milliseconds idle_timeout{0};  // 0 = never
   std::chrono::milliseconds start_timeout{20000};
@@ -122,6 +115,9 @@ class SandboxManager {
   Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths);
   Status wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths);
   void set_running(std::string_view name, bool running);
+  // Runs fn against the sandbox's moat-init; if moat-init is unreachable, restarts the sandbox once.
+  template <class T>
+  Result<T> with_client(std::string_view name, const std::function<Result<T>(const InitClient&)>& fn);
   void begin_use(std::string_view name);
   void end_use(std::string_view name);
   void audit(std::string_view kind, std::string_view actor, std::string_view subject, Json data);

@@ -97,7 +97,9 @@ TEST_P(Containment, ForkBombHitsThePidsLimitWhileOthersKeepAnswering) {
   EXPECT_EQ(env_->ok({"exec", "other", "--", "echo", "alive"}), "alive\n");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   auto r = bomb.get();
-  if (!r.out.empty()) EXPECT_LE(std::stoi(r.out), kPids) << r.out;
+  if (!r.out.empty()) {
+    EXPECT_LE(std::stoi(r.out), kPids) << r.out;
+  }
   env_->moat({"exec", "box", "--", "sh", "-c", "kill -9 -1"});
 }
 

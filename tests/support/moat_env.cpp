@@ -162,7 +162,7 @@ std::vector<int> sandbox_processes(const std::string& prefix) {
     auto name = e.path().filename().string();
     if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
     auto cg = read_file(e.path() / "cgroup");
-    if (cg && cg->find(":/moat/" + prefix) != std::string::npos) out.push_back(std::stoi(name));
+    if (cg && cg->find(":/moat/moat-" + prefix) != std::string::npos) out.push_back(std::stoi(name));
   }
   return out;
 }

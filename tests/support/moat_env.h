@@ -53,7 +53,7 @@ std::vector<std::string> loops_containing(const std::string& needle);
 // cgroup directories (v1 controllers and unified) named under moat/ whose name contains `needle`.
 std::vector<std::string> cgroups_containing(const std::string& needle);
 
-// Pids of processes in a moat sandbox cgroup ("/moat/<name>") whose name starts with `prefix`.
+// Pids of processes in a moat sandbox cgroup ("/moat/moat-<name>-<id>") whose name starts with `prefix`.
 std::vector<int> sandbox_processes(const std::string& prefix);
 
 // Skips the test with a clear message if the runtime cannot run here (e.g. crun on hybrid cgroups).

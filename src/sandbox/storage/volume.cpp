@@ -128,8 +128,15 @@ Status mount_volume(const fs::path& image_file, const fs::path& mount_point) {
     return fail(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Internal, "cannot open disk image {}: {}",
                 image_file.string(), strerror(errno));
   }
-  // The same ext4 mounted twice through two loop devices would be corrupted: refuse.
-  if (auto busy = loop_devices_for(image_file); busy && !busy->empty()) {
+  // The same ext4 mounted twice through two loop devices would be corrupted: refuse. A loop device
+  // whose mount just went away detaches asynchronously (autoclear runs after the last close), so give
+  // a just-unmounted image a moment before calling it attached.
+  auto busy = loop_devices_for(image_file);
+  for (int i = 0; i < 100 && busy && !busy->empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    busy = loop_devices_for(image_file);
+  }
+  if (busy && !busy->empty()) {
     return fail(ErrorKind::Conflict, "disk image {} is already attached to {}; unmount it first", image_file.string(),
                 busy->front());
   }

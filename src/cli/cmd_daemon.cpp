@@ -1,0 +1,30 @@
+// moat daemon status|stop
+#include <cstdio>
+
+#include "cli/cli.h"
+
+namespace moat::cli {
+
+void add_daemon_commands(CLI::App& app, Globals& g, int& rc) {
+  auto* d = app.add_subcommand("daemon", "moatd itself");
+  d->require_subcommand(1);
+  auto* status = d->add_subcommand("status", "is moatd running, and with how many sandboxes");
+  status->callback([&g, &rc] {
+    auto r = call_or_report(g, "daemon.status", Json::object(), rc);
+    if (!r) return;
+    if (g.json) std::printf("%s\n", r->dump(2).c_str());
+    else
+      std::printf("moatd running (pid %d), %zu sandbox(es), %d running, socket %s\n", (*r)["pid"].get<int>(),
+                  (*r)["sandboxes"].get<size_t>(), (*r)["running"].get<int>(), (*r)["socket"].get<std::string>().c_str());
+  });
+  auto* stop = d->add_subcommand("stop", "stop moatd (sandboxes keep running unless --all)");
+  auto all = std::make_shared<bool>(false);
+  stop->add_flag("--all", *all, "stop every running sandbox first");
+  stop->callback([&g, &rc, all] {
+    auto r = call_or_report(g, "daemon.stop", Json{{"all", *all}}, rc);
+    if (!r) return;
+    if (!g.json) std::printf("moatd stopping\n");
+  });
+}
+
+}  // namespace moat::cli
