@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 
 #include "api/client.h"
@@ -43,12 +44,17 @@ double percentile(std::vector<double> v, double p) {
 
 fs::path g_daemon_log;  // shown when the bench dies, since the state directory goes away
 
-void die(const std::string& what) {
-  std::fprintf(stderr, "bench: %s\n", what.c_str());
+// Thrown rather than exiting, so the daemon and temp directories are cleaned up on the way out.
+struct BenchFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void die(const std::string& what) {
+  std::string msg = "bench: " + what;
   if (!g_daemon_log.empty()) {
-    if (auto log = read_file(g_daemon_log)) std::fprintf(stderr, "--- moatd.log ---\n%s", log->c_str());
+    if (auto log = read_file(g_daemon_log)) msg += "\n--- moatd.log ---\n" + *log;
   }
-  std::exit(1);
+  throw BenchFailure(msg);
 }
 
 template <class T>
@@ -95,7 +101,8 @@ class Daemon {
     die("moatd did not start; see " + (state / "moatd.log").string());
   }
   ~Daemon() {
-    kill(pid_, SIGTERM);
+    // Stop every sandbox with it: a failed run must not leave sandboxes behind.
+    if (!api::call(socket(), "daemon.stop", Json{{"all", true}})) kill(pid_, SIGTERM);
     waitpid(pid_, nullptr, 0);
   }
   fs::path socket() const { return state_ / "moatd.sock"; }
@@ -145,7 +152,18 @@ struct BareRunc {
 
 }  // namespace
 
+int run_bench(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const BenchFailure& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}
+
+int run_bench(int argc, char** argv) {
   if (geteuid() != 0) die("run as root (make bench)");
   int density_target = argc > 1 ? std::atoi(argv[1]) : 500;
   int memory_count = std::min(200, density_target);
