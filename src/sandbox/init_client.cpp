@@ -1,11 +1,11 @@
 #include "sandbox/init_client.h"
 
+#include "base/fs.h"
+
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -69,20 +69,15 @@ Result<UniqueFd> connect_init_socket(const std::filesystem::path& dir, std::stri
     return fail(errno == ENOENT ? ErrorKind::Unavailable : ErrorKind::Internal, "cannot open socket directory {}: {}",
                 dir.string(), strerror(errno));
   }
-  open_how how{};
-  how.flags = O_PATH | O_CLOEXEC;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   std::string n(name);
-  int raw = static_cast<int>(syscall(SYS_openat2, dir_fd.get(), n.c_str(), &how, sizeof how));
-  if (raw < 0) {
-    int e = errno;
-    if (e == ENOENT)
+  // The directory is writable by the sandbox: follow no link, `..` or mount the agent may have planted.
+  auto opened = open_beneath(dir_fd.get(), n, O_PATH);
+  if (!opened) {
+    if (opened.error().kind == ErrorKind::NotFound)
       return fail(ErrorKind::Unavailable, "moat-init socket {} does not exist (is the sandbox running?)", (dir / n).string());
-    if (e == ELOOP || e == EXDEV)
-      return fail(ErrorKind::InvalidInput, "refusing moat-init socket {}: it is a symbolic link", (dir / n).string());
-    return fail(ErrorKind::Internal, "cannot open moat-init socket {}: {}", (dir / n).string(), strerror(e));
+    return fail(ErrorKind::InvalidInput, "refusing moat-init socket {}: {}", (dir / n).string(), opened.error().message);
   }
-  UniqueFd path_fd(raw);
+  UniqueFd path_fd = std::move(*opened);
   struct stat st {};
   if (fstat(path_fd.get(), &st) != 0)
     return fail(ErrorKind::Internal, "cannot stat moat-init socket {}: {}", (dir / n).string(), strerror(errno));

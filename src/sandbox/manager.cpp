@@ -519,26 +519,6 @@ void SandboxManager::finish_exec(ExecChannel& ch, const wire::ExecStart& req, co
   audit("exec", actor, ch.sandbox, std::move(data));
 }
 
-Result<ExecResult> SandboxManager::exec(std::string_view name, const wire::ExecStart& req,
-                                        std::string_view stdin_data, std::string_view actor) {
-  if (req.argv.empty()) return fail(ErrorKind::InvalidInput, "no command given");
-  auto client = init_client(name);
-  if (!client) return std::unexpected(client.error());
-  begin_use(name);
-  ExecChannel ch{std::string(name), UniqueFd(), std::chrono::steady_clock::now()};
-  auto r = client->exec(req, stdin_data);
-  ExecRecord rec;
-  if (r) {
-    rec.exit = {r->exit_code, r->signal, r->timed_out, r->duration_ms};
-    rec.stdout_bytes = r->out_bytes;
-    rec.stderr_bytes = r->err_bytes;
-  } else {
-    rec.lost = true;
-  }
-  finish_exec(ch, req, rec, actor);
-  return r;
-}
-
 Status SandboxManager::put_file(std::string_view name, const std::string& path, std::string_view data, uint32_t mode,
                                 std::string_view actor) {
   auto st = with_client<bool>(name, [&](const InitClient& c) -> Result<bool> {

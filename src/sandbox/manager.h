@@ -87,10 +87,6 @@ class SandboxManager {
   Result<ExecChannel> open_exec(std::string_view name, const wire::ExecStart& req, std::string_view actor);
   // Records the end of an exec opened by open_exec (audit event, idle accounting).
   void finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec, std::string_view actor);
-  // Runs a command to completion and captures its output (used by tests and the agent loop later).
-  Result<ExecResult> exec(std::string_view name, const wire::ExecStart& req, std::string_view stdin_data,
-                          std::string_view actor);
-
   Result<InitClient> init_client(std::string_view name);
 
   // Copies a file into / out of a sandbox. moat-init does the path work inside the sandbox, so a link
