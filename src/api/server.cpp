@@ -23,6 +23,14 @@ Status Session::respond_ok(Json result) {
 Server::~Server() {
   stop();
   if (!socket_path_.empty() && listen_fd_) unlink(socket_path_.c_str());
+  // Idle threads hold `this`: let them leave before it goes (busy ones are waited for by the daemon).
+  std::unique_lock g(pool_mu_);
+  pool_cv_.notify_all();
+  for (int i = 0; i < 200 && idle_ > 0; ++i) {
+    g.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    g.lock();
+  }
 }
 
 Status Server::listen(const std::filesystem::path& socket_path) {
@@ -68,14 +76,43 @@ void Server::serve() {
       continue;
     }
     ++active_;
-    std::thread([this, conn = std::move(conn)]() mutable {
-      serve_connection(std::move(conn));
-      --active_;
-    }).detach();
+    dispatch(std::move(conn));
   }
 }
 
-void Server::stop() { stopping_ = true; }
+void Server::dispatch(UniqueFd conn) {
+  {
+    std::lock_guard g(pool_mu_);
+    if (idle_ > queue_.size()) {
+      queue_.push_back(std::move(conn));
+      pool_cv_.notify_one();
+      return;
+    }
+  }
+  std::thread([this, conn = std::move(conn)]() mutable { run_thread(std::move(conn)); }).detach();
+}
+
+void Server::run_thread(UniqueFd first) {
+  UniqueFd conn = std::move(first);
+  for (;;) {
+    serve_connection(std::move(conn));
+    std::unique_lock g(pool_mu_);
+    --active_;
+    if (stopping_ || idle_ >= kMaxIdleThreads) return;
+    ++idle_;
+    pool_cv_.wait(g, [this] { return !queue_.empty() || stopping_; });
+    --idle_;
+    if (queue_.empty()) return;  // stopping
+    conn = std::move(queue_.front());
+    queue_.pop_front();
+  }
+}
+
+void Server::stop() {
+  stopping_ = true;
+  std::lock_guard g(pool_mu_);
+  pool_cv_.notify_all();
+}
 
 void Server::serve_connection(UniqueFd fd) {
   auto frame = wire::read_frame(fd.get());

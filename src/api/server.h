@@ -1,7 +1,14 @@
 #pragma once
 // moatd's side of the control API: a unix socket (mode 0600, root only) served one thread per
 // connection. Handlers are registered by verb; the daemon decides what each verb does.
+//
+// A thread that has served its connection waits for the next one (up to kMaxIdleThreads wait), so a
+// connection usually finds a thread ready: creating a thread, and tearing its stack down when it ends
+// (glibc gives an exiting thread's stack back to the kernel page by page), is dear next to a request
+// as small as an exec of `true`, most of all where page tables are costly.
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -34,6 +41,8 @@ using Handler = std::function<Result<Json>(const Json& args, Session&)>;
 
 class Server {
  public:
+  static constexpr size_t kMaxIdleThreads = 4;
+
   ~Server();
   void handle(std::string verb, Handler h) { handlers_[std::move(verb)] = std::move(h); }
   // Binds the socket (replacing a stale one; refusing when another moatd answers on it).
@@ -45,12 +54,21 @@ class Server {
 
  private:
   void serve_connection(UniqueFd fd);
+  // Hands a connection to an idle thread, or starts a thread for it.
+  void dispatch(UniqueFd conn);
+  // A pool thread: serves `first`, then connections handed to it while it is idle.
+  void run_thread(UniqueFd first);
 
   std::map<std::string, Handler, std::less<>> handlers_;
   UniqueFd listen_fd_;
   std::filesystem::path socket_path_;
   std::atomic<bool> stopping_{false};
   std::atomic<size_t> active_{0};
+
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::deque<UniqueFd> queue_;  // accepted, waiting for an idle thread (never more than are idle)
+  size_t idle_ = 0;             // threads waiting on pool_cv_
 };
 
 }  // namespace moat::api

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,26 +37,6 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   return out;
 }
 
-// In the child after fork: only async-signal-safe calls from here until exec.
-[[noreturn]] void exec_child(std::vector<char*>& argv, std::vector<char*>& envp, int in, int out, int err,
-                             const std::vector<int>& keep, const char* cwd, bool new_session) {
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  if (new_session) setsid();
-  int devnull = open("/dev/null", O_RDWR);
-  dup2(in >= 0 ? in : devnull, 0);
-  dup2(out >= 0 ? out : devnull, 1);
-  dup2(err >= 0 ? err : devnull, 2);
-  for (int fd : keep) {
-    int flags = fcntl(fd, F_GETFD);
-    if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
-  }
-  if (cwd && chdir(cwd) != 0) _exit(126);
-  execvpe(argv[0], argv.data(), envp.data());
-  _exit(errno == ENOENT ? 127 : 126);
-}
-
 void split_lines(std::string& pending, std::string_view chunk, const std::function<void(std::string_view)>& cb) {
   if (!cb) return;
   pending.append(chunk);
@@ -67,8 +48,8 @@ void split_lines(std::string& pending, std::string_view chunk, const std::functi
   pending.erase(0, start);
 }
 
-// Resolves argv[0], builds the environment, forks and execs. The child gets `in`/`out`/`err` as its
-// stdio (-1 = /dev/null) and keeps `keep` open.
+// Resolves argv[0], builds the environment and spawns it. The child gets `in`/`out`/`err` as its
+// stdio (-1 = /dev/null) and keeps `keep` open; a program that cannot be executed is an error here.
 Result<ChildProcess> fork_exec(const std::vector<std::string>& argv_in, const std::map<std::string, std::string>& env_extra,
                                int in, int out, int err, const std::vector<int>& keep, const char* cwd,
                                bool new_session) {
@@ -80,9 +61,35 @@ Result<ChildProcess> fork_exec(const std::vector<std::string>& argv_in, const st
   auto env = build_env(env_extra);
   auto cargv = c_strings(argv);
   auto cenv = c_strings(env);
-  pid_t pid = fork();
-  if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
-  if (pid == 0) exec_child(cargv, cenv, in, out, err, keep, cwd, new_session);
+  // posix_spawn, not fork: glibc clones with CLONE_VM|CLONE_VFORK, so moatd's page tables (a large,
+  // threaded process) are not copied for a child that execs at once. That copy, and the copy-on-write
+  // faults it leaves every thread, cost milliseconds per runtime call where page tables are dear.
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  struct Cleanup {
+    posix_spawn_file_actions_t* a;
+    posix_spawnattr_t* t;
+    ~Cleanup() {
+      posix_spawn_file_actions_destroy(a);
+      posix_spawnattr_destroy(t);
+    }
+  } cleanup{&actions, &attr};
+  int stdio[3] = {in, out, err};
+  for (int target = 0; target < 3; ++target) {
+    if (stdio[target] >= 0) posix_spawn_file_actions_adddup2(&actions, stdio[target], target);
+    else posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+  }
+  for (int fd : keep) posix_spawn_file_actions_adddup2(&actions, fd, fd);  // same number: clears FD_CLOEXEC
+  if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, static_cast<short>(POSIX_SPAWN_SETSIGMASK | (new_session ? POSIX_SPAWN_SETSID : 0)));
+  pid_t pid = -1;
+  if (int rc = posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), cenv.data()); rc != 0)
+    return fail(rc == ENOENT ? ErrorKind::Unavailable : ErrorKind::Internal, "cannot run {}: {}", argv[0], strerror(rc));
   return ChildProcess(pid);
 }
 

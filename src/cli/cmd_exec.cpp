@@ -61,10 +61,9 @@ int do_exec(const Globals& g, const ExecOpts& o) {
   if (o.tty) terminal_size(STDIN_FILENO, rows, cols);
   Json args{{"name", o.name}, {"argv", o.command}, {"env", o.env}, {"cwd", o.cwd}, {"uid", user->first},
             {"gid", user->second}, {"tty", o.tty}, {"rows", rows}, {"cols", cols}, {"timeout_ms", timeout_ms}};
-  if (o.tty && o.env.empty()) {
+  if (o.tty) {
     const char* term = getenv("TERM");
-    args["env"] = Json::array({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                               fmt::format("TERM={}", term ? term : "xterm")});
+    args["env"].insert(args["env"].begin(), fmt::format("TERM={}", term ? term : "xterm"));
   }
   auto client = api::Client::connect(g.socket_path());
   if (!client) return report(client.error());
@@ -172,7 +171,7 @@ void add_exec_commands(CLI::App& app, Globals& g, int& rc) {
   auto eo = std::make_shared<ExecOpts>();
   exec->add_option("name", eo->name, "sandbox name")->required();
   exec->add_option("command", eo->command, "command and arguments (after --)")->required();
-  exec->add_option("--env,-e", eo->env, "environment variable K=V (repeatable; replaces the default environment)");
+  exec->add_option("--env,-e", eo->env, "environment variable K=V (repeatable; added to the sandbox's environment, replacing a variable of the same name)");
   exec->add_option("--cwd,-w", eo->cwd, "working directory inside the sandbox");
   exec->add_option("--user,-u", eo->user, "UID[:GID] inside the sandbox (default 0)");
   exec->add_option("--timeout", eo->timeout, "kill the command's whole process tree after this long (e.g. 30s)");

@@ -1,6 +1,7 @@
 #include "config/config.h"
 
 #include <cstdlib>
+#include <cctype>
 #include <functional>
 #include <map>
 
@@ -58,6 +59,40 @@ Setter duration_key(std::chrono::milliseconds DaemonConfig::*field) {
   });
 }
 
+Result<std::vector<std::string>> string_list(const toml::node& n) {
+  auto* arr = n.as_array();
+  if (!arr) return fail(ErrorKind::InvalidInput, "expected an array of strings such as [\"api.example.com:443\"]");
+  std::vector<std::string> out;
+  for (auto& item : *arr) {
+    auto v = item.value<std::string>();
+    if (!v) return fail(ErrorKind::InvalidInput, "expected an array of strings such as [\"api.example.com:443\"]");
+    out.push_back(*v);
+  }
+  return out;
+}
+
+Result<uint64_t> positive_count(const toml::node& n) {
+  auto v = n.value<int64_t>();
+  if (!v || *v <= 0) return fail(ErrorKind::InvalidInput, "expected a positive integer");
+  return static_cast<uint64_t>(*v);
+}
+
+Result<uint64_t> size_value(const toml::node& n) {
+  if (auto i = n.value<int64_t>()) {
+    if (*i <= 0) return fail(ErrorKind::InvalidInput, "must be positive");
+    return static_cast<uint64_t>(*i);
+  }
+  auto s = n.value<std::string>();
+  if (!s) return fail(ErrorKind::InvalidInput, "expected a size such as \"2GiB\"");
+  return parse_size(*s);
+}
+
+Status check_preset(std::string_view s) {
+  if (s != "locked" && s != "balanced" && s != "open")
+    return fail(ErrorKind::InvalidInput, "must be one of locked, balanced, open");
+  return {};
+}
+
 const std::vector<Key>& schema() {
   static const std::vector<Key> keys = {
       {"daemon", "socket", as_string([](Config& c, const std::string& s) -> Status {
@@ -97,6 +132,47 @@ const std::vector<Key>& schema() {
          c.sandbox.cpus = *v;
          return {};
        }},
+      {"egress", "preset", as_string([](Config& c, const std::string& s) -> Status {
+         if (auto st = check_preset(s); !st) return st;
+         c.egress.preset = s;
+         return {};
+       })},
+      {"egress", "allow", [](Config& c, const toml::node& n) -> Status {
+         auto v = string_list(n);
+         if (!v) return std::unexpected(v.error());
+         c.egress.allow = *v;
+         return {};
+       }},
+      {"egress", "deny", [](Config& c, const toml::node& n) -> Status {
+         auto v = string_list(n);
+         if (!v) return std::unexpected(v.error());
+         c.egress.deny = *v;
+         return {};
+       }},
+      {"egress", "max_connections", [](Config& c, const toml::node& n) -> Status {
+         auto v = positive_count(n);
+         if (!v) return std::unexpected(v.error());
+         c.egress.max_connections = *v;
+         return {};
+       }},
+      {"egress", "max_bytes_per_day", [](Config& c, const toml::node& n) -> Status {
+         auto v = size_value(n);
+         if (!v) return std::unexpected(v.error());
+         c.egress.max_bytes_per_day = *v;
+         return {};
+       }},
+      {"egress", "upstream_ca_file", as_string([](Config& c, const std::string& s) -> Status {
+         if (s.empty() || s[0] != '/') return fail(ErrorKind::InvalidInput, "must be an absolute path");
+         c.egress.upstream_ca_file = s;
+         return {};
+       })},
+      {"egress", "connect_timeout", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_duration(s);
+         if (!v) return std::unexpected(v.error());
+         if (v->count() <= 0) return fail(ErrorKind::InvalidInput, "must be longer than 0");
+         c.egress.connect_timeout = *v;
+         return {};
+       })},
   };
   return keys;
 }
@@ -111,6 +187,79 @@ std::string known_keys(std::string_view table) {
   return out;
 }
 
+// [egress.routes.NAME]: upstream (required), env.
+Status parse_route(Config& c, std::string_view origin, std::string_view name, const toml::node& node) {
+  auto* tbl = node.as_table();
+  if (!tbl) return fail(ErrorKind::InvalidInput, "{}: egress.routes.{} must be a table", where(origin, node), name);
+  bool name_ok = !name.empty() && name.size() <= 64;
+  for (char ch : name) name_ok = name_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_');
+  if (!name_ok)
+    return fail(ErrorKind::InvalidInput, "{}: route name '{}' must be 1-64 letters, digits, '-' or '_' (it becomes a URL path)",
+                where(origin, node), name);
+  EgressRoute route;
+  for (auto& [key, v] : *tbl) {
+    auto str = v.value<std::string>();
+    if (key.str() == "upstream") {
+      if (!str || !str->starts_with("https://") || str->size() <= 8)
+        return fail(ErrorKind::InvalidInput, "{}: egress.routes.{}.upstream: expected an https:// URL such as \"https://api.anthropic.com\"",
+                    where(origin, v), name);
+      route.upstream = *str;
+    } else if (key.str() == "env") {
+      if (!str) return fail(ErrorKind::InvalidInput, "{}: egress.routes.{}.env: expected a string", where(origin, v), name);
+      route.env = *str;
+    } else {
+      return fail(ErrorKind::InvalidInput, "{}: unknown key 'egress.routes.{}.{}'; known keys: upstream, env (see docs/config.md)",
+                  where(origin, v), name, key.str());
+    }
+  }
+  if (route.upstream.empty())
+    return fail(ErrorKind::InvalidInput, "{}: egress.routes.{} needs an upstream = \"https://...\"", where(origin, node), name);
+  c.egress.routes[std::string(name)] = route;
+  return {};
+}
+
+// [agents.NAME.egress]: preset, allow, deny, max_connections, max_bytes_per_day.
+Status parse_agent(Config& c, std::string_view origin, std::string_view name, const toml::node& node) {
+  auto* tbl = node.as_table();
+  if (!tbl) return fail(ErrorKind::InvalidInput, "{}: agents.{} must be a table", where(origin, node), name);
+  AgentEgressConfig agent;
+  for (auto& [section, sv] : *tbl) {
+    if (section.str() != "egress")
+      return fail(ErrorKind::InvalidInput, "{}: unknown key 'agents.{}.{}'; known: egress (see docs/config.md)",
+                  where(origin, sv), name, section.str());
+    auto* egress = sv.as_table();
+    if (!egress) return fail(ErrorKind::InvalidInput, "{}: agents.{}.egress must be a table", where(origin, sv), name);
+    for (auto& [key, v] : *egress) {
+      std::string_view k = key.str();
+      Status st;
+      if (k == "preset") {
+        auto s = v.value<std::string>();
+        if (!s) st = fail(ErrorKind::InvalidInput, "expected a string");
+        else if (st = check_preset(*s); st) agent.preset = *s;
+      } else if (k == "allow" || k == "deny") {
+        auto l = string_list(v);
+        if (!l) st = std::unexpected(l.error());
+        else (k == "allow" ? agent.allow : agent.deny) = *l;
+      } else if (k == "max_connections") {
+        auto n = positive_count(v);
+        if (!n) st = std::unexpected(n.error());
+        else agent.max_connections = *n;
+      } else if (k == "max_bytes_per_day") {
+        auto n = size_value(v);
+        if (!n) st = std::unexpected(n.error());
+        else agent.max_bytes_per_day = *n;
+      } else {
+        return fail(ErrorKind::InvalidInput,
+                    "{}: unknown key 'agents.{}.egress.{}'; known keys: preset, allow, deny, max_connections, max_bytes_per_day (see docs/config.md)",
+                    where(origin, v), name, k);
+      }
+      if (!st) return fail(ErrorKind::InvalidInput, "{}: agents.{}.egress.{}: {}", where(origin, v), name, k, st.error().message);
+    }
+  }
+  c.egress.agents[std::string(name)] = agent;
+  return {};
+}
+
 }  // namespace
 
 Result<Config> parse_config(std::string_view text, std::string_view origin, Config cfg) {
@@ -122,14 +271,29 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
   }
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
-    bool known_table = table == "daemon" || table == "sandbox";
+    bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents";
     if (!known_table) {
-      return fail(ErrorKind::InvalidInput, "{}: unknown {} '{}'; known tables: [daemon], [sandbox] (see docs/config.md)",
+      return fail(ErrorKind::InvalidInput,
+                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [agents.NAME] (see docs/config.md)",
                   where(origin, table_node), table_node.is_table() ? "table" : "key", table);
     }
     auto* tbl = table_node.as_table();
     if (!tbl) return fail(ErrorKind::InvalidInput, "{}: '{}' must be a table", where(origin, table_node), table);
+    if (table == "agents") {
+      for (auto& [name, node] : *tbl) {
+        if (auto st = parse_agent(cfg, origin, name.str(), node); !st) return std::unexpected(st.error());
+      }
+      continue;
+    }
     for (auto& [key, node] : *tbl) {
+      if (table == "egress" && key.str() == "routes") {
+        auto* routes = node.as_table();
+        if (!routes) return fail(ErrorKind::InvalidInput, "{}: egress.routes must be a table of [egress.routes.NAME]", where(origin, node));
+        for (auto& [rname, rnode] : *routes) {
+          if (auto st = parse_route(cfg, origin, rname.str(), rnode); !st) return std::unexpected(st.error());
+        }
+        continue;
+      }
       const Key* match = nullptr;
       for (auto& k : schema()) {
         if (k.table == table && k.name == key.str()) match = &k;

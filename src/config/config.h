@@ -3,7 +3,10 @@
 // of the wrong type is an error naming the key and its line.
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -26,10 +29,39 @@ struct DaemonConfig {
   std::string log_level = "info";
 };
 
+// A base-URL route of the egress gateway: plain HTTP to http://127.0.0.1:3128/<name>/... inside a
+// sandbox is forwarded over TLS to `upstream` with the agent's bound credentials set.
+struct EgressRoute {
+  std::string upstream;  // "https://host[:port][/path-prefix]"
+  std::string env;       // variable set to the route's base URL inside every sandbox; may be empty
+};
+
+// Egress settings of one agent; unset fields fall back to [egress].
+struct AgentEgressConfig {
+  std::optional<std::string> preset;
+  std::vector<std::string> allow, deny;  // rule texts, checked by the gateway when moatd starts
+  std::optional<uint64_t> max_connections, max_bytes_per_day;
+};
+
+struct EgressConfig {
+  std::string preset = "balanced";
+  std::vector<std::string> allow, deny;  // rules for every agent, before the agent's own
+  uint64_t max_connections = 256;        // per agent, at once
+  uint64_t max_bytes_per_day = 20ull << 30;  // per agent, up + down, UTC day
+  std::filesystem::path upstream_ca_file;    // extra CAs for upstream TLS, beside the host's store
+  std::chrono::milliseconds connect_timeout{10 * 1000};
+  std::map<std::string, EgressRoute> routes = {
+      {"anthropic", {"https://api.anthropic.com", "ANTHROPIC_BASE_URL"}},
+      {"openai", {"https://api.openai.com/v1", "OPENAI_BASE_URL"}},
+  };
+  std::map<std::string, AgentEgressConfig> agents;  // from [agents.NAME.egress]
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/moat";
   DaemonConfig daemon;
   SandboxDefaults sandbox;
+  EgressConfig egress;
 
   std::filesystem::path socket_path() const { return daemon.socket.empty() ? state_dir / "moatd.sock" : daemon.socket; }
   std::filesystem::path config_path() const { return state_dir / "moat.toml"; }

@@ -10,6 +10,8 @@
 #include "base/log.h"
 #include "config/units.h"
 #include "daemon/exec_relay.h"
+#include "daemon/policy_verbs.h"
+#include "daemon/secret_verbs.h"
 #include "wire/frame.h"
 #include "wire/messages.h"
 
@@ -97,10 +99,32 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesy
   mo.defaults = config.sandbox;
   mo.stop_grace = config.daemon.stop_grace;
   mo.idle_timeout = config.daemon.idle_timeout;
+  if (auto st = d->start_egress(); !st) return std::unexpected(st.error());
   d->manager_ = std::make_unique<SandboxManager>(mo, *d->db_, *d->audit_, *d->images_);
+  d->manager_->set_observer(d->door_.get());
   if (auto st = d->manager_->prepare(); !st) return std::unexpected(st.error());
   d->register_handlers();
   return d;
+}
+
+// The vault (key file apart from the store), the interception CA (made at first start), policies,
+// usage, the gateway's event loop, and the door every sandbox gets to it.
+Status Daemon::start_egress() {
+  auto vault = vault::Vault::open(*db_, config_.state_dir / "vault.key");
+  if (!vault) return wrap(vault.error(), "opening the vault");
+  vault_ = std::move(*vault);
+  auto ca = egress::CertAuthority::open_or_create(config_.state_dir / "egress");
+  if (!ca) return wrap(ca.error(), "preparing the egress CA");
+  ca_.emplace(std::move(*ca));
+  auto policies = egress::PolicyBook::open(*db_, config_.egress);
+  if (!policies) return std::unexpected(policies.error());
+  policies_ = std::move(*policies);
+  usage_ = std::make_unique<egress::UsageMeter>(*db_);
+  auto gateway = egress::Gateway::start(egress::GatewayParts{config_.egress, *policies_, *usage_, *vault_, *ca_, *audit_});
+  if (!gateway) return wrap(gateway.error(), "starting the egress gateway");
+  gateway_ = std::move(*gateway);
+  door_ = std::make_unique<EgressDoor>(config_.state_dir, config_.egress, *gateway_, *vault_, ca_->ca_cert_pem());
+  return {};
 }
 
 Daemon::~Daemon() {
@@ -118,6 +142,8 @@ void Daemon::idle_loop() {
     for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
     if (stopping_) break;
     if (size_t n = manager_->stop_idle(); n > 0) log::info("stopped {} idle sandbox(es)", n);
+    if (auto r = vault_->flush_usage(); !r) log::warn("vault: recording last use: {}", r.error().message);
+    if (auto st = usage_->flush(); !st) log::warn("egress: recording usage: {}", st.error().message);
   }
 }
 
@@ -131,6 +157,9 @@ Status Daemon::run() {
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
+  (void)vault_->flush_usage();
+  (void)usage_->flush();
+  gateway_->flush_audit();
   (void)audit_->append("daemon.stop", "daemon", "", Json{{"pid", getpid()}});
   return {};
 }
@@ -138,6 +167,10 @@ Status Daemon::run() {
 void Daemon::register_handlers() {
   auto& s = server_;
   auto& m = *manager_;
+  register_secret_verbs(s, *vault_, *audit_);
+  register_policy_verbs(s, *policies_, *usage_, *audit_, [this](const std::string& agent) {
+    return manager_->get(agent).has_value() || config_.egress.agents.contains(agent);
+  });
 
   s.handle("daemon.status", [this](const Json&, api::Session&) -> Result<Json> {
     auto all = manager_->list();

@@ -8,9 +8,15 @@
 #include "api/server.h"
 #include "audit/audit_log.h"
 #include "config/config.h"
+#include "daemon/egress_door.h"
+#include "egress/cert_authority.h"
+#include "egress/gateway.h"
+#include "egress/policy_book.h"
+#include "egress/usage_meter.h"
 #include "image/image_store.h"
 #include "sandbox/manager.h"
 #include "store/database.h"
+#include "vault/vault.h"
 
 namespace moat {
 
@@ -29,11 +35,19 @@ class Daemon {
   Daemon(const Config& config) : config_(config) {}
   void register_handlers();
   void idle_loop();
+  Status start_egress();
 
   Config config_;
   std::optional<Database> db_;
   std::unique_ptr<AuditLog> audit_;
   std::optional<image::ImageStore> images_;
+  // Egress: declared before the manager so that they outlive it (it calls the door on stop).
+  std::unique_ptr<vault::Vault> vault_;
+  std::optional<egress::CertAuthority> ca_;
+  std::unique_ptr<egress::PolicyBook> policies_;
+  std::unique_ptr<egress::UsageMeter> usage_;
+  std::unique_ptr<egress::Gateway> gateway_;
+  std::unique_ptr<EgressDoor> door_;
   std::unique_ptr<SandboxManager> manager_;
   api::Server server_;
   std::atomic<bool> stopping_{false};

@@ -26,9 +26,10 @@ void serve_health(int fd, const ConnContext& ctx) {
   wire::HealthInfo h;
   h.uptime_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - ctx.started).count());
-  // moat-init's own processes (the listener and its per-connection children) are not counted.
+  // moat-init's own processes (the listener and its forks: the spare, per-connection children, the relay)
+  // are not counted.
   auto own = [&](const ProcEntry& e) {
-    return e.pid == ctx.init_pid || (e.ppid == ctx.init_pid && e.comm == "moat-init") || e.pid == getpid();
+    return e.pid == ctx.init_pid || (e.ppid == ctx.init_pid && e.comm == ctx.init_comm) || e.pid == getpid();
   };
   uint32_t n = 0;
   for (const auto& e : ctx.is_pid1 ? list_processes() : descendants(ctx.init_pid))

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <string>
 
 #include "base/unique_fd.h"
 
@@ -14,6 +15,7 @@ struct ConnContext {
   pid_t init_pid = 0;                               // the listening moat-init process
   bool is_pid1 = false;
   bool host_peers_only = false;
+  std::string init_comm;  // its process name: its forks (spare, connections, relay) share it
 };
 
 // Serves the connection to completion. Runs in the per-connection child process, which is a child

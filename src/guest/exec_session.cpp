@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -34,17 +35,12 @@ constexpr size_t kOutHighWater = 512 << 10;  // stop reading the command's outpu
 constexpr size_t kInHighWater = 4 << 20;     // stop reading the host's stdin above this much unwritten
 constexpr auto kDrainAfterExit = std::chrono::milliseconds(100);
 
-// Why the child could not start, sent back over a close-on-exec pipe.
+// Why the child could not start (see ChildSpec).
 enum class Stage : int { Exec = 0, Chdir = 1, User = 2, Terminal = 3 };
 struct StartFailure {
   Stage stage;
   int err;
 };
-
-void set_nonblock(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
 
 struct Pipe {
   UniqueFd r, w;
@@ -82,43 +78,144 @@ std::optional<Pty> open_pty(uint16_t rows, uint16_t cols, int& err) {
   return p;
 }
 
-[[noreturn]] void child_fail(int err_fd, Stage stage, int err) {
-  StartFailure f{stage, err};
-  [[maybe_unused]] ssize_t r = ::write(err_fd, &f, sizeof f);
+
+// In the forked child: becomes the requested command or reports why not.
+std::vector<std::string> base_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
+  return env;
+}
+
+// Replaces the entry with the same key, or appends.
+void set_env_entry(std::vector<std::string>& env, const std::string& entry) {
+  auto key = entry.substr(0, entry.find('=') + 1);
+  for (auto& e : env) {
+    if (e.compare(0, key.size(), key) == 0) {
+      e = entry;
+      return;
+    }
+  }
+  env.push_back(entry);
+}
+
+// Everything the command's child needs, built before it is cloned: the child shares moat-init's memory
+// (CLONE_VM|CLONE_VFORK, as posix_spawn does) and may only make system calls, never allocate.
+struct ChildSpec {
+  const wire::ExecStart* req = nullptr;
+  char** argv = nullptr;
+  char** envp = nullptr;
+  std::vector<const char*> candidates;  // where execvp would look for argv[0], in order
+  std::vector<char*> sh_argv;           // {"/bin/sh", <candidate>, argv[1..], nullptr}: scripts without #!
+  int in_fd = -1, out_fd = -1, errout_fd = -1;
+  const char* slave_path = nullptr;
+  // Why the child could not start, written by the child before it exits: the parent reads it once
+  // clone returns (CLONE_VFORK: by then the child has exec'd or exited), so no pipe is needed.
+  volatile bool failed = false;
+  volatile Stage failed_stage = Stage::Exec;
+  volatile int failed_errno = 0;
+};
+
+[[noreturn]] void child_fail(ChildSpec& c, Stage stage, int err) {
+  c.failed_stage = stage;
+  c.failed_errno = err;
+  c.failed = true;
   _exit(stage == Stage::Exec && (err == ENOENT || err == ENOTDIR) ? 127 : 126);
 }
 
-// In the forked child: becomes the requested command or reports why not.
-[[noreturn]] void exec_child(const wire::ExecStart& req, char** argv, char** envp, int err_fd, int in_fd, int out_fd,
-                             int errout_fd, const char* slave_path) {
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_UNBLOCK, &all, nullptr);
-  for (int s = 1; s < NSIG; ++s) {
-    if (s == SIGKILL || s == SIGSTOP) continue;
-    signal(s, SIG_DFL);
+// execvp's search, done in the parent: PATH comes from the command's environment, not moat-init's.
+void plan_path_search(ChildSpec& c, const std::string& file, const std::vector<std::string>& env,
+                      std::vector<std::string>& storage) {
+  if (file.empty()) return;  // nothing to try: ENOENT
+  if (file.find('/') != std::string::npos) {
+    storage.push_back(file);
+  } else {
+    std::string_view path = "/bin:/usr/bin";  // glibc's default when PATH is unset
+    for (const auto& e : env)
+      if (e.starts_with("PATH=")) path = std::string_view(e).substr(5);
+    for (;;) {
+      auto colon = path.find(':');
+      auto dir = path.substr(0, colon);
+      storage.push_back(fmt::format("{}/{}", dir.empty() ? "." : dir, file));  // an empty element is "."
+      if (colon == std::string_view::npos) break;
+      path.remove_prefix(colon + 1);
+    }
   }
+  for (const auto& s : storage) c.candidates.push_back(s.c_str());
+  c.sh_argv.push_back(const_cast<char*>("/bin/sh"));
+  c.sh_argv.push_back(nullptr);  // the candidate, filled in by the child
+  for (size_t i = 1; c.argv[i]; ++i) c.sh_argv.push_back(c.argv[i]);
+  c.sh_argv.push_back(nullptr);
+}
+
+// Signals whose disposition is not the default: SIG_IGN would be inherited through exec, and a handler
+// must not run in the child on moat-init's memory. PID 1 records them once (note_signal_dispositions) so
+// each command's child resets just those rather than making a system call per signal; unknown means
+// reset them all.
+sigset_t g_changed_signals;
+bool g_changed_known = false;
+
+alignas(64) char g_child_stack[64 << 10];  // one spawn at a time: the connection process is single-threaded
+
+// In the cloned child: becomes the requested command or reports why not.
+[[noreturn]] void exec_child(ChildSpec& c) {
+  // Every signal is still blocked (the parent blocked them around clone), so nothing of moat-init's
+  // runs on the shared memory while dispositions are reset; then the command starts with none blocked.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < NSIG; ++s) {
+    if (s == SIGKILL || s == SIGSTOP || (g_changed_known && !sigismember(&g_changed_signals, s))) continue;
+    sigaction(s, &dfl, nullptr);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   setsid();
-  if (slave_path) {
+  int in_fd = c.in_fd, out_fd = c.out_fd, errout_fd = c.errout_fd;
+  if (c.slave_path) {
     // Opened without O_NOCTTY by a session leader: becomes the controlling terminal.
-    int t = ::open(slave_path, O_RDWR);
-    if (t < 0) child_fail(err_fd, Stage::Terminal, errno);
+    int t = ::open(c.slave_path, O_RDWR);
+    if (t < 0) child_fail(c, Stage::Terminal, errno);
     ioctl(t, TIOCSCTTY, 0);
     in_fd = out_fd = errout_fd = t;
   }
-  if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(errout_fd, 2) < 0) child_fail(err_fd, Stage::Terminal, errno);
-  // Nothing of moat-init's leaks into the command (the error pipe closes on exec).
+  if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(errout_fd, 2) < 0) child_fail(c, Stage::Terminal, errno);
+  // Nothing of moat-init's leaks into the command.
   syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+  const auto& req = *c.req;
   if (geteuid() == 0) {
-    if (setgroups(0, nullptr) != 0 || setgid(req.gid) != 0 || setuid(req.uid) != 0) child_fail(err_fd, Stage::User, errno);
+    // Raw system calls: glibc's wrappers may coordinate with other threads, which this child has none of.
+    if (syscall(SYS_setgroups, 0, nullptr) != 0 || syscall(SYS_setgid, req.gid) != 0 || syscall(SYS_setuid, req.uid) != 0)
+      child_fail(c, Stage::User, errno);
   } else if (req.uid != geteuid() || req.gid != getegid()) {
-    child_fail(err_fd, Stage::User, EPERM);
+    child_fail(c, Stage::User, EPERM);
   }
-  if (chdir(req.cwd.empty() ? "/" : req.cwd.c_str()) != 0) child_fail(err_fd, Stage::Chdir, errno);
-  environ = envp;  // execvp searches the PATH of the environment the command gets
-  execvp(argv[0], argv);
-  child_fail(err_fd, Stage::Exec, errno);
+  if (chdir(req.cwd.empty() ? "/" : req.cwd.c_str()) != 0) child_fail(c, Stage::Chdir, errno);
+  // execvp's rules: skip places without the file, remember EACCES, stop at any other error; a file
+  // the kernel cannot execute is run as a /bin/sh script.
+  int err = ENOENT;
+  bool eacces = false;
+  for (const char* path : c.candidates) {
+    execve(path, c.argv, c.envp);
+    err = errno;
+    if (err == ENOEXEC) {
+      c.sh_argv[1] = const_cast<char*>(path);
+      execve(c.sh_argv[0], c.sh_argv.data(), c.envp);
+      err = errno;
+    }
+    if (err == EACCES) {
+      eacces = true;
+    } else if (err != ENOENT && err != ESTALE && err != ENOTDIR && err != ENODEV && err != ETIMEDOUT) {
+      break;
+    }
+  }
+  if (eacces && (err == ENOENT || err == ESTALE || err == ENOTDIR || err == ENODEV || err == ETIMEDOUT)) err = EACCES;
+  child_fail(c, Stage::Exec, err);
 }
+
+int exec_child_entry(void* arg) { exec_child(*static_cast<ChildSpec*>(arg)); }
+
+// F_SETFL replaces the status flags, which a fresh pipe end or socket does not have: one call, not two.
+void set_nonblock_fresh(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
 
 std::string describe_failure(const wire::ExecStart& req, const StartFailure& f) {
   const char* why = strerror(f.err);
@@ -157,7 +254,7 @@ class Session {
       return false;
     }
     sigfd_ = make_signalfd({SIGCHLD});
-    Pipe in, out, err, status;
+    Pipe in, out, err;
     std::optional<Pty> pty;
     if (req_.tty) {
       int e = 0;
@@ -170,60 +267,65 @@ class Session {
       send_start_failure(StartFailure{Stage::Terminal, errno}, 126);
       return false;
     }
-    if (!status.open()) {
-      send_start_failure(StartFailure{Stage::Terminal, errno}, 126);
-      return false;
-    }
     // Everything the child needs is built before fork.
-    std::vector<std::string> env = req_.env;
-    if (env.empty()) {
-      env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"};
-      if (req_.tty) env.push_back("TERM=xterm");
-    }
+    // moat-init's own environment is the sandbox's base (PATH, HOME, the proxy and CA variables,
+    // credential placeholders): every process gets it, and the request's K=V entries add or replace.
+    std::vector<std::string> env = base_environment();
+    if (req_.tty) set_env_entry(env, "TERM=xterm");
+    for (const auto& e : req_.env) set_env_entry(env, e);
     std::vector<char*> argv, envp;
     for (auto& a : req_.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     for (auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
+    ChildSpec spec;
+    spec.req = &req_;
+    spec.argv = argv.data();
+    spec.envp = envp.data();
+    std::vector<std::string> candidates;
+    plan_path_search(spec, req_.argv.empty() ? std::string() : req_.argv[0], env, candidates);
+    spec.in_fd = in.r.get();
+    spec.out_fd = out.w.get();
+    spec.errout_fd = err.w.get();
+    spec.slave_path = pty ? pty->slave_path.c_str() : nullptr;
 
-    pid_t pid = fork();
+    // clone(CLONE_VM|CLONE_VFORK) rather than fork: no copy of moat-init's page tables for a child that
+    // execs at once. This process waits until the child has exec'd or failed. Signals stay blocked
+    // until the child has reset their dispositions.
+    sigset_t all, saved;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = clone(exec_child_entry, g_child_stack + sizeof g_child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &spec);
+    int clone_err = errno;
+    sigprocmask(SIG_SETMASK, &saved, nullptr);
     if (pid < 0) {
-      send_start_failure(StartFailure{Stage::Exec, errno}, 126);
+      send_start_failure(StartFailure{Stage::Exec, clone_err}, 126);
       return false;
     }
-    if (pid == 0) {
-      exec_child(req_, argv.data(), envp.data(), status.w.get(), in.r.get(), out.w.get(), err.w.get(),
-                 pty ? pty->slave_path.c_str() : nullptr);
-    }
     pid_ = pid;
-    status.w.reset();
     in.r.reset();
     out.w.reset();
     err.w.reset();
-    StartFailure f{};
-    ssize_t n;
-    do n = ::read(status.r.get(), &f, sizeof f);
-    while (n < 0 && errno == EINTR);
-    if (n == static_cast<ssize_t>(sizeof f)) {
+    if (spec.failed) {
       int st = 0;
       while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
       }
-      send_start_failure(f, WIFEXITED(st) ? WEXITSTATUS(st) : 126);
+      send_start_failure(StartFailure{spec.failed_stage, spec.failed_errno}, WIFEXITED(st) ? WEXITSTATUS(st) : 126);
       return false;
     }
     if (pty) {
       tty_ = std::move(pty->master);
-      set_nonblock(tty_.get());
+      set_nonblock_fresh(tty_.get());
     } else {
       stdin_ = std::move(in.w);
       stdout_ = std::move(out.r);
       stderr_ = std::move(err.r);
       fcntl(stdout_.get(), F_SETPIPE_SZ, 1 << 20);  // fewer wakeups for bulk output; best effort
-      set_nonblock(stdin_.get());
-      set_nonblock(stdout_.get());
-      set_nonblock(stderr_.get());
+      set_nonblock_fresh(stdin_.get());
+      set_nonblock_fresh(stdout_.get());
+      set_nonblock_fresh(stderr_.get());
     }
-    set_nonblock(conn_.get());
+    set_nonblock_fresh(conn_.get());
     return true;
   }
 
@@ -559,5 +661,14 @@ class Session {
 }  // namespace
 
 void run_exec(UniqueFd conn, const wire::ExecStart& req) { Session(std::move(conn), req).run(); }
+
+void note_signal_dispositions() {
+  sigemptyset(&g_changed_signals);
+  for (int s = 1; s < NSIG; ++s) {
+    struct sigaction sa {};
+    if (sigaction(s, nullptr, &sa) == 0 && sa.sa_handler != SIG_DFL) sigaddset(&g_changed_signals, s);
+  }
+  g_changed_known = true;
+}
 
 }  // namespace moat::guest

@@ -10,4 +10,9 @@ namespace moat::guest {
 
 void run_exec(UniqueFd conn, const wire::ExecStart& req);
 
+// Records which signals moat-init ignores or handles, once, after it has set its dispositions: the only
+// ones a command's child must reset. Processes forked later inherit the record; without it every signal
+// is reset.
+void note_signal_dispositions();
+
 }  // namespace moat::guest

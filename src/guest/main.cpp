@@ -14,7 +14,9 @@ namespace {
 
 int usage(const char* why) {
   if (why) fprintf(stderr, "moat-init: %s\n", why);
-  fprintf(stderr, "usage: moat-init --listen /run/moat/init.sock [--log /run/moat/init.log] [--host-peers-only]\n");
+  fprintf(stderr, "usage: moat-init --listen /run/moat/init.sock [--log /run/moat/init.log] [--host-peers-only]\n"
+                  "                 [--proxy-to /run/moat-gateway/gateway.sock]\n"
+                  "  --proxy-to  relay TCP connections to 127.0.0.1:3128 to the host's egress gateway at this socket\n");
   return 2;
 }
 
@@ -44,6 +46,10 @@ int main(int argc, char** argv) {
       const char* v = value();
       if (!v) return usage("--log needs a path");
       log_path = v;
+    } else if (a == "--proxy-to") {
+      const char* v = value();
+      if (!v) return usage("--proxy-to needs the gateway socket's path");
+      opts.proxy.gateway_socket = v;
     } else if (a == "--host-peers-only") {
       opts.host_peers_only = true;
     } else if (a == "--help" || a == "-h") {

@@ -73,6 +73,11 @@ bool read_stat(pid_t pid, ProcEntry& e) {
 }
 }  // namespace
 
+std::string process_comm(pid_t pid) {
+  ProcEntry e;
+  return read_stat(pid, e) ? e.comm : std::string();
+}
+
 std::vector<ProcEntry> list_processes() {
   std::vector<ProcEntry> out;
   DIR* d = opendir("/proc");

@@ -30,6 +30,8 @@ struct ProcEntry {
   std::string comm;  // name as in /proc/<pid>/stat
 };
 
+// The name of `pid` as /proc/<pid>/stat gives it; empty when it cannot be read.
+std::string process_comm(pid_t pid);
 // Every process visible in /proc.
 std::vector<ProcEntry> list_processes();
 // Every process descended from `root` (children, grandchildren...), `root` excluded.

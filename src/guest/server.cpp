@@ -10,14 +10,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "base/result.h"
 #include "guest/connection.h"
+#include "guest/exec_session.h"
 #include "guest/log.h"
 #include "guest/reaper.h"
+#include "guest/workers.h"
 
 namespace moat::guest {
 namespace {
@@ -57,17 +61,19 @@ Result<UniqueFd> make_listener(const std::string& path, ino_t& inode) {
 
 class Server {
  public:
-  explicit Server(const ServerOptions& o) : opts_(o) {
+  explicit Server(const ServerOptions& o) : opts_(o), proxy_(o.proxy) {
     ctx_.started = std::chrono::steady_clock::now();
     ctx_.init_pid = getpid();
     ctx_.is_pid1 = ctx_.init_pid == 1;
     ctx_.host_peers_only = o.host_peers_only;
+    ctx_.init_comm = process_comm(ctx_.init_pid);
   }
 
   int run() {
     // Not PID 1 (tests, or a runtime that runs its own init): still adopt and reap our orphans.
     if (!ctx_.is_pid1) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
+    note_signal_dispositions();
     sigfd_ = make_signalfd({SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2});
     if (!sigfd_) {
       logf("cannot create signalfd: {}", strerror(errno));
@@ -80,13 +86,30 @@ class Server {
     }
     listener_ = std::move(*l);
     logf("listening on {} (pid {}{})", opts_.listen_path, ctx_.init_pid, ctx_.is_pid1 ? ", PID 1" : "");
+    workers_.emplace(ctx_, listener_.get());
+    if (!workers_->open()) workers_.reset();
+    start_worker();
+    proxy_.start();
 
     for (;;) {
-      pollfd fds[2];
+      pollfd fds[3];
       nfds_t n = 0;
       fds[n++] = pollfd{sigfd_.get(), POLLIN, 0};
-      if (listener_) fds[n++] = pollfd{listener_.get(), POLLIN, 0};
-      int r = ::poll(fds, n, terminating_ ? 50 : -1);
+      // While a worker is idle, workers accept; PID 1 accepts (forking per connection) only without one.
+      int listen_slot = -1;
+      if (listener_ && !(workers_ && workers_->any_idle())) {
+        listen_slot = static_cast<int>(n);
+        fds[n++] = pollfd{listener_.get(), POLLIN, 0};
+      }
+      if (workers_ && workers_->notes_fd() >= 0) fds[n++] = pollfd{workers_->notes_fd(), POLLIN, 0};
+      // A relay that died within a second of its last start is retried on a timer, not in a tight loop;
+      // so is a worker that could not be forked or died idle.
+      int timeout = terminating_ ? 50 : (proxy_.enabled() && !proxy_.running() ? 1000 : -1);
+      if (!terminating_ && listener_ && workers_) {
+        int retry = workers_->retry_in_ms();
+        if (retry >= 0) timeout = timeout < 0 ? retry : std::min(timeout, retry);
+      }
+      int r = ::poll(fds, n, timeout);
       if (r < 0 && errno != EINTR) {
         logf("poll: {}", strerror(errno));
         return 1;
@@ -94,8 +117,17 @@ class Server {
       if (fds[0].revents) {
         for (int sig : drain_signalfd(sigfd_.get())) on_signal(sig);
       }
-      if (n > 1 && fds[1].revents) accept_all();
-      reap_children();
+      if (listen_slot >= 0 && fds[listen_slot].revents) accept_all();
+      // Before reaping: a worker that took a connection and already finished has said so by now.
+      if (workers_) workers_->read_notes();
+      reap_children([this](pid_t pid, int status) {
+        if (workers_ && workers_->on_reaped(pid, status)) return;
+        proxy_.on_reaped(pid, status, terminating_);
+      });
+      if (!terminating_) {
+        start_worker();
+        proxy_.start();
+      }
       if (terminating_ && nothing_left()) {
         logf("all processes are gone; exiting");
         return 0;
@@ -128,9 +160,15 @@ class Server {
   void stop_listening() {
     if (!listener_) return;
     listener_.reset();
+    if (workers_) workers_->stop();  // idle workers hold the listener too (and block SIGTERM)
     struct stat st {};
     if (lstat(opts_.listen_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == inode_)
       unlink(opts_.listen_path.c_str());
+  }
+
+  void start_worker() {
+    if (!workers_ || !listener_) return;
+    workers_->start([this] { sigfd_.reset(); });
   }
 
   void accept_all() {
@@ -151,6 +189,7 @@ class Server {
       if (pid == 0) {
         listener_.reset();
         sigfd_.reset();
+        if (workers_) workers_->close_in_child();
         // The connection process adopts whatever the exec leaves behind so it can kill the whole tree.
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         serve_connection(std::move(conn), ctx_);
@@ -160,8 +199,10 @@ class Server {
   }
 
   ServerOptions opts_;
+  ProxyProcess proxy_;
   ConnContext ctx_;
   UniqueFd sigfd_, listener_;
+  std::optional<Workers> workers_;
   ino_t inode_ = 0;
   bool terminating_ = false;
 };

@@ -3,6 +3,8 @@
 // forwarding and shutdown.
 #include <string>
 
+#include "guest/proxy_listener.h"
+
 namespace moat::guest {
 
 struct ServerOptions {
@@ -10,6 +12,7 @@ struct ServerOptions {
   // moat-init accepts connections, so waiting for the path to exist is a valid readiness check.
   std::string listen_path;
   bool host_peers_only = false;
+  ProxyOptions proxy;  // the egress relay moat-init keeps running; off when proxy.gateway_socket is empty
 };
 
 // Serves until shut down (SIGTERM, or SIGINT when not PID 1); returns the process exit code.

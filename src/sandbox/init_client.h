@@ -60,8 +60,9 @@ class InitClient {
   void set_io_timeout(std::chrono::milliseconds t) { io_timeout_ = t; }
 
  private:
-  // Connects and completes the Hello exchange with `timeout` as the receive/send timeout.
-  Result<UniqueFd> open_session(std::chrono::milliseconds timeout) const;
+  // Connects and completes the Hello exchange with `timeout` as the receive/send timeout. `request`
+  // (encoded frames) is sent together with Hello.
+  Result<UniqueFd> open_session(std::chrono::milliseconds timeout, std::string_view request = {}) const;
 
   std::filesystem::path dir_;
   std::string name_;

@@ -162,8 +162,8 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   for (auto& d : {paths.dir, paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
     if (auto st = make_dirs(d, 0711); !st) return rollback(st.error());
   }
-  if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), static_cast<uint32_t>(rec.uid_base),
-                              static_cast<uint32_t>(rec.uid_base));
+  // The disk is a copy of a per-size template; its layout becomes the sandbox's at its first start.
+  if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), opts_.state_dir / "volume-templates");
       !st) {
     return rollback(st.error());
   }
@@ -174,7 +174,8 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   return rec;
 }
 
-Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths& paths) {
+Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths& paths,
+                                    const SandboxAttachment& attachment) {
   oci::SandboxSpec spec;
   spec.id = container_of(rec);
   spec.hostname = rec.name;
@@ -186,12 +187,16 @@ Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths
   // Processes inside the sandbox may not drive moat-init; under gVisor the host's connections arrive
   // through the gofer and carry no peer pid, so the check cannot tell them apart there.
   if (rec.runtime != "runsc") spec.args.push_back("--host-peers-only");
+  spec.args.insert(spec.args.end(), attachment.init_args.begin(), attachment.init_args.end());
+  // moat-init's environment is every process's base environment (exec requests add to it).
   spec.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=moat"};
+  spec.env.insert(spec.env.end(), attachment.env.begin(), attachment.env.end());
   spec.extra_mounts = {
       {std::string(kInitInside), init_binary_installed_.string(), "bind", {"ro", "nosuid", "nodev"}},
       {"/workspace", paths.workspace().string(), "bind", {"rw", "nosuid", "nodev"}},
       {std::string(kRunInside), paths.run_dir().string(), "bind", {"rw", "nosuid", "nodev", "noexec"}},
   };
+  spec.extra_mounts.insert(spec.extra_mounts.end(), attachment.mounts.begin(), attachment.mounts.end());
   spec.limits.memory_bytes = static_cast<uint64_t>(rec.memory_bytes);
   spec.limits.pids = static_cast<uint64_t>(rec.pids_limit);
   if (rec.runtime == "runsc") {
@@ -204,20 +209,22 @@ Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths
   spec.hardening = hardening_from_options(rec.options_json);
   spec.cgroup_path = cgroup_of(rec);
   Json j = oci::make_runtime_spec(spec);
-  return write_file_atomic(paths.bundle / "config.json", j.dump(2), 0600);
+  return oci::write_bundle_config(paths.bundle, j.dump(2));
 }
 
 Status SandboxManager::wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths) {
   InitClient client(paths.run_dir());
   auto deadline = std::chrono::steady_clock::now() + opts_.start_timeout;
   Error last{ErrorKind::Unavailable, "no answer"};
-  auto delay = 2ms;
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto delay = 1ms;
+  for (int attempt = 0; std::chrono::steady_clock::now() < deadline; ++attempt) {
     auto st = client.health(1000ms);
     if (st) return {};
     last = st.error();
     std::this_thread::sleep_for(delay);
-    delay = std::min(delay * 2, 50ms);
+    // moat-init listens a few milliseconds after the runtime returns: look every millisecond at first
+    // (a failed look is three system calls), then back off.
+    if (attempt >= 50) delay = std::min(delay * 2, 50ms);
   }
   return fail(ErrorKind::Unavailable, "sandbox '{}' started but moat-init did not answer within {} ms: {}", rec.name,
               opts_.start_timeout.count(), last.message);
@@ -265,14 +272,20 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
       return fail_start(st.error());
     }
   }
-  if (auto st = write_bundle(rec, paths); !st) return fail_start(st.error());
-  if (auto st = (*rt)->create(cid, paths.bundle); !st) {
+  SandboxAttachment attachment;
+  if (observer_) {
+    auto a = observer_->attach(rec, images_.rootfs_path(*image));
+    if (!a) return fail_start(a.error());
+    attachment = std::move(*a);
+  }
+  if (auto st = write_bundle(rec, paths, attachment); !st) return fail_start(st.error());
+  // create + start in one runtime process: a runtime invocation is tens of milliseconds.
+  if (auto st = (*rt)->run_detached(cid, paths.bundle); !st) {
     // A stopped leftover with the same id (a crash between create and delete) blocks create: clear it once.
     if (!(*rt)->state(cid)) return fail_start(st.error());
     (void)(*rt)->remove(cid, true, cgroup_of(rec));
-    if (auto again = (*rt)->create(cid, paths.bundle); !again) return fail_start(again.error());
+    if (auto again = (*rt)->run_detached(cid, paths.bundle); !again) return fail_start(again.error());
   }
-  if (auto st = (*rt)->start(cid); !st) return fail_start(st.error());
   if (auto st = wait_healthy(rec, paths); !st) return fail_start(st.error());
   (void)repo_.mark_started(rec.name, now_ms());
   set_running(rec.name, true);
@@ -292,6 +305,7 @@ Status SandboxManager::teardown(const SandboxRecord& rec) {
       if (auto st = (*rt)->remove(cid, true, cgroup_of(rec)); !st && !first) first = st.error();
     }
   }
+  if (observer_) observer_->detach(rec);
   if (auto st = unmount_rootfs(paths.lower, paths.rootfs); !st && !first) first = st.error();
   if (is_mounted(paths.volume)) {
     if (auto st = unmount(paths.volume); !st && !first) first = st.error();
@@ -598,6 +612,11 @@ Status SandboxManager::reconcile() {
       auto st = (*rt)->state(container_of(rec));
       if (st && st->status == "running" && InitClient(paths.run_dir()).health(1000ms)) {
         adopted = true;
+        if (observer_) {
+          // The container keeps its environment and mounts; the gateway only needs its socket back.
+          if (auto a = observer_->attach(rec, images_.rootfs_path(rec.image_digest)); !a)
+            log::warn("reconcile: sandbox {}: {}", rec.name, a.error().message);
+        }
         (void)repo_.update_state(rec.name, "running");
         set_running(rec.name, true);
         audit("sandbox.adopt", "daemon", rec.name, Json{{"pid", st->pid}});

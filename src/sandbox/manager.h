@@ -61,6 +61,25 @@ struct SandboxActivity {
   bool dirty = false;        // last_used_ms not yet written to the store
 };
 
+// What the egress side adds to each sandbox: the environment every process in it gets (proxy,
+// CA bundle, credential placeholders) and host directories to mount (the gateway's socket, the CA).
+// The daemon provides it; the manager knows nothing of the gateway.
+struct SandboxAttachment {
+  std::vector<std::string> env;        // "K=V"
+  std::vector<oci::Mount> mounts;
+  std::vector<std::string> init_args;  // added to moat-init's command line (e.g. --proxy-to PATH)
+};
+
+class SandboxObserver {
+ public:
+  virtual ~SandboxObserver() = default;
+  // Before each start, and when moatd adopts a running sandbox; must be idempotent. A failure stops
+  // the start: a sandbox never runs without its door to the gateway.
+  virtual Result<SandboxAttachment> attach(const SandboxRecord& rec, const std::filesystem::path& image_root) = 0;
+  // After the sandbox's container is gone (stop, failed start, remove, reconcile). Best effort.
+  virtual void detach(const SandboxRecord& rec) = 0;
+};
+
 class SandboxManager {
  public:
   SandboxManager(ManagerOptions opts, Database& db, AuditLog& audit, image::ImageStore& images);
@@ -68,6 +87,8 @@ class SandboxManager {
 
   // Creates the state layout and installs moat-init; call once before anything else.
   Status prepare();
+  // Set before reconcile(); the observer must outlive the manager's use of it.
+  void set_observer(SandboxObserver* observer) { observer_ = observer; }
   // Adopts sandboxes still running from before and tears down everything half-made or orphaned.
   Status reconcile();
 
@@ -108,7 +129,7 @@ class SandboxManager {
   Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);
   // Kills the container if any and unmounts everything; best effort, reports the first failure.
   Status teardown(const SandboxRecord& rec);
-  Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths);
+  Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths, const SandboxAttachment& attachment);
   Status wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths);
   void set_running(std::string_view name, bool running);
   // Runs fn against the sandbox's moat-init; if moat-init is unreachable, restarts the sandbox once.
@@ -119,6 +140,7 @@ class SandboxManager {
   void audit(std::string_view kind, std::string_view actor, std::string_view subject, Json data);
 
   ManagerOptions opts_;
+  SandboxObserver* observer_ = nullptr;
   Database& db_;
   SandboxRepo repo_;
   AuditLog& audit_;

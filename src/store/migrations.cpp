@@ -45,9 +45,44 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_time ON audit(time_ns);
 )sql";
 
+// Issue 3: the vault's secrets and the egress gateway's run-time state.
+// secrets: the value exists only as crypto_secretbox output (nonce + ciphertext, key in its own file,
+//   see src/vault); binding_json holds agents, host patterns, header template and env name.
+// egress_rules / egress_policy: per-agent policy changes made at run time (`moat policy allow|deny`),
+//   layered over moat.toml. egress_usage: bytes per agent per UTC day ("YYYY-MM-DD"), for the daily cap.
+constexpr std::string_view kSecretsAndEgress = R"sql(
+CREATE TABLE secrets (
+  name            TEXT    PRIMARY KEY NOT NULL,
+  nonce           BLOB    NOT NULL,
+  ciphertext      BLOB    NOT NULL,
+  binding_json    TEXT    NOT NULL,
+  created_at_ms   INTEGER NOT NULL,
+  updated_at_ms   INTEGER NOT NULL,
+  last_used_at_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE egress_rules (
+  agent         TEXT    NOT NULL,
+  action        TEXT    NOT NULL,
+  pattern       TEXT    NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (agent, action, pattern)
+);
+CREATE TABLE egress_policy (
+  agent  TEXT PRIMARY KEY NOT NULL,
+  preset TEXT NOT NULL
+);
+CREATE TABLE egress_usage (
+  agent TEXT    NOT NULL,
+  day   TEXT    NOT NULL,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (agent, day)
+);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "create sandboxes", kSandboxes},
     {2, "create audit log", kAudit},
+    {3, "create secrets and egress policy tables", kSecretsAndEgress},
 };
 
 }  // namespace

@@ -19,7 +19,7 @@ struct HelloMsg {        // Hello (host -> guest) and HelloOk (guest -> host)
 
 struct ExecStart {
   std::vector<std::string> argv;  // required, non-empty
-  std::vector<std::string> env;   // "K=V"; empty -> moat-init's default PATH/HOME(/TERM)
+  std::vector<std::string> env;   // "K=V" added to moat-init's own environment (the sandbox's base), replacing same-named ones
   std::string cwd = "/";
   uint32_t uid = 0, gid = 0;
   bool tty = false;

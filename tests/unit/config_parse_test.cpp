@@ -71,3 +71,48 @@ TEST(Units, SizesAndDurations) {
   EXPECT_EQ(format_size(2ull << 30), "2GiB");
   EXPECT_EQ(format_duration(std::chrono::minutes(30)), "30m");
 }
+
+TEST(ConfigParse, EgressTablesRoutesAndAgents) {
+  auto c = parse_config(R"(
+[egress]
+preset = "locked"
+allow = ["api.example.com:443"]
+deny = ["*.evil.example"]
+max_connections = 8
+max_bytes_per_day = "1GiB"
+upstream_ca_file = "/etc/moat/upstream-ca.pem"
+connect_timeout = "3s"
+
+[egress.routes.internal]
+upstream = "https://llm.internal:8443/v1"
+env = "INTERNAL_URL"
+
+[agents.builder.egress]
+preset = "open"
+allow = ["10.0.0.5:5432"]
+max_connections = 2
+)", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->egress.preset, "locked");
+  EXPECT_EQ(c->egress.allow, std::vector<std::string>{"api.example.com:443"});
+  EXPECT_EQ(c->egress.max_bytes_per_day, 1ull << 30);
+  EXPECT_EQ(c->egress.connect_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(c->egress.routes.at("internal").upstream, "https://llm.internal:8443/v1");
+  EXPECT_TRUE(c->egress.routes.contains("anthropic"));  // defaults stay
+  EXPECT_EQ(c->egress.agents.at("builder").preset, "open");
+  EXPECT_EQ(c->egress.agents.at("builder").max_connections, 2u);
+}
+
+TEST(ConfigParse, EgressMistakesNameKeyAndLine) {
+  auto bad_preset = parse_config("[egress]\npreset = \"wide\"\n", "moat.toml");
+  ASSERT_FALSE(bad_preset);
+  EXPECT_NE(bad_preset.error().message.find("moat.toml:2"), std::string::npos) << bad_preset.error().message;
+  auto bad_route = parse_config("[egress.routes.x]\nupstream = \"http://plain\"\n", "moat.toml");
+  ASSERT_FALSE(bad_route);
+  EXPECT_NE(bad_route.error().message.find("https://"), std::string::npos) << bad_route.error().message;
+  auto bad_agent_key = parse_config("[agents.a.egress]\nallowed = []\n", "moat.toml");
+  ASSERT_FALSE(bad_agent_key);
+  EXPECT_NE(bad_agent_key.error().message.find("agents.a.egress.allowed"), std::string::npos) << bad_agent_key.error().message;
+  auto bad_list = parse_config("[egress]\nallow = \"x\"\n", "moat.toml");
+  ASSERT_FALSE(bad_list);
+}

@@ -159,9 +159,17 @@ TEST_F(InitFixture, EnvironmentCwdAndDefaults) {
   auto r = run(e);
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->out, "bar|/usr/bin:/bin|/tmp\n");
+  // With no entries the command gets moat-init's own environment (in a sandbox: the proxy and CA
+  // variables every process must see); entries add to it or replace a variable of the same name.
+  auto env_of = [](const char* k) { return std::string(getenv(k) ? getenv(k) : "unset"); };
   auto d = run(sh("echo \"$PATH|$HOME|${TERM-unset}\""));
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->out, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root|unset\n");
+  EXPECT_EQ(d->out, fmt::format("{}|{}|{}\n", env_of("PATH"), env_of("HOME"), env_of("TERM")));
+  auto o = sh("echo \"$HOME|$FOO\"");
+  o.env = {"FOO=added"};
+  auto ov = run(o);
+  ASSERT_TRUE(ov);
+  EXPECT_EQ(ov->out, fmt::format("{}|added\n", env_of("HOME")));
   auto u = sh("id -u; id -g");
   u.uid = 65534;
   u.gid = 65534;
@@ -318,6 +326,72 @@ TEST_F(InitFixture, SignalsAndDisconnectKillTheTree) {
     EXPECT_TRUE(x->exit_code == 7 || x->signal == SIGTERM) << x->exit_code << " " << x->signal;
     break;
   }
+}
+
+// moat-init's connection processes whose parent is moat-init itself (workers and per-connection ones).
+int init_children(pid_t init) {
+  int n = 0;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || !isdigit(static_cast<unsigned char>(name[0]))) continue;
+    auto stat = read_file(e.path() / "stat");
+    if (!stat) continue;
+    auto close = stat->rfind(')');
+    if (close == std::string::npos || stat->find("(moat-init)") == std::string::npos) continue;
+    int ppid = 0;
+    char state = 0;
+    if (sscanf(stat->c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == init && state != 'Z') ++n;
+  }
+  return n;
+}
+
+TEST_F(InitFixture, ConnectionWorkersAreReusedAndReplaced) {
+  for (int i = 0; i < 30; ++i) {
+    auto r = run(cmd({"true"}));
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->exit_code, 0);
+  }
+  // A worker with nothing left behind serves the next connection: a few wait, not one per exec.
+  int workers = init_children(init_.pid());
+  EXPECT_GE(workers, 1);
+  EXPECT_LE(workers, 3);
+  // Killed workers are replaced, and connections keep being served meanwhile.
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto stat = read_file(e.path() / "stat");
+    if (!stat || stat->find("(moat-init)") == std::string::npos) continue;
+    int ppid = 0;
+    char state = 0;
+    auto close = stat->rfind(')');
+    if (sscanf(stat->c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == init_.pid())
+      ::kill(std::stoi(e.path().filename().string()), SIGKILL);
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto r = run(cmd({"echo", "still"}));
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->out, "still\n");
+  }
+  EXPECT_TRUE(client_->health(2s));
+}
+
+TEST_F(InitFixture, ALaterExecsTimeoutSparesAnEarlierExecsBackgroundProcess) {
+  // The first exec leaves a background process behind; its connection process keeps it (and is not
+  // reused), so a later exec that times out kills only its own tree.
+  std::string kept = marker();
+  auto first = run(sh("sleep " + kept + " & echo started"));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(count_with_marker(kept), 1);
+  std::string killed = marker();
+  auto e = sh("sleep " + killed + " & sleep " + killed);
+  e.timeout_ms = 300;
+  for (int i = 0; i < 3; ++i) {
+    auto r = run(e);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_TRUE(r->timed_out);
+  }
+  EXPECT_EQ(count_with_marker(killed), 0);
+  EXPECT_EQ(count_with_marker(kept), 1) << "an exec's timeout reached another exec's process";
 }
 
 TEST_F(InitFixture, ThirtyTwoConcurrentExecs) {

@@ -64,15 +64,15 @@ TEST(StoreDatabase, MigrationsApplyOnceInOrder) {
   TempDir dir("moat-store-db");
   auto db = Database::open(dir / "moat.db");
   ASSERT_TRUE(db) << db.error().message;
-  const Migration extra[] = {
-      {1, "a", "CREATE TABLE IF NOT EXISTS never_run (x)"},  // already at >= 1: skipped
-      {2, "b", "CREATE TABLE IF NOT EXISTS never_run (x)"},
-      {3, "c", "CREATE TABLE counter (n INTEGER); INSERT INTO counter VALUES (1);"},
-      {4, "d", "UPDATE counter SET n = n + 1;"},
-  };
+  // The built-in list (already applied: skipped, so a changed body would never run) plus two new ones.
+  int64_t next = latest_schema_version() + 1;
+  std::vector<Migration> extra;
+  for (const auto& m : builtin_migrations()) extra.push_back({m.version, m.name, "CREATE TABLE IF NOT EXISTS never_run (x)"});
+  extra.push_back({next, "c", "CREATE TABLE counter (n INTEGER); INSERT INTO counter VALUES (1);"});
+  extra.push_back({next + 1, "d", "UPDATE counter SET n = n + 1;"});
   ASSERT_TRUE(apply_migrations(*db, extra));
   ASSERT_TRUE(apply_migrations(*db, extra));
-  EXPECT_EQ(*db->query_int64("PRAGMA user_version"), 4);
+  EXPECT_EQ(*db->query_int64("PRAGMA user_version"), next + 1);
   EXPECT_EQ(*db->query_int64("SELECT n FROM counter"), 2);
   EXPECT_EQ(*db->query_int64("SELECT count(*) FROM sqlite_schema WHERE name = 'never_run'"), 0);
 }

@@ -1,6 +1,8 @@
 #include "sandbox/oci/runtime.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/unique_fd.h"
 
 namespace moat::oci {
 namespace {
@@ -205,6 +208,15 @@ Result<std::string> OciRuntime::run(std::string_view verb, const std::string& id
 }
 
 Status OciRuntime::create(const std::string& id, const fs::path& bundle, const ContainerStdio& stdio) const {
+  return launch("create", id, bundle, stdio);
+}
+
+Status OciRuntime::run_detached(const std::string& id, const fs::path& bundle, const ContainerStdio& stdio) const {
+  return launch("run", id, bundle, stdio);
+}
+
+Status OciRuntime::launch(std::string_view verb, const std::string& id, const fs::path& bundle,
+                          const ContainerStdio& stdio) const {
   if (auto s = require_binary(); !s) return s;
   if (auto s = make_dirs(state_root_, 0700); !s) return s;
   // The container inherits the runtime's stdio, so the runtime's own stderr cannot be a pipe we
@@ -213,8 +225,9 @@ Status OciRuntime::create(const std::string& id, const fs::path& bundle, const C
   std::error_code ec;
   fs::remove(log_path, ec);
   auto argv = base_argv();
-  argv.insert(argv.end(), {"--log", log_path.string(), "--log-format", "json", "create", "--bundle", bundle.string(),
-                           "--pid-file", (bundle / "init.pid").string(), id});
+  argv.insert(argv.end(), {"--log", log_path.string(), "--log-format", "json", std::string(verb)});
+  if (verb == "run") argv.emplace_back("--detach");
+  argv.insert(argv.end(), {"--bundle", bundle.string(), "--pid-file", (bundle / "init.pid").string(), id});
 
   auto t0 = Clock::now();
   SpawnOptions opts;
@@ -222,9 +235,9 @@ Status OciRuntime::create(const std::string& id, const fs::path& bundle, const C
   opts.stdout_fd = stdio.out;
   opts.stderr_fd = stdio.err;
   auto child = spawn_process(argv, opts);
-  if (!child) return wrap(child.error(), fmt::format("{} create {}", name(), id));
+  if (!child) return wrap(child.error(), fmt::format("{} {} {}", name(), verb, id));
   int status = child->wait();
-  log::debug("{} create {}: {} us", name(), id, elapsed_us(t0));
+  log::debug("{} {} {}: {} us", name(), verb, id, elapsed_us(t0));
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
 
   std::string msg;
@@ -241,8 +254,8 @@ Status OciRuntime::create(const std::string& id, const fs::path& bundle, const C
     }
     (void)remove(id, true, cgroup_path);
   }
-  msg = strip_prefix(msg, fmt::format("{} create failed: ", name()));
-  return fail(kind, "{} create of '{}' failed: {}", name(), id, msg);
+  msg = strip_prefix(msg, fmt::format("{} {} failed: ", name(), verb));
+  return fail(kind, "{} {} of '{}' failed: {}", name(), verb, id, msg);
 }
 
 Status OciRuntime::start(const std::string& id) const {
@@ -283,6 +296,21 @@ Status OciRuntime::remove(const std::string& id, bool force, std::string_view cg
     if (auto c = remove_empty_cgroup(cgroup_path); !c) return c;
   }
   if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+Status write_bundle_config(const fs::path& bundle, std::string_view config_json) {
+  fs::path path = bundle / "config.json";
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd || fchmod(fd.get(), 0600) != 0) return fail(ErrorKind::Internal, "cannot write {}: {}", path.string(), strerror(errno));
+  while (!config_json.empty()) {
+    ssize_t n = write(fd.get(), config_json.data(), config_json.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return fail(errno == ENOSPC ? ErrorKind::ResourceLimit : ErrorKind::Internal, "cannot write {}: {}", path.string(),
+                  strerror(errno));
+    config_json.remove_prefix(static_cast<size_t>(n));
+  }
   return {};
 }
 

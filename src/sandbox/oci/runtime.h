@@ -30,6 +30,10 @@ struct ContainerStdio {
   int in = -1, out = -1, err = -1;
 };
 
+// Writes <bundle>/config.json (mode 0600). Not fsynced: a bundle is written afresh before every
+// create, and the runtime reads it at once; after a host crash there is no container to describe.
+Status write_bundle_config(const std::filesystem::path& bundle, std::string_view config_json);
+
 // Removes the (empty) cgroup at `cgroup_path` ("/moat/<id>") from every hierarchy of this host, v1 or
 // v2. Only rmdir is used, so a cgroup that still has processes is never touched (Conflict); a path
 // that does not exist is fine.
@@ -52,6 +56,9 @@ class OciRuntime {
   // to <bundle>/init.pid and its own diagnostics to <bundle>/<runtime>.log.
   Status create(const std::string& id, const std::filesystem::path& bundle, const ContainerStdio& stdio = {}) const;
   Status start(const std::string& id) const;
+  // create + start in one runtime process ("run --detach"): the container is running when this
+  // returns. The same files and errors as create(); a failure leaves nothing behind.
+  Status run_detached(const std::string& id, const std::filesystem::path& bundle, const ContainerStdio& stdio = {}) const;
   // NotFound when the runtime does not know `id`.
   Result<ContainerState> state(const std::string& id) const;
   Status kill(const std::string& id, int signal, bool all = false) const;
@@ -66,6 +73,9 @@ class OciRuntime {
  private:
   std::vector<std::string> base_argv() const;
   Result<std::string> run(std::string_view verb, const std::string& id, std::vector<std::string> args) const;
+  // create or run --detach: the runtime's diagnostics go to <bundle>/<runtime>.log, not a pipe.
+  Status launch(std::string_view verb, const std::string& id, const std::filesystem::path& bundle,
+                const ContainerStdio& stdio) const;
   Status require_binary() const;
 
   RuntimeKind kind_;

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,6 +15,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "sandbox/storage/volume.h"
 
 namespace fs = std::filesystem;
 
@@ -46,33 +49,42 @@ bool is_mount_point(const fs::path& p) {
 
 }  // namespace
 
-Result<UniqueFd> make_idmap_userns(uint32_t uid_base, uint32_t uid_count) {
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) return fail(ErrorKind::Internal, "pipe: {}", strerror(errno));
-  UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+namespace {
 
-  pid_t pid = fork();
-  if (pid < 0) return fail(ErrorKind::Internal, "fork: {}", strerror(errno));
-  if (pid == 0) {
-    // Only async-signal-safe calls: the parent may have threads. Report unshare's errno, then wait to
-    // be killed. (Waiting for EOF on a pipe would deadlock: sibling helpers forked by other threads
-    // at the same moment inherit the pipe's write end and never exec, so EOF never comes.)
-    close(ready[0]);
-    int err = unshare(CLONE_NEWUSER) == 0 ? 0 : errno;
-    (void)!write(ready[1], &err, sizeof err);
-    for (;;) pause();
+int idmap_helper(void*) {
+  for (;;) pause();  // until SIGKILLed: it only has to exist while its maps are written
+}
+
+// The helper's stack; unmapped once the helper is dead (declared before it, so destroyed after it).
+struct HelperStack {
+  static constexpr size_t kSize = 16 << 10;
+  void* base = MAP_FAILED;
+  HelperStack() : base(mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0)) {}
+  ~HelperStack() {
+    if (base != MAP_FAILED) munmap(base, kSize);
+  }
+  char* top() const { return static_cast<char*>(base) + kSize; }
+};
+
+}  // namespace
+
+Result<UniqueFd> make_idmap_userns(uint32_t uid_base, uint32_t uid_count) {
+  // The helper is cloned straight into a new user namespace, sharing moatd's memory: no copy of the
+  // daemon's page tables (a fork of a large, threaded process is dear) and no exec. It runs nothing
+  // but pause() with every signal blocked (no handler of ours can run on the shared memory); SIGKILL
+  // still ends it.
+  HelperStack stack;
+  if (stack.base == MAP_FAILED) return fail(ErrorKind::Internal, "mmap: {}", strerror(errno));
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pid_t pid = clone(idmap_helper, stack.top(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, nullptr);
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  if (pid < 0) {
+    return fail(ErrorKind::Unavailable, "cannot create a user namespace for the idmapped mount: {}", strerror(err));
   }
   ChildProcess child(pid);  // SIGKILLed and reaped on every path out of here
-  ready_w.reset();
-  int err = -1;
-  ssize_t n;
-  do {
-    n = read(ready_r.get(), &err, sizeof err);
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof err) || err != 0) {
-    return fail(ErrorKind::Unavailable, "cannot create a user namespace for the idmapped mount: {}",
-                n == sizeof err ? strerror(err) : "helper process died");
-  }
   std::string map = fmt::format("0 {} {}\n", uid_base, uid_count);
   if (auto st = write_proc(pid, "uid_map", map); !st) return std::unexpected(st.error());
   if (auto st = write_proc(pid, "setgroups", "deny"); !st) return std::unexpected(st.error());
@@ -114,6 +126,10 @@ Status mount_rootfs(const fs::path& image_rootfs, const fs::path& volume_dir, ui
   std::error_code ec;
   if (!fs::is_directory(image_rootfs, ec)) {
     return fail(ErrorKind::NotFound, "image root {} is missing", image_rootfs.string());
+  }
+  // A volume fresh from create_volume is laid out but still the host's root's: the sandbox's now.
+  if (fs::exists(volume_dir / "lost+found", ec)) {
+    if (auto st = prepare_volume(volume_dir, uid_base, uid_base); !st) return st;
   }
   if (!fs::is_directory(upper, ec) || !fs::is_directory(work, ec)) {
     return fail(ErrorKind::NotFound, "{} has no upper/ and work/; is the sandbox's disk mounted there?",

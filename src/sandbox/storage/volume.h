@@ -20,12 +20,19 @@ namespace moat {
 
 inline constexpr uint64_t kMinVolumeBytes = 32ull << 20;
 
-// Creates `image_file` (must not exist) as a sparse file of `size_bytes`, makes an ext4 file system on it
-// whose root and top-level directories belong to owner_uid:owner_gid (the sandbox's mapped root), and
-// leaves it unmounted. On any failure nothing is left behind. No loop device or a failing mkfs.ext4 is
-// one clear error (Unavailable) naming what to do.
-Status create_volume(const std::filesystem::path& image_file, uint64_t size_bytes, uint32_t owner_uid,
-                     uint32_t owner_gid);
+// Creates `image_file` (must not exist) as a sparse file of `size_bytes` holding an ext4 file system with
+// the volume layout, and leaves it unmounted. The layout belongs to the host's root until
+// prepare_volume gives it to the sandbox (at its first start). With a `template_dir`, the file system is
+// a copy of a template made once per size there (with its own UUID), not a fresh mkfs.ext4. On any
+// failure nothing is left behind. No loop device or a failing mkfs.ext4 is one clear error
+// (Unavailable) naming what to do.
+Status create_volume(const std::filesystem::path& image_file, uint64_t size_bytes,
+                     const std::filesystem::path& template_dir = {});
+
+// On the mounted volume: gives the root and the layout's directories that are still fresh from
+// create_volume (owned by the host's root) to owner_uid:owner_gid with the layout's modes, and makes
+// any that are missing. What the sandbox has re-owned since is left alone. Nothing is followed.
+Status prepare_volume(const std::filesystem::path& mount_point, uint32_t owner_uid, uint32_t owner_gid);
 
 // Mounts `image_file` at `mount_point` (nosuid, nodev, noatime, discard) through a free loop device
 // configured with autoclear and direct I/O, so unmounting frees the loop device and the file's pages

@@ -1,0 +1,162 @@
+#include "egress/gateway.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <future>
+#include <map>
+#include <thread>
+
+#include <utility>  // before asio: boost 1.74's awaitable.hpp uses std::exchange without including it
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "base/log.h"
+#include "egress/gateway_context.h"
+
+namespace moat::egress {
+
+namespace asio = boost::asio;
+using Acceptor = asio::local::stream_protocol::acceptor;
+
+struct Gateway::Impl {
+  explicit Impl(GatewayParts p) : parts(p), audit(p.audit) {}
+
+  GatewayParts parts;
+  AuditQueue audit;
+  std::unique_ptr<TlsContexts> tls;
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::unique_ptr<GatewayContext> ctx;
+  std::map<std::string, std::shared_ptr<Acceptor>> listeners;  // loop thread only
+  std::thread thread;
+
+  // Runs `fn` on the loop thread and waits for its result: listeners are only touched there.
+  template <class F>
+  auto on_loop(F fn) -> decltype(fn()) {
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto fut = task.get_future();
+    asio::post(io, [&task] { task(); });
+    return fut.get();
+  }
+
+  static asio::awaitable<void> accept_loop(GatewayContext& ctx, std::shared_ptr<Acceptor> acceptor, std::string agent) {
+    for (;;) {
+      boost::system::error_code ec;
+      auto sock = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+      if (ec) {
+        // EMFILE and friends: back off a little instead of spinning.
+        log::warn("egress: accept for {}: {}", agent, ec.message());
+        asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
+      }
+      asio::co_spawn(acceptor->get_executor(), serve_connection(ctx, std::move(sock), agent), asio::detached);
+    }
+  }
+
+  // The host's own addresses change (DHCP, VPNs); they are refused as destinations, so keep them fresh.
+  static asio::awaitable<void> refresh_own_addresses(GatewayContext& ctx) {
+    asio::steady_timer t(ctx.io);
+    for (;;) {
+      t.expires_after(std::chrono::minutes(1));
+      boost::system::error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      ctx.own_addresses = host_own_addresses();
+    }
+  }
+};
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Gateway>> Gateway::start(GatewayParts parts) {
+  auto impl = std::make_unique<Impl>(parts);
+  auto tls = TlsContexts::create(parts.config.upstream_ca_file, parts.ca);
+  if (!tls) return std::unexpected(tls.error());
+  impl->tls = std::move(*tls);
+  impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, host_own_addresses()});
+  asio::co_spawn(impl->io, Impl::refresh_own_addresses(*impl->ctx), asio::detached);
+  impl->thread = std::thread([io = &impl->io] {
+    for (;;) {
+      try {
+        io->run();
+        return;
+      } catch (const std::exception& e) {
+        // A bug in one connection must not take every sandbox's network down: log it and go on.
+        log::error("egress: a connection failed unexpectedly: {}", e.what());
+      }
+    }
+  });
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Gateway::~Gateway() {
+  if (!impl_) return;
+  impl_->on_loop([this] {
+    for (auto& [agent, acc] : impl_->listeners) {
+      boost::system::error_code ignore;
+      acc->close(ignore);
+    }
+    impl_->listeners.clear();
+    return 0;
+  });
+  impl_->work.reset();
+  impl_->io.stop();
+  impl_->thread.join();
+  impl_->audit.flush();
+}
+
+Status Gateway::attach(const std::string& agent, const std::filesystem::path& socket_path) {
+  return impl_->on_loop([&]() -> Status {
+    if (auto it = impl_->listeners.find(agent); it != impl_->listeners.end()) {
+      boost::system::error_code ignore;
+      it->second->close(ignore);
+      impl_->listeners.erase(it);
+    }
+    // The directory is host-owned and only mounted (read-only) into the sandbox, so a plain unlink of
+    // a stale socket here cannot be redirected by the agent.
+    struct stat st {};
+    if (lstat(socket_path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode))
+        return fail(ErrorKind::Conflict, "'{}' exists and is not a socket; remove it and start the sandbox again", socket_path.string());
+      unlink(socket_path.c_str());
+    }
+    auto acc = std::make_shared<Acceptor>(impl_->io);
+    boost::system::error_code ec;
+    asio::local::stream_protocol::endpoint ep(socket_path.string());
+    acc->open(ep.protocol(), ec);
+    if (!ec) acc->bind(ep, ec);
+    if (!ec) acc->listen(1024, ec);
+    if (ec) return fail(ErrorKind::Internal, "cannot listen on the gateway socket '{}': {}", socket_path.string(), ec.message());
+    // Root in the sandbox is an unprivileged host uid; it must be able to connect.
+    if (chmod(socket_path.c_str(), 0666) != 0)
+      return fail(ErrorKind::Internal, "cannot chmod '{}': {}", socket_path.string(), strerror(errno));
+    impl_->listeners[agent] = acc;
+    asio::co_spawn(impl_->io, Impl::accept_loop(*impl_->ctx, acc, agent), asio::detached);
+    return {};
+  });
+}
+
+void Gateway::detach(const std::string& agent) {
+  impl_->on_loop([&] {
+    if (auto it = impl_->listeners.find(agent); it != impl_->listeners.end()) {
+      boost::system::error_code ignore;
+      auto path = it->second->local_endpoint(ignore).path();
+      it->second->close(ignore);
+      impl_->listeners.erase(it);
+      if (!path.empty()) unlink(path.c_str());
+    }
+    return 0;
+  });
+}
+
+void Gateway::flush_audit() { impl_->audit.flush(); }
+
+}  // namespace moat::egress

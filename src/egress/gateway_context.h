@@ -1,0 +1,28 @@
+#pragma once
+// Internal to the gateway: what its connections share, and the coroutine that serves one. Everything
+// here is used on the gateway's event-loop thread only.
+#include <utility>  // before asio: boost 1.74's awaitable.hpp uses std::exchange without including it
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include "egress/address.h"
+#include "egress/audit_queue.h"
+#include "egress/gateway.h"
+#include "egress/tls_contexts.h"
+
+namespace moat::egress {
+
+struct GatewayContext {
+  boost::asio::io_context& io;
+  GatewayParts parts;
+  TlsContexts& tls;
+  AuditQueue& audit;
+  std::vector<IpAddress> own_addresses;  // refreshed by the gateway every minute
+};
+
+// Serves one connection from `agent`'s sandbox until it closes.
+boost::asio::awaitable<void> serve_connection(GatewayContext& ctx, boost::asio::local::stream_protocol::socket client,
+                                              std::string agent);
+
+}  // namespace moat::egress

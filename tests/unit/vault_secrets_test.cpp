@@ -1,0 +1,382 @@
+// The vault over a real store: round trips, bindings, tampering, and the value never showing up
+// anywhere it should not (listings, the store's bytes on disk, error messages).
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "base/fs.h"
+#include "store/database.h"
+#include "support/temp_dir.h"
+#include "vault/vault.h"
+
+using namespace moat;
+using namespace moat::vault;
+using moat::testing::TempDir;
+
+namespace {
+
+constexpr std::string_view kValue = "sk-ant-api03-VALUE-7f3c9e1d2b4a-unique-marker";
+constexpr std::string_view kOther = "ghp_OTHERVALUE-99aa88bb77cc-unique-marker";
+
+void raw_exec(const std::filesystem::path& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  std::string msg = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK) << msg;
+}
+
+// Tampering as an attacker with the sqlite3 shell would: a separate connection, no moat code.
+void flip_ciphertext_bit(const std::filesystem::path& path, const std::string& name, size_t at) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT ciphertext FROM secrets WHERE name = ?", -1, &st, nullptr), SQLITE_OK);
+  sqlite3_bind_text(st, 1, name.c_str(), -1, SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  std::string blob(static_cast<const char*>(sqlite3_column_blob(st, 0)), sqlite3_column_bytes(st, 0));
+  sqlite3_finalize(st);
+  ASSERT_GT(blob.size(), at);
+  blob[at] ^= 1;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "UPDATE secrets SET ciphertext = ? WHERE name = ?", -1, &st, nullptr), SQLITE_OK);
+  sqlite3_bind_blob(st, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 2, name.c_str(), -1, SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+SecretBinding binding(std::vector<std::string> agents, std::vector<std::string> hosts, std::string header = "x-api-key: {}",
+                      std::string env = "") {
+  SecretBinding b;
+  b.agents = std::move(agents);
+  b.hosts = std::move(hosts);
+  b.header = std::move(header);
+  b.env = std::move(env);
+  return b;
+}
+
+struct Fixture {
+  TempDir dir{"moat-vault"};
+  std::filesystem::path db_path = dir / "moat.db";
+  std::filesystem::path key_path = dir / "vault.key";
+  std::optional<Database> db;
+  std::unique_ptr<Vault> vault;
+
+  Fixture() { reopen(); }
+  void reopen() {
+    vault.reset();
+    db.reset();
+    db.emplace(std::move(Database::open(db_path).value()));
+    auto v = Vault::open(*db, key_path);
+    ASSERT_TRUE(v) << v.error().message;
+    vault = std::move(*v);
+  }
+  void close() {
+    vault.reset();
+    db.reset();
+  }
+  void set_anthropic() {
+    auto r = vault->set("ANTHROPIC_API_KEY", kValue,
+                        binding({"coder"}, {"api.anthropic.com:443"}, "x-api-key: {}", "ANTHROPIC_API_KEY"));
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  // Every byte the store keeps on disk: the database, its WAL and its shared-memory index.
+  std::string store_bytes() {
+    std::string all;
+    for (auto suffix : {"", "-wal", "-shm", "-journal"}) {
+      auto p = db_path;
+      p += suffix;
+      if (auto b = read_file(p)) all += *b;
+    }
+    return all;
+  }
+};
+
+}  // namespace
+
+TEST(Vault, RoundTripAndReopen) {
+  Fixture f;
+  EXPECT_EQ(f.vault->key_file(), f.key_path);
+  struct stat st {};
+  ASSERT_EQ(stat(f.key_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600);
+
+  auto r = f.vault->set("ANTHROPIC_API_KEY", kValue,
+                        binding({"coder"}, {"api.anthropic.com:443"}, "x-api-key: {}", "ANTHROPIC_API_KEY"));
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(r->replaced);
+  EXPECT_EQ(r->info.name, "ANTHROPIC_API_KEY");
+  EXPECT_EQ(r->info.placeholder, "moat-placeholder-ANTHROPIC_API_KEY");
+  EXPECT_GT(r->info.created_ms, 0);
+  EXPECT_EQ(r->info.last_used_ms, 0);
+
+  auto check = [&] {
+    auto b = f.vault->bound_for("coder", "api.anthropic.com", 443);
+    ASSERT_TRUE(b) << b.error().message;
+    ASSERT_EQ(b->size(), 1u);
+    EXPECT_EQ((*b)[0].name, "ANTHROPIC_API_KEY");
+    EXPECT_EQ((*b)[0].value.view(), kValue);
+    EXPECT_EQ((*b)[0].header.name, "x-api-key");
+    EXPECT_EQ((*b)[0].header_value().view(), kValue);
+    EXPECT_EQ((*b)[0].placeholder, "moat-placeholder-ANTHROPIC_API_KEY");
+  };
+  check();
+  f.reopen();  // same key file, same store
+  check();
+
+  // Replacing keeps the creation time and swaps value and binding.
+  auto created = f.vault->get("ANTHROPIC_API_KEY")->created_ms;
+  auto r2 = f.vault->set("ANTHROPIC_API_KEY", kOther, binding({"*"}, {"api.anthropic.com"}, "Authorization: Bearer {}"));
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_TRUE(r2->replaced);
+  EXPECT_EQ(r2->info.created_ms, created);
+  auto b = f.vault->bound_for("anyone", "api.anthropic.com", 8443);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ((*b)[0].value.view(), kOther);
+  EXPECT_EQ((*b)[0].header_value().view(), "Bearer " + std::string(kOther));
+}
+
+TEST(Vault, BindingsMatchOnlyTheirAgentsAndHosts) {
+  Fixture f;
+  f.set_anthropic();
+  ASSERT_TRUE(f.vault->set("github", kOther,
+                           binding({"*"}, {"api.github.com", "*.githubusercontent.com:443"}, "Authorization: token {}",
+                                   "GH_TOKEN")));
+  auto names = [&](std::string_view agent, std::string_view host, uint16_t port) {
+    std::vector<std::string> out;
+    auto b = f.vault->bound_for(agent, host, port);
+    EXPECT_TRUE(b) << b.error().message;
+    for (auto& s : *b) out.push_back(s.name);
+    EXPECT_EQ(f.vault->has_binding_for_host(agent, host, port), !out.empty());
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(names("coder", "api.anthropic.com", 443), V{"ANTHROPIC_API_KEY"});
+  EXPECT_EQ(names("coder", "API.Anthropic.COM.", 443), V{"ANTHROPIC_API_KEY"});
+  EXPECT_EQ(names("other", "api.anthropic.com", 443), V{});           // another agent
+  EXPECT_EQ(names("coder", "api.anthropic.com", 80), V{});            // another port
+  EXPECT_EQ(names("coder", "anthropic.com", 443), V{});               // another host
+  EXPECT_EQ(names("coder", "api.anthropic.com.evil.net", 443), V{});  // suffix trick
+  EXPECT_EQ(names("coder", "evil.net", 443), V{});
+  EXPECT_EQ(names("other", "api.github.com", 1234), V{"github"});
+  EXPECT_EQ(names("coder", "raw.githubusercontent.com", 443), V{"github"});
+  EXPECT_EQ(names("coder", "githubusercontent.com", 443), V{});
+  EXPECT_EQ(names("coder", "raw.githubusercontent.com", 80), V{});
+
+  using P = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(f.vault->placeholders_for("coder"),
+            (P{{"ANTHROPIC_API_KEY", "moat-placeholder-ANTHROPIC_API_KEY"}, {"GH_TOKEN", "moat-placeholder-github"}}));
+  EXPECT_EQ(f.vault->placeholders_for("other"), (P{{"GH_TOKEN", "moat-placeholder-github"}}));
+
+  ASSERT_TRUE(f.vault->remove("github"));
+  EXPECT_EQ(names("other", "api.github.com", 443), V{});
+  auto gone = f.vault->remove("github");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().kind, ErrorKind::NotFound);
+  EXPECT_NE(gone.error().message.find("moat secret ls"), std::string::npos);
+  f.reopen();
+  EXPECT_EQ(f.vault->list()->size(), 1u);
+}
+
+TEST(Vault, EnvVarCannotHoldTwoPlaceholdersForOneAgent) {
+  Fixture f;
+  ASSERT_TRUE(f.vault->set("a", kValue, binding({"x"}, {"a.example.com"}, "x-api-key: {}", "API_KEY")));
+  // Disjoint agents may share a variable name.
+  ASSERT_TRUE(f.vault->set("b", kOther, binding({"y"}, {"b.example.com"}, "x-api-key: {}", "API_KEY")));
+  auto c = f.vault->set("c", kOther, binding({"*"}, {"c.example.com"}, "x-api-key: {}", "API_KEY"));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().kind, ErrorKind::Conflict);
+  EXPECT_NE(c.error().message.find("--env API_KEY"), std::string::npos) << c.error().message;
+  // Re-setting the same secret with the same variable is not a conflict with itself.
+  EXPECT_TRUE(f.vault->set("a", kOther, binding({"x"}, {"a.example.com"}, "x-api-key: {}", "API_KEY")));
+}
+
+TEST(Vault, ListingsNeverContainTheValue) {
+  Fixture f;
+  f.set_anthropic();
+  Json all = Json::array();
+  auto listed = f.vault->list();
+  ASSERT_TRUE(listed);
+  for (auto& s : *listed) all.push_back(secret_info_to_json(s));
+  std::string text = all.dump();
+  EXPECT_EQ(text.find(kValue), std::string::npos) << text;
+  EXPECT_NE(text.find("ANTHROPIC_API_KEY"), std::string::npos);
+  EXPECT_NE(text.find("moat-placeholder-ANTHROPIC_API_KEY"), std::string::npos);
+  EXPECT_NE(text.find("api.anthropic.com:443"), std::string::npos);
+  EXPECT_EQ(secret_info_to_json(f.vault->get("ANTHROPIC_API_KEY").value()).dump().find(kValue), std::string::npos);
+}
+
+TEST(Vault, TheStoreOnDiskNeverContainsTheValue) {
+  Fixture f;
+  f.set_anthropic();
+  ASSERT_TRUE(f.vault->set("other", kOther, binding({"*"}, {"x.example.com"})));
+  f.vault->mark_used("other");
+  ASSERT_TRUE(f.vault->flush_usage());
+  std::string bytes = f.store_bytes();
+  ASSERT_GT(bytes.size(), 0u);
+  EXPECT_NE(bytes.find("api.anthropic.com"), std::string::npos);  // the search does see plain text
+  EXPECT_EQ(bytes.find(kValue), std::string::npos);
+  EXPECT_EQ(bytes.find(kOther), std::string::npos);
+  // Also after a checkpoint folds the WAL into the main file, and after the value was replaced.
+  ASSERT_TRUE(f.vault->set("other", "replacement-value-unique-marker", binding({"*"}, {"x.example.com"})));
+  ASSERT_TRUE(f.db->exec("PRAGMA wal_checkpoint(TRUNCATE)"));
+  bytes = f.store_bytes();
+  EXPECT_EQ(bytes.find(kValue), std::string::npos);
+  EXPECT_EQ(bytes.find(kOther), std::string::npos);
+  EXPECT_EQ(bytes.find("replacement-value-unique-marker"), std::string::npos);
+  // Nor is the key in the store.
+  auto key = read_file(f.key_path).value();
+  EXPECT_EQ(bytes.find(key), std::string::npos);
+}
+
+TEST(Vault, TamperedCiphertextGivesAClearErrorNotGarbage) {
+  Fixture f;
+  f.set_anthropic();
+  f.close();
+  flip_ciphertext_bit(f.db_path, "ANTHROPIC_API_KEY", 20);
+  f.reopen();  // opening still works: other secrets stay usable
+  auto b = f.vault->bound_for("coder", "api.anthropic.com", 443);
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().kind, ErrorKind::Conflict);
+  EXPECT_NE(b.error().message.find("ANTHROPIC_API_KEY"), std::string::npos) << b.error().message;
+  EXPECT_NE(b.error().message.find("cannot be decrypted"), std::string::npos) << b.error().message;
+  EXPECT_NE(b.error().message.find("moat secret set"), std::string::npos) << b.error().message;
+  EXPECT_EQ(b.error().message.find(kValue), std::string::npos);
+  // The listing is unaffected, and setting it again repairs it.
+  EXPECT_EQ(f.vault->list()->size(), 1u);
+  f.set_anthropic();
+  EXPECT_TRUE(f.vault->bound_for("coder", "api.anthropic.com", 443));
+}
+
+TEST(Vault, RowSwapsAndWidenedBindingsAreDetected) {
+  Fixture f;
+  f.set_anthropic();
+  ASSERT_TRUE(f.vault->set("decoy", kOther, binding({"*"}, {"decoy.example.com"})));
+  f.close();
+  // Widen the binding in the store: the credential must not follow it to another host.
+  raw_exec(f.db_path,
+           "UPDATE secrets SET binding_json = "
+           "'{\"agents\":[\"*\"],\"env\":\"\",\"header\":\"x-api-key: {}\",\"hosts\":[\"evil.example.net\"]}' "
+           "WHERE name = 'ANTHROPIC_API_KEY'");
+  f.reopen();
+  auto b = f.vault->bound_for("anyone", "evil.example.net", 443);
+  ASSERT_FALSE(b);
+  EXPECT_NE(b.error().message.find("altered"), std::string::npos) << b.error().message;
+  EXPECT_EQ(b.error().message.find(kValue), std::string::npos);
+  f.close();
+  // Move the decoy's sealed value under another name.
+  raw_exec(f.db_path,
+           "UPDATE secrets SET (nonce, ciphertext) = (SELECT nonce, ciphertext FROM secrets WHERE name = 'decoy') "
+           "WHERE name = 'ANTHROPIC_API_KEY'");
+  f.reopen();
+  b = f.vault->bound_for("anyone", "evil.example.net", 443);
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().message.find(kOther), std::string::npos);
+}
+
+TEST(Vault, WrongKeyFileIsAClearError) {
+  Fixture f;
+  f.set_anthropic();
+  f.close();
+  std::filesystem::remove(f.key_path);
+  ASSERT_TRUE(create_key_file(f.key_path));  // a different random key
+  f.reopen();
+  auto b = f.vault->bound_for("coder", "api.anthropic.com", 443);
+  ASSERT_FALSE(b);
+  EXPECT_NE(b.error().message.find(f.key_path.string()), std::string::npos) << b.error().message;
+}
+
+TEST(Vault, MissingKeyWithSecretsStoredIsRefusedNotReplaced) {
+  Fixture f;
+  f.set_anthropic();
+  f.close();
+  std::filesystem::remove(f.key_path);
+  auto db = Database::open(f.db_path).value();
+  auto v = Vault::open(db, f.key_path);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().kind, ErrorKind::Conflict);
+  EXPECT_NE(v.error().message.find(f.key_path.string()), std::string::npos) << v.error().message;
+  EXPECT_NE(v.error().message.find("1 secret"), std::string::npos) << v.error().message;
+  EXPECT_FALSE(std::filesystem::exists(f.key_path));
+}
+
+TEST(Vault, KeyReadableByOthersIsRefused) {
+  Fixture f;
+  f.close();
+  ASSERT_EQ(chmod(f.key_path.c_str(), 0644), 0);
+  auto db = Database::open(f.db_path).value();
+  auto v = Vault::open(db, f.key_path);
+  ASSERT_FALSE(v);
+  EXPECT_NE(v.error().message.find(f.key_path.string()), std::string::npos) << v.error().message;
+  EXPECT_NE(v.error().message.find("chmod 600"), std::string::npos) << v.error().message;
+}
+
+TEST(Vault, BadInputIsRefusedWithoutTouchingTheStore) {
+  Fixture f;
+  auto bad_name = f.vault->set("no spaces", kValue, binding({"*"}, {"a.example.com"}));
+  ASSERT_FALSE(bad_name);
+  EXPECT_EQ(bad_name.error().kind, ErrorKind::InvalidInput);
+  auto bad_value = f.vault->set("k", std::string(kValue) + "\r\nX-Injected: 1", binding({"*"}, {"a.example.com"}));
+  ASSERT_FALSE(bad_value);
+  EXPECT_EQ(bad_value.error().message.find(kValue), std::string::npos);
+  EXPECT_FALSE(f.vault->set("k", "", binding({"*"}, {"a.example.com"})));
+  EXPECT_FALSE(f.vault->set("k", kValue, binding({"*"}, {})));
+  EXPECT_FALSE(f.vault->set("k", kValue, binding({"*"}, {"*"})));
+  EXPECT_FALSE(f.vault->set("k", kValue, binding({"*"}, {"a.example.com"}, "x-api-key: nothing")));
+  EXPECT_TRUE(f.vault->list()->empty());
+  EXPECT_EQ(f.db->query_int64("SELECT count(*) FROM secrets").value(), 0);
+}
+
+TEST(Vault, LastUseIsCheapAndFlushedInBatches) {
+  Fixture f;
+  f.set_anthropic();
+  EXPECT_EQ(f.vault->flush_usage().value(), 0u);
+  f.vault->mark_used("ANTHROPIC_API_KEY");
+  f.vault->mark_used("ANTHROPIC_API_KEY");
+  f.vault->mark_used("no-such-secret");  // ignored
+  auto shown = f.vault->get("ANTHROPIC_API_KEY")->last_used_ms;
+  EXPECT_GT(shown, 0);  // visible at once in listings
+  EXPECT_EQ(f.db->query_int64("SELECT last_used_at_ms FROM secrets").value(), 0);  // not yet written
+  EXPECT_EQ(f.vault->flush_usage().value(), 1u);
+  EXPECT_EQ(f.db->query_int64("SELECT last_used_at_ms FROM secrets").value(), shown);
+  EXPECT_EQ(f.vault->flush_usage().value(), 0u);
+  f.reopen();
+  EXPECT_EQ(f.vault->get("ANTHROPIC_API_KEY")->last_used_ms, shown);
+}
+
+TEST(Vault, ConcurrentUse) {
+  Fixture f;
+  f.set_anthropic();
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        auto b = f.vault->bound_for("coder", "api.anthropic.com", 443);
+        if (!b || b->size() != 1 || (*b)[0].value.view() != kValue) ++bad;
+        f.vault->mark_used("ANTHROPIC_API_KEY");
+        (void)f.vault->has_binding_for_host("coder", "x.example.com", 443);
+      }
+    });
+  }
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(f.vault->set(fmt::format("s{}", i), kOther, binding({"*"}, {"x.example.com"})));
+    ASSERT_TRUE(f.vault->flush_usage());
+    if (i % 2) {
+      ASSERT_TRUE(f.vault->remove(fmt::format("s{}", i)));
+    }
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(f.vault->list()->size(), 26u);
+}
