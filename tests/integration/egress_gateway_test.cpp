@@ -478,4 +478,9 @@ TEST(Egress, PlainHttpKeepsConnectionsAliveAndRefusesGarbage) {
   auto https = h.request("GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
   EXPECT_EQ(https.status, 400);
   EXPECT_NE(https.body.find("CONNECT"), std::string::npos) << https.body;
+  // An unknown route over HTTP/1.0 once crashed moatd (a g++ 12 coroutine temporary freed twice).
+  GatewayClient old_http(gateway_socket(env, "a"));
+  EXPECT_EQ(old_http.request("GET /x HTTP/1.0\r\n\r\n").status, 404);
+  GatewayClient after(gateway_socket(env, "a"));
+  EXPECT_EQ(after.request(get(origin + "/", "x")).status, 200) << "moatd must still answer";
 }
