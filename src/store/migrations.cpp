@@ -1,6 +1,8 @@
 #include "store/migrations.h"
 
 #include "store/database.h"
+#include "store/schema_agents.h"
+#include "store/schema_router.h"
 
 namespace moat {
 
@@ -83,6 +85,8 @@ constexpr Migration kMigrations[] = {
     {1, "create sandboxes", kSandboxes},
     {2, "create audit log", kAudit},
     {3, "create secrets and egress policy tables", kSecretsAndEgress},
+    {4, "create router tables", schema::kRouter},
+    {5, "create agents and conversation tables", schema::kAgents},
 };
 
 }  // namespace

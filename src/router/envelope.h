@@ -1,0 +1,60 @@
+#pragma once
+// The router's vocabulary: what comes in from a channel (Envelope), what goes out to one (Outbound),
+// and what a channel shows live while a turn runs (LiveEvent). Channels and the agent runtime both
+// speak these; neither knows the other.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/json.h"
+
+namespace moat::router {
+
+struct Attachment {
+  std::string name;
+  std::string mime;
+  std::string url;  // where the channel keeps it (never fetched by the router)
+  uint64_t size = 0;
+};
+
+// One inbound message, normalised. (channel, message_id) is unique: a repeat is a duplicate.
+struct Envelope {
+  int64_t id = 0;            // store row id, set when accepted
+  std::string channel;       // "terminal", "web", "webhook", "telegram", ...
+  std::string chat;          // the channel's conversation id
+  std::string sender;        // the channel's sender id
+  std::string sender_name;   // for humans; may be empty
+  std::string message_id;    // the channel's id for this message
+  std::string text;
+  std::vector<Attachment> attachments;
+  int64_t received_ms = 0;   // set by accept() when zero
+  bool mentioned = false;    // the channel says the agent was @mentioned
+  bool direct = false;       // a one-to-one chat (no trigger needed)
+  std::string agent;         // set by the router when matched (or by a channel that names it)
+};
+
+// A reply or message to deliver. `key` is stable across retries and restarts (the outbox row's id,
+// "o<id>"): a channel that can tell the far side an idempotency key passes it on; one that stores
+// messages itself drops a key it has seen.
+struct Outbound {
+  int64_t id = 0;
+  std::string key;
+  std::string channel, chat;
+  std::string agent;
+  std::string text;
+  int64_t in_reply_to = 0;   // envelope id (the last of the batch), 0 when unsolicited
+  bool is_error = false;     // an honest failure notice after the last retry
+};
+
+// Live, best effort, never stored: text as the model streams it, tool calls and results as they
+// happen. Lost on a crash, which is fine: the durable reply follows through the outbox.
+struct LiveEvent {
+  std::string channel, chat, agent;
+  std::string kind;  // "turn_started" | "text" | "tool_call" | "tool_result" | "turn_ended"
+  Json data;         // text: {"text": delta}; tool_call: {"name","input"}; tool_result: {"name","output","is_error"}
+};
+
+Json envelope_to_json(const Envelope& e);
+Json outbound_to_json(const Outbound& o);
+
+}  // namespace moat::router

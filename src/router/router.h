@@ -1,0 +1,88 @@
+#pragma once
+// The router: inbound envelopes are written durably before they are acknowledged (deduplicated by
+// (channel, message_id)), matched to an agent, queued per (agent, chat) in order, run under a global
+// cap on concurrent turns with round-robin fairness across agents, and answered through a durable
+// outbox delivered with a stable idempotency key. Messages that arrive while a chat's turn runs are
+// batched into its next turn. Nothing accepted is lost when moatd is killed; nothing is delivered
+// twice to a channel that honours the key (invariant 5).
+//
+// Store tables (migration 4): envelopes, outbox, sender_approvals, pairing_codes.
+// Audit kinds: message.in, message.out, message.held, message.dropped, message.failed, sender.approved.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "audit/audit_log.h"
+#include "base/result.h"
+#include "router/channel.h"
+#include "router/envelope.h"
+#include "router/route_rule.h"
+#include "router/turn.h"
+#include "store/database.h"
+
+namespace moat::router {
+
+struct RouterOptions {
+  size_t max_concurrent_turns = 8;  // global cap
+  int max_attempts = 3;             // a turn is tried this often before the chat gets an error reply
+  std::chrono::milliseconds retry_base{1000};  // backoff: base, 2*base, 4*base ... capped at 60 s
+  size_t max_batch = 50;                        // envelopes per turn at most
+  std::chrono::milliseconds delivery_retry_base{500};
+};
+
+struct Acceptance {
+  enum class Outcome { Queued, Duplicate, Held, Dropped } outcome;
+  int64_t envelope_id = 0;
+  std::string agent;         // Queued/Held: which agent
+  std::string pairing_code;  // Held: the code the owner confirms with `moat approve CODE`
+  std::string reason;        // Dropped: why (no rule matched, unknown sender, no trigger)
+};
+std::string_view outcome_name(Acceptance::Outcome o);
+
+struct EnvelopeStatus {  // for `moat messages`
+  Envelope envelope;
+  std::string state;  // queued | running | answered | failed | held | dropped
+  int attempts = 0;
+  std::string error;  // last error, for failed
+};
+
+class Router {
+ public:
+  Router(Database& db, AuditLog& audit, RouterOptions opts = {});
+  ~Router();  // stop()s
+
+  // Replaces the rules (agents added/changed/removed). Queued envelopes of a removed agent fail.
+  void set_rules(std::vector<RouteRule> rules);
+  void set_turn_runner(TurnRunner runner);
+  // Channels must be registered before start(); the router does not own them.
+  void add_channel(Channel& channel);
+
+  // Recovers (running -> queued, undelivered outbox resent), then starts the worker and delivery
+  // threads.
+  Status start();
+  // Waits for running turns to end (their results are still committed), then joins the threads.
+  void stop();
+
+  // Durable once it returns Queued/Held/Dropped/Duplicate: the caller may acknowledge the message.
+  Result<Acceptance> accept(Envelope e);
+  // Approves the sender a pairing code was issued for; its held messages are queued in order.
+  // NotFound for an unknown or already used code.
+  Result<Json> approve(std::string_view code, std::string_view actor);
+
+  Result<std::vector<EnvelopeStatus>> messages(std::string_view state_filter, std::string_view agent, size_t limit);
+  // Sends an unsolicited message (e.g. a scheduled task's result) through the outbox.
+  Result<int64_t> send(std::string agent, std::string channel, std::string chat, std::string text);
+
+  struct Stats {
+    size_t queued = 0, running = 0, undelivered = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moat::router

@@ -1,0 +1,60 @@
+#pragma once
+// Migration 4: the router's durable state (see src/router/router.h).
+// envelopes: every accepted inbound message; UNIQUE(channel, message_id) is the dedupe.
+//   state: queued | running | answered | failed | held | dropped.
+// outbox: every message to deliver; delivered_at_ms = 0 until the channel took it.
+// sender_approvals: senders the owner approved per agent; pairing_codes: codes issued for held senders.
+#include <string_view>
+
+namespace moat::schema {
+
+constexpr std::string_view kRouter = R"sql(
+CREATE TABLE envelopes (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel       TEXT    NOT NULL,
+  message_id    TEXT    NOT NULL,
+  chat          TEXT    NOT NULL,
+  sender        TEXT    NOT NULL,
+  agent         TEXT    NOT NULL DEFAULT '',
+  state         TEXT    NOT NULL,
+  attempts      INTEGER NOT NULL DEFAULT 0,
+  not_before_ms INTEGER NOT NULL DEFAULT 0,
+  error         TEXT    NOT NULL DEFAULT '',
+  body_json     TEXT    NOT NULL,
+  received_ms   INTEGER NOT NULL,
+  UNIQUE (channel, message_id)
+);
+CREATE INDEX envelopes_by_state ON envelopes (state, agent, channel, chat, id);
+CREATE TABLE outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel         TEXT    NOT NULL,
+  chat            TEXT    NOT NULL,
+  agent           TEXT    NOT NULL,
+  text            TEXT    NOT NULL,
+  in_reply_to     INTEGER NOT NULL DEFAULT 0,
+  is_error        INTEGER NOT NULL DEFAULT 0,
+  created_ms      INTEGER NOT NULL,
+  delivered_at_ms INTEGER NOT NULL DEFAULT 0,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  failed          TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX outbox_undelivered ON outbox (delivered_at_ms, id);
+CREATE TABLE sender_approvals (
+  agent          TEXT    NOT NULL,
+  channel        TEXT    NOT NULL,
+  sender         TEXT    NOT NULL,
+  approved_at_ms INTEGER NOT NULL,
+  actor          TEXT    NOT NULL,
+  PRIMARY KEY (agent, channel, sender)
+);
+CREATE TABLE pairing_codes (
+  code          TEXT    PRIMARY KEY NOT NULL,
+  agent         TEXT    NOT NULL,
+  channel       TEXT    NOT NULL,
+  sender        TEXT    NOT NULL,
+  created_ms    INTEGER NOT NULL,
+  used_at_ms    INTEGER NOT NULL DEFAULT 0
+);
+)sql";
+
+}  // namespace moat::schema
