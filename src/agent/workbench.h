@@ -22,6 +22,7 @@ struct CommandResult {
   bool timed_out = false;
   std::string out, err;   // each capped at the limit given; truncated says so
   bool truncated = false;
+  uint64_t out_bytes = 0, err_bytes = 0;  // everything the command wrote, shown or not
 };
 
 class Workbench {
@@ -30,8 +31,8 @@ class Workbench {
   virtual Result<CommandResult> run(const std::vector<std::string>& argv, std::string_view stdin_data,
                                     std::chrono::milliseconds timeout, size_t output_limit,
                                     const std::vector<std::string>& env = {}, const std::string& cwd = "/workspace") = 0;
-  // NotFound when the file does not exist.
-  virtual Result<std::string> read_file(const std::string& path) = 0;
+  // NotFound when the file does not exist; ResourceLimit when it is larger than max_size.
+  virtual Result<std::string> read_file(const std::string& path, size_t max_size = 8 << 20) = 0;
   virtual Status write_file(const std::string& path, std::string_view data) = 0;
 };
 

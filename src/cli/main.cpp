@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
   moat::cli::add_cp_command(app, g, rc);
   moat::cli::add_secret_commands(app, g, rc);
   moat::cli::add_policy_commands(app, g, rc);
+  moat::cli::add_agent_commands(app, g, rc);
+  moat::cli::add_chat_command(app, g, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <functional>
 #include <map>
+#include <sstream>
 
 #define TOML_EXCEPTIONS 1
 #include <toml++/toml.h>
@@ -173,6 +174,30 @@ const std::vector<Key>& schema() {
          c.egress.connect_timeout = *v;
          return {};
        })},
+      {"router", "max_concurrent_turns", [](Config& c, const toml::node& n) -> Status {
+         auto v = positive_count(n);
+         if (!v) return std::unexpected(v.error());
+         c.router.max_concurrent_turns = *v;
+         return {};
+       }},
+      {"router", "max_attempts", [](Config& c, const toml::node& n) -> Status {
+         auto v = positive_count(n);
+         if (!v) return std::unexpected(v.error());
+         c.router.max_attempts = *v;
+         return {};
+       }},
+      {"router", "retry_base", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_duration(s);
+         if (!v) return std::unexpected(v.error());
+         c.router.retry_base = *v;
+         return {};
+       })},
+      {"web", "listen", as_string([](Config& c, const std::string& s) -> Status {
+         if (s != "off" && s.rfind(':') == std::string::npos)
+           return fail(ErrorKind::InvalidInput, "expected \"ADDRESS:PORT\" such as \"127.0.0.1:7700\", or \"off\"");
+         c.web.listen = s;
+         return {};
+       })},
   };
   return keys;
 }
@@ -218,15 +243,42 @@ Status parse_route(Config& c, std::string_view origin, std::string_view name, co
   return {};
 }
 
+Json toml_to_json(const toml::node& n) {
+  if (auto* t = n.as_table()) {
+    Json j = Json::object();
+    for (auto& [k, v] : *t) j[std::string(k.str())] = toml_to_json(v);
+    return j;
+  }
+  if (auto* a = n.as_array()) {
+    Json j = Json::array();
+    for (auto& v : *a) j.push_back(toml_to_json(v));
+    return j;
+  }
+  if (auto v = n.value_exact<std::string>()) return *v;
+  if (auto v = n.value_exact<int64_t>()) return *v;
+  if (auto v = n.value_exact<double>()) return *v;
+  if (auto v = n.value_exact<bool>()) return *v;
+  std::ostringstream out;  // dates and times, as TOML writes them
+  if (auto* d = n.as_date()) out << *d;
+  else if (auto* t = n.as_time()) out << *t;
+  else if (auto* dt = n.as_date_time()) out << *dt;
+  return out.str();
+}
+
+// [agents.NAME]: the agent's spec fields (kept as JSON, validated by the agent component), and
 // [agents.NAME.egress]: preset, allow, deny, max_connections, max_bytes_per_day.
 Status parse_agent(Config& c, std::string_view origin, std::string_view name, const toml::node& node) {
   auto* tbl = node.as_table();
   if (!tbl) return fail(ErrorKind::InvalidInput, "{}: agents.{} must be a table", where(origin, node), name);
+  AgentDeclaration decl{Json::object(), static_cast<int>(node.source().begin.line)};
+  bool has_egress = false;
   AgentEgressConfig agent;
   for (auto& [section, sv] : *tbl) {
-    if (section.str() != "egress")
-      return fail(ErrorKind::InvalidInput, "{}: unknown key 'agents.{}.{}'; known: egress (see docs/config.md)",
-                  where(origin, sv), name, section.str());
+    if (section.str() != "egress") {
+      decl.fields[std::string(section.str())] = toml_to_json(sv);
+      continue;
+    }
+    has_egress = true;
     auto* egress = sv.as_table();
     if (!egress) return fail(ErrorKind::InvalidInput, "{}: agents.{}.egress must be a table", where(origin, sv), name);
     for (auto& [key, v] : *egress) {
@@ -256,7 +308,8 @@ Status parse_agent(Config& c, std::string_view origin, std::string_view name, co
       if (!st) return fail(ErrorKind::InvalidInput, "{}: agents.{}.egress.{}: {}", where(origin, v), name, k, st.error().message);
     }
   }
-  c.egress.agents[std::string(name)] = agent;
+  if (has_egress) c.egress.agents[std::string(name)] = agent;
+  c.agents[std::string(name)] = std::move(decl);
   return {};
 }
 
@@ -271,10 +324,11 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
   }
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
-    bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents";
+    bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents" ||
+                       table == "router" || table == "web";
     if (!known_table) {
       return fail(ErrorKind::InvalidInput,
-                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [agents.NAME] (see docs/config.md)",
+                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [agents.NAME] (see docs/config.md)",
                   where(origin, table_node), table_node.is_table() ? "table" : "key", table);
     }
     auto* tbl = table_node.as_table();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/json.h"
 #include "base/result.h"
 
 namespace moat {
@@ -57,11 +58,32 @@ struct EgressConfig {
   std::map<std::string, AgentEgressConfig> agents;  // from [agents.NAME.egress]
 };
 
+// An agent declared in moat.toml: [agents.NAME] minus its egress table. The keys are the agent's
+// spec fields (docs/config.md); config checks only that they are TOML values, and the agent component
+// validates them when moatd starts (errors name the file, line and key).
+struct AgentDeclaration {
+  Json fields;   // TOML table as JSON
+  int line = 0;  // of the [agents.NAME] header, for errors
+};
+
+struct RouterConfig {
+  uint64_t max_concurrent_turns = 8;
+  uint64_t max_attempts = 3;
+  std::chrono::milliseconds retry_base{1000};
+};
+
+struct WebConfig {
+  std::string listen = "127.0.0.1:7700";  // web chat and webhooks; "off" disables
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/moat";
   DaemonConfig daemon;
   SandboxDefaults sandbox;
   EgressConfig egress;
+  RouterConfig router;
+  WebConfig web;
+  std::map<std::string, AgentDeclaration> agents;  // from [agents.NAME]
 
   std::filesystem::path socket_path() const { return daemon.socket.empty() ? state_dir / "moatd.sock" : daemon.socket; }
   std::filesystem::path config_path() const { return state_dir / "moat.toml"; }

@@ -2,13 +2,21 @@
 
 #include <unistd.h>
 
+#include <openssl/hmac.h>
+#include <openssl/crypto.h>
+
+#include <charconv>
 #include <streambuf>
 
 #include "audit/export.h"
 #include "audit/verify.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/ids.h"
+#include "vault/private_file.h"
 #include "config/units.h"
+#include "daemon/agent_hooks.h"
+#include "daemon/agent_verbs.h"
 #include "daemon/exec_relay.h"
 #include "daemon/policy_verbs.h"
 #include "daemon/secret_verbs.h"
@@ -103,6 +111,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesy
   d->manager_ = std::make_unique<SandboxManager>(mo, *d->db_, *d->audit_, *d->images_);
   d->manager_->set_observer(d->door_.get());
   if (auto st = d->manager_->prepare(); !st) return std::unexpected(st.error());
+  if (auto st = d->start_agents(); !st) return std::unexpected(st.error());
   d->register_handlers();
   return d;
 }
@@ -125,6 +134,92 @@ Status Daemon::start_egress() {
   gateway_ = std::move(*gateway);
   door_ = std::make_unique<EgressDoor>(config_.state_dir, config_.egress, *gateway_, *vault_, ca_->ca_cert_pem());
   return {};
+}
+
+// Agents (moat.toml and the store), the runtime that runs their turns, and the router in front of
+// them. The router starts in run(), after reconcile, so that turns find their sandboxes adopted.
+Status Daemon::start_agents() {
+  auto agents = AgentDirectory::open(*db_, config_);
+  if (!agents) return std::unexpected(agents.error());
+  agents_ = std::move(*agents);
+  runtime_ = std::make_unique<agent::AgentRuntime>(*db_, *audit_, make_runtime_hooks(config_, *vault_, *manager_));
+  router::RouterOptions ro;
+  ro.max_concurrent_turns = config_.router.max_concurrent_turns;
+  ro.max_attempts = static_cast<int>(config_.router.max_attempts);
+  ro.retry_base = config_.router.retry_base;
+  router_ = std::make_unique<router::Router>(*db_, *audit_, ro);
+  auto rules_of = [](const AgentDirectory::Snapshot& snap) {
+    std::vector<router::RouteRule> rules;
+    rules.reserve(snap->size());
+    for (auto& [name, spec] : *snap) rules.push_back(route_rule_for(spec));
+    return rules;
+  };
+  router_->set_rules(rules_of(agents_->snapshot()));
+  agents_->on_change([this, rules_of](const AgentDirectory::Snapshot& snap) { router_->set_rules(rules_of(snap)); });
+  router_->set_turn_runner([this](const router::Turn& turn, const router::LiveSink& live) -> Result<router::TurnResult> {
+    auto spec = agents_->get(turn.agent);
+    if (!spec) return fail(ErrorKind::InvalidInput, "{}", spec.error().message);
+    return runtime_->run_turn(*spec, turn, live);
+  });
+  router_->add_channel(terminal_);
+  return start_channels();
+}
+
+// The web chat and the webhook channel, on one HTTP listener ([web] listen). Serving starts in
+// run(), with the router.
+Status Daemon::start_channels() {
+  auto key_path = config_.state_dir / "webhook.key";
+  auto key = vault::read_private_file(key_path, "the webhook key", 64);
+  if (!key && key.error().kind == ErrorKind::NotFound) {
+    std::string hex = random_hex_id(32);
+    auto st = vault::create_private_file(key_path, hex, "the webhook key");
+    OPENSSL_cleanse(hex.data(), hex.size());
+    if (!st && st.error().kind != ErrorKind::Conflict)
+      return wrap(st.error(), "preparing webhook tokens");
+    key = vault::read_private_file(key_path, "the webhook key", 64);
+  }
+  if (!key) return wrap(key.error(), "preparing webhook tokens");
+  webhook_key_ = std::string(key->view());
+  auto accept = [this](router::Envelope e) { return router_->accept(std::move(e)); };
+  auto agent_list = [this] {
+    std::vector<channels::AgentInfo> out;
+    for (auto& [name, spec] : *agents_->snapshot()) {
+      std::string what = spec.command.empty() ? fmt::format("{} {}", spec.model.provider, spec.model.model)
+                                              : "command agent";
+      out.push_back({name, what});
+    }
+    return out;
+  };
+  web_ = std::make_unique<channels::WebChat>(accept, agent_list);
+  webhook_ = std::make_unique<channels::WebhookChannel>(accept, [this](std::string_view agent) {
+    return agents_->exists(agent) ? std::vector<std::string>{webhook_token(agent)} : std::vector<std::string>{};
+  });
+  router_->add_channel(*web_);
+  router_->add_channel(*webhook_);
+  if (config_.web.listen == "off") return {};
+  channels::http::ServerOptions so;
+  auto colon = config_.web.listen.rfind(':');
+  so.address = config_.web.listen.substr(0, colon);
+  if (so.address.size() > 2 && so.address.front() == '[') so.address = so.address.substr(1, so.address.size() - 2);
+  auto port = std::string_view(config_.web.listen).substr(colon + 1);
+  uint16_t p = 0;
+  if (std::from_chars(port.data(), port.data() + port.size(), p).ec != std::errc{})
+    return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": the port is not a number", config_.web.listen);
+  so.port = p;
+  http_ = std::make_unique<channels::http::HttpServer>(so);
+  web_->register_routes(*http_);
+  webhook_->register_routes(*http_);
+  return {};
+}
+
+std::string Daemon::webhook_token(std::string_view agent) const {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), webhook_key_.data(), static_cast<int>(webhook_key_.size()),
+       reinterpret_cast<const unsigned char*>(agent.data()), agent.size(), mac, &len);
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", mac[i]);
+  return out;
 }
 
 Daemon::~Daemon() {
@@ -153,10 +248,25 @@ Status Daemon::run() {
   (void)audit_->append("daemon.start", "daemon", "", Json{{"pid", getpid()}});
   log::info("moatd listening on {} (state {})", config_.socket_path().string(), config_.state_dir.string());
   idle_thread_ = std::thread([this] { idle_loop(); });
+  if (auto st = router_->start(); !st) {
+    stop();
+    return wrap(st.error(), "starting the router");
+  }
+  if (http_) {
+    if (auto st = http_->start(); !st) {
+      stop();
+      if (http_) http_->stop();
+  router_->stop();
+      return wrap(st.error(), fmt::format("serving the web chat on {} (set [web] listen in moat.toml, or \"off\")",
+                                          config_.web.listen));
+    }
+    log::info("web chat on {}", http_->base_url());
+  }
   server_.serve();
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
+  router_->stop();
   (void)vault_->flush_usage();
   (void)usage_->flush();
   gateway_->flush_audit();
@@ -169,8 +279,14 @@ void Daemon::register_handlers() {
   auto& m = *manager_;
   register_secret_verbs(s, *vault_, *audit_);
   register_policy_verbs(s, *policies_, *usage_, *audit_, [this](const std::string& agent) {
-    return manager_->get(agent).has_value() || config_.egress.agents.contains(agent);
+    return agents_->exists(agent) || manager_->get(agent).has_value() || config_.egress.agents.contains(agent);
   });
+  register_agent_verbs(s, AgentVerbParts{*agents_, *router_, *runtime_, terminal_, *manager_, *audit_,
+                                         [this](const std::string& agent) {
+                                           std::string base = http_ ? http_->base_url() : std::string("(web listener off)");
+                                           return Json{{"url", fmt::format("{}/hooks/{}", base, agent)},
+                                                       {"token", webhook_token(agent)}};
+                                         }});
 
   s.handle("daemon.status", [this](const Json&, api::Session&) -> Result<Json> {
     auto all = manager_->list();
@@ -178,7 +294,8 @@ void Daemon::register_handlers() {
     int running = 0;
     for (auto& r : *all) running += r.state == "running";
     return Json{{"pid", getpid()}, {"state_dir", config_.state_dir.string()},
-                {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running}};
+                {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running},
+                {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()}};
   });
   s.handle("daemon.stop", [this](const Json& args, api::Session&) -> Result<Json> {
     if (args.value("all", false)) {

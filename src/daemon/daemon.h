@@ -7,13 +7,20 @@
 
 #include "api/server.h"
 #include "audit/audit_log.h"
+#include "agent/agent_runtime.h"
 #include "config/config.h"
+#include "channels/http/http_server.h"
+#include "channels/web/web_chat.h"
+#include "channels/webhook/webhook_channel.h"
+#include "daemon/agent_directory.h"
+#include "daemon/terminal_channel.h"
 #include "daemon/egress_door.h"
 #include "egress/cert_authority.h"
 #include "egress/gateway.h"
 #include "egress/policy_book.h"
 #include "egress/usage_meter.h"
 #include "image/image_store.h"
+#include "router/router.h"
 #include "sandbox/manager.h"
 #include "store/database.h"
 #include "vault/vault.h"
@@ -30,12 +37,17 @@ class Daemon {
   void stop();
 
   SandboxManager& sandboxes() { return *manager_; }
+  // The bearer token of an agent's webhook: HMAC-SHA256 of the agent's name under
+  // <state>/webhook.key, so no token is stored anywhere and removing the key file rotates them all.
+  std::string webhook_token(std::string_view agent) const;
 
  private:
   Daemon(const Config& config) : config_(config) {}
   void register_handlers();
   void idle_loop();
   Status start_egress();
+  Status start_agents();
+  Status start_channels();
 
   Config config_;
   std::optional<Database> db_;
@@ -49,6 +61,17 @@ class Daemon {
   std::unique_ptr<egress::Gateway> gateway_;
   std::unique_ptr<EgressDoor> door_;
   std::unique_ptr<SandboxManager> manager_;
+  // Agents: declared after the manager so that the router (and its turns, which use sandboxes)
+  // stops and goes before it.
+  std::unique_ptr<AgentDirectory> agents_;
+  std::unique_ptr<agent::AgentRuntime> runtime_;
+  TerminalChannel terminal_;
+  std::unique_ptr<channels::WebChat> web_;
+  std::unique_ptr<channels::WebhookChannel> webhook_;
+  std::string webhook_key_;  // tokens are HMAC(key, agent): see webhook_token()
+  std::unique_ptr<router::Router> router_;
+  // The channels' listener goes first: no request may reach a router that is gone.
+  std::unique_ptr<channels::http::HttpServer> http_;
   api::Server server_;
   std::atomic<bool> stopping_{false};
   std::thread idle_thread_;

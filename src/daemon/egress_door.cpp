@@ -28,8 +28,12 @@ Result<SandboxAttachment> EgressDoor::attach(const SandboxRecord& rec, const std
   std::string bundle = system;
   if (!bundle.empty() && !bundle.ends_with('\n')) bundle += '\n';
   bundle += ca_pem_;
-  if (auto st = write_file_atomic(dir / "ca.crt", ca_pem_, 0644); !st) return std::unexpected(st.error());
-  if (auto st = write_file_atomic(dir / "ca-bundle.crt", bundle, 0644); !st) return std::unexpected(st.error());
+  // Written only when they differ from what is there: a synced write at every start costs a few
+  // milliseconds of cold start, and the files change only with the CA or the image.
+  for (auto& [name, text] : {std::pair{"ca.crt", &ca_pem_}, std::pair{"ca-bundle.crt", &bundle}}) {
+    if (auto cur = read_file(dir / name); cur && *cur == *text) continue;
+    if (auto st = write_file_atomic(dir / name, *text, 0644); !st) return std::unexpected(st.error());
+  }
   if (auto st = gateway_.attach(rec.name, dir / "gw.sock"); !st) return std::unexpected(st.error());
 
   SandboxAttachment a;

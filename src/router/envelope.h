@@ -31,6 +31,9 @@ struct Envelope {
   bool mentioned = false;    // the channel says the agent was @mentioned
   bool direct = false;       // a one-to-one chat (no trigger needed)
   std::string agent;         // set by the router when matched (or by a channel that names it)
+  // Where the channel should send replies to this message, when it cannot know that itself after a
+  // restart (the webhook's callback URL). Stored with the envelope; copied to its replies.
+  std::string reply_to;
 };
 
 // A reply or message to deliver. `key` is stable across retries and restarts (the outbox row's id,
@@ -44,14 +47,18 @@ struct Outbound {
   std::string text;
   int64_t in_reply_to = 0;   // envelope id (the last of the batch), 0 when unsolicited
   bool is_error = false;     // an honest failure notice after the last retry
+  std::string reply_to;      // the answered envelope's reply_to (the last of the batch); may be empty
 };
 
 // Live, best effort, never stored: text as the model streams it, tool calls and results as they
 // happen. Lost on a crash, which is fine: the durable reply follows through the outbox.
 struct LiveEvent {
   std::string channel, chat, agent;
-  std::string kind;  // "turn_started" | "text" | "tool_call" | "tool_result" | "turn_ended"
-  Json data;         // text: {"text": delta}; tool_call: {"name","input"}; tool_result: {"name","output","is_error"}
+  std::string kind;  // "text" | "tool_call" | "tool_result" (from the runner) | "turn_ended" (from the router)
+  // text: {"text": delta}; tool_call: {"name","input"}; tool_result: {"name","output","is_error"};
+  // turn_ended: {"outcome": "answered"|"failed"|"retrying", "first_id", "last_id", "replies": how many
+  //   outbox messages follow (answered, failed), "error", "attempt", "retry_in_ms" (retrying)}
+  Json data;
 };
 
 Json envelope_to_json(const Envelope& e);

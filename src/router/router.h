@@ -54,7 +54,10 @@ class Router {
   ~Router();  // stop()s
 
   // Replaces the rules (agents added/changed/removed). Queued envelopes of a removed agent fail.
+  // A rule with an invalid trigger regex is logged and left out; check with validate_rules() first.
   void set_rules(std::vector<RouteRule> rules);
+  // InvalidInput naming the agent and pattern when a rule's trigger is not a valid ECMAScript regex.
+  static Status validate_rules(const std::vector<RouteRule>& rules);
   void set_turn_runner(TurnRunner runner);
   // Channels must be registered before start(); the router does not own them.
   void add_channel(Channel& channel);
@@ -67,6 +70,10 @@ class Router {
 
   // Durable once it returns Queued/Held/Dropped/Duplicate: the caller may acknowledge the message.
   Result<Acceptance> accept(Envelope e);
+  // accept() for a burst (a webhook delivery or a long-poll answer carrying many messages): one
+  // result per envelope, in order, all durable when it returns. Cheaper than as many accept() calls
+  // from as many threads: one wake-up for the lot instead of one per envelope.
+  std::vector<Result<Acceptance>> accept_many(std::vector<Envelope> envelopes);
   // Approves the sender a pairing code was issued for; its held messages are queued in order.
   // NotFound for an unknown or already used code.
   Result<Json> approve(std::string_view code, std::string_view actor);
@@ -75,7 +82,7 @@ class Router {
   // Sends an unsolicited message (e.g. a scheduled task's result) through the outbox.
   Result<int64_t> send(std::string agent, std::string channel, std::string chat, std::string text);
 
-  struct Stats {
+  struct Stats {  // queued/running count envelopes (a running turn may hold several)
     size_t queued = 0, running = 0, undelivered = 0;
   };
   Stats stats() const;

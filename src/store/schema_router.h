@@ -4,6 +4,9 @@
 //   state: queued | running | answered | failed | held | dropped.
 // outbox: every message to deliver; delivered_at_ms = 0 until the channel took it.
 // sender_approvals: senders the owner approved per agent; pairing_codes: codes issued for held senders.
+// Indexes are few on purpose: every accepted envelope pays for each one on the hot path (group commit
+// at tens of thousands of rows a second), so envelopes carry only the UNIQUE dedupe and (state, id).
+// next_attempt_ms keeps an outbox row's delivery backoff; partial indexes stay as small as the work.
 #include <string_view>
 
 namespace moat::schema {
@@ -24,7 +27,7 @@ CREATE TABLE envelopes (
   received_ms   INTEGER NOT NULL,
   UNIQUE (channel, message_id)
 );
-CREATE INDEX envelopes_by_state ON envelopes (state, agent, channel, chat, id);
+CREATE INDEX envelopes_by_state ON envelopes (state, id);
 CREATE TABLE outbox (
   id              INTEGER PRIMARY KEY AUTOINCREMENT,
   channel         TEXT    NOT NULL,
@@ -33,12 +36,14 @@ CREATE TABLE outbox (
   text            TEXT    NOT NULL,
   in_reply_to     INTEGER NOT NULL DEFAULT 0,
   is_error        INTEGER NOT NULL DEFAULT 0,
+  reply_to        TEXT    NOT NULL DEFAULT '',
   created_ms      INTEGER NOT NULL,
   delivered_at_ms INTEGER NOT NULL DEFAULT 0,
   attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms INTEGER NOT NULL DEFAULT 0,
   failed          TEXT    NOT NULL DEFAULT ''
 );
-CREATE INDEX outbox_undelivered ON outbox (delivered_at_ms, id);
+CREATE INDEX outbox_undelivered ON outbox (id) WHERE delivered_at_ms = 0 AND failed = '';
 CREATE TABLE sender_approvals (
   agent          TEXT    NOT NULL,
   channel        TEXT    NOT NULL,
@@ -55,6 +60,7 @@ CREATE TABLE pairing_codes (
   created_ms    INTEGER NOT NULL,
   used_at_ms    INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX pairing_codes_open ON pairing_codes (agent, channel, sender) WHERE used_at_ms = 0;
 )sql";
 
 }  // namespace moat::schema

@@ -38,6 +38,9 @@ MoatEnv::MoatEnv(std::string config_toml) : state_("moat-state") {
   if (config_toml.find("[sandbox]") == std::string::npos) {
     config_toml += "\n[sandbox]\nimage = \"tiny\"\ndisk = \"256MiB\"\nmemory = \"256MiB\"\n";
   }
+  // Tests run side by side (and beside a `make up` moatd): the web listener takes any free port
+  // unless the test says otherwise; web_url() reads the one it got.
+  if (config_toml.find("[web]") == std::string::npos) config_toml += "\n[web]\nlisten = \"127.0.0.1:0\"\n";
   std::ofstream(state_.path() / "moat.toml") << config_toml;
   start_daemon();
   ok({"image", "import", "tiny", busybox_tarball().string()});
@@ -55,6 +58,14 @@ MoatEnv::~MoatEnv() {
   }
   remove_all_sandboxes();
   stop_daemon();
+}
+
+std::string MoatEnv::web_url() const {
+  auto st = moat({"--json", "daemon", "status"});
+  if (st.code != 0) return {};
+  auto j = Json::parse(st.out, nullptr, false);
+  if (j.is_discarded() || !j.contains("web_url")) return {};
+  return j["web_url"].get<std::string>();
 }
 
 void MoatEnv::remove_all_sandboxes() {

@@ -38,6 +38,9 @@ class MoatEnv {
   const std::filesystem::path& state_dir() const { return state_.path(); }
   std::filesystem::path db_path() const { return state_.path() / "moat.db"; }
 
+  // "http://127.0.0.1:PORT" of the daemon's web chat and webhooks (from `moat daemon status`).
+  std::string web_url() const;
+
   // Removes every sandbox (force) so the host is left clean.
   void remove_all_sandboxes();
 

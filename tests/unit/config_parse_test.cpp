@@ -116,3 +116,42 @@ TEST(ConfigParse, EgressMistakesNameKeyAndLine) {
   auto bad_list = parse_config("[egress]\nallow = \"x\"\n", "moat.toml");
   ASSERT_FALSE(bad_list);
 }
+
+TEST(ConfigParse, AgentsRouterAndWeb) {
+  auto c = parse_config(R"(
+[router]
+max_concurrent_turns = 4
+max_attempts = 5
+retry_base = "250ms"
+
+[web]
+listen = "127.0.0.1:8800"
+
+[agents.helper]
+system_prompt = "be brief"
+senders = ["telegram:42"]
+model = { provider = "openai", model = "gpt-4o" }
+
+[agents.helper.egress]
+preset = "locked"
+)", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->router.max_concurrent_turns, 4u);
+  EXPECT_EQ(c->router.max_attempts, 5u);
+  EXPECT_EQ(c->router.retry_base, std::chrono::milliseconds(250));
+  EXPECT_EQ(c->web.listen, "127.0.0.1:8800");
+  const auto& decl = c->agents.at("helper");
+  EXPECT_EQ(decl.line, 10);
+  EXPECT_EQ(decl.fields["system_prompt"], "be brief");
+  EXPECT_EQ(decl.fields["senders"][0], "telegram:42");
+  EXPECT_EQ(decl.fields["model"]["provider"], "openai");
+  EXPECT_FALSE(decl.fields.contains("egress"));  // that goes to the egress policy
+  EXPECT_EQ(c->egress.agents.at("helper").preset, "locked");
+
+  auto bad = parse_config("[web]\nlisten = \"7700\"\n", "moat.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("moat.toml:2: web.listen"), std::string::npos) << bad.error().message;
+  auto unknown = parse_config("[router]\nmax_turns = 3\n", "moat.toml");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("max_concurrent_turns"), std::string::npos) << unknown.error().message;
+}

@@ -66,9 +66,11 @@ using CredentialSource = std::function<Result<std::vector<Credential>>(const std
 struct ProviderConfig {
   std::string kind;      // "anthropic" | "openai"
   std::string base_url;  // "https://api.anthropic.com", "https://api.openai.com/v1", "http://127.0.0.1:11434/v1"
-  std::chrono::milliseconds timeout{120000};  // per HTTP attempt
+  std::chrono::milliseconds timeout{120000};  // per HTTP attempt: until the response head, then the
+                                              // longest silence allowed while the answer streams
   int max_retries = 4;                        // on 429 (honouring retry-after) and 5xx / connection errors
   std::chrono::milliseconds max_backoff{30000};
+  std::chrono::milliseconds initial_backoff{500};  // first backoff before jitter; doubles per retry
   std::filesystem::path extra_ca_file;  // extra CAs to trust (tests); the host's store always applies
 };
 

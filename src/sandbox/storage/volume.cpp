@@ -353,17 +353,23 @@ Status mount_volume(const fs::path& image_file, const fs::path& mount_point) {
     return fail(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Internal, "cannot open disk image {}: {}",
                 image_file.string(), strerror(errno));
   }
-  // The same ext4 mounted twice through two loop devices would be corrupted: refuse. A loop device
-  // whose mount just went away detaches asynchronously (autoclear runs after the last close), so give
-  // a just-unmounted image a moment before calling it attached.
-  auto busy = loop_devices_for(image_file);
-  for (int i = 0; i < 400 && busy && !busy->empty(); ++i) {
+  // The same ext4 mounted twice through two loop devices would be corrupted: refuse. An open file
+  // description lock on the image marks it attached: the loop device holds this very open file (and so
+  // the lock) until it detaches, so a second attach finds it taken, and no scan of every loop device on
+  // the host (milliseconds with hundreds of them) is needed. A loop device whose mount just went away
+  // detaches asynchronously (autoclear runs after the last close), so give it a moment.
+  struct flock attached {};
+  attached.l_type = F_WRLCK;
+  attached.l_whence = SEEK_SET;
+  for (int i = 0; fcntl(file.get(), F_OFD_SETLK, &attached) != 0; ++i) {
+    if (errno != EAGAIN && errno != EACCES && errno != EINTR)
+      return fail(ErrorKind::Internal, "cannot lock disk image {}: {}", image_file.string(), strerror(errno));
+    if (i == 400) {
+      auto loops = loop_devices_for(image_file);
+      return fail(ErrorKind::Conflict, "disk image {} is already attached to {}; unmount it first", image_file.string(),
+                  loops && !loops->empty() ? loops->front() : std::string("a loop device"));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a detach takes a few ms: look often
-    busy = loop_devices_for(image_file);
-  }
-  if (busy && !busy->empty()) {
-    return fail(ErrorKind::Conflict, "disk image {} is already attached to {}; unmount it first", image_file.string(),
-                busy->front());
   }
   auto ctl = open_loop_control();
   if (!ctl) return std::unexpected(ctl.error());

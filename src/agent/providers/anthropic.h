@@ -1,0 +1,16 @@
+#pragma once
+// Anthropic's Messages API: POST {base}/v1/messages with "stream": true, parsed from its
+// server-sent events (message_start, content_block_start/delta/stop, message_delta, message_stop,
+// ping, error). Also accepts a whole Message object when a server answers without streaming.
+#include <memory>
+
+#include "agent/providers/http_provider.h"
+
+namespace moat::agent {
+
+// The request body the provider sends (exposed for tests and for logging request shapes).
+Json anthropic_request_body(const ModelRequest& req);
+
+std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, Url url, CredentialSource credentials);
+
+}  // namespace moat::agent

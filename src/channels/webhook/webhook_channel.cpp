@@ -1,0 +1,211 @@
+#include "channels/webhook/webhook_channel.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "base/ids.h"
+#include "base/log.h"
+#include "channels/http/http_client.h"
+
+namespace moat::channels {
+
+namespace {
+
+constexpr size_t kMaxIdBytes = 200;
+constexpr size_t kPostedMemory = 10000;
+
+bool printable_id(std::string_view s) {
+  return !s.empty() && s.size() <= kMaxIdBytes &&
+         std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+// Hashing first makes the comparison independent of both the token's length and its content.
+std::array<unsigned char, SHA256_DIGEST_LENGTH> digest(std::string_view s) {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d.data());
+  return d;
+}
+
+http::Response unauthorized() {
+  auto r = http::Response::error(401, "missing or wrong bearer token (Authorization: Bearer <the agent's webhook token>)");
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+WebhookChannel::WebhookChannel(AcceptFn accept, WebhookTokensFn tokens, WebhookOptions opts)
+    : accept_(std::move(accept)), tokens_(std::move(tokens)), opts_(opts), store_(opts.replies_per_chat) {}
+
+void WebhookChannel::register_routes(http::HttpServer& server) {
+  server.add_route("/hooks", [this](const http::Request& req) { return handle(req); });
+}
+
+bool WebhookChannel::authorized(const http::Request& req, const std::string& agent) const {
+  auto auth = req.header("authorization");
+  constexpr std::string_view scheme = "Bearer ";
+  if (!auth || auth->size() <= scheme.size() || !std::equal(scheme.begin(), scheme.end(), auth->begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return false;
+  }
+  auto given = digest(std::string_view(*auth).substr(scheme.size()));
+  bool ok = false;
+  for (const auto& t : tokens_(agent)) {  // no early exit: timing says nothing about which token
+    if (t.empty()) continue;
+    auto want = digest(t);
+    ok |= CRYPTO_memcmp(given.data(), want.data(), want.size()) == 0;
+  }
+  return ok;
+}
+
+http::Response WebhookChannel::handle(const http::Request& req) {
+  // /hooks/<agent> or /hooks/<agent>/replies
+  std::string_view rest = req.path;
+  rest.remove_prefix(std::min(rest.size(), std::string_view("/hooks").size()));
+  if (rest.starts_with('/')) rest.remove_prefix(1);
+  std::string agent(rest.substr(0, rest.find('/')));
+  std::string_view sub = rest.find('/') == std::string_view::npos ? std::string_view{} : rest.substr(rest.find('/'));
+  if (agent.empty()) return http::Response::error(404, "use /hooks/<agent>");
+  if (auto ok = validate_name("agent", agent); !ok) return http::Response::error(404, ok.error().message);
+  if (sub.empty() || sub == "/") {
+    if (req.method != "POST") return http::Response::error(405, "use POST to send a message");
+    if (!authorized(req, agent)) return unauthorized();
+    return inbound(req, agent);
+  }
+  if (sub == "/replies") {
+    if (req.method != "GET") return http::Response::error(405, "use GET to poll replies");
+    if (!authorized(req, agent)) return unauthorized();
+    return replies(req, agent);
+  }
+  return http::Response::error(404, fmt::format("no such webhook path: {}", req.path));
+}
+
+http::Response WebhookChannel::inbound(const http::Request& req, const std::string& agent) {
+  Json body = Json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return http::Response::error(400, "the body must be a JSON object");
+  auto str = [&](const char* k) {
+    auto it = body.find(k);
+    return it != body.end() && it->is_string() ? it->get<std::string>() : std::string{};
+  };
+  std::string chat = str("chat"), sender = str("sender"), message_id = str("message_id"), text = str("text");
+  if (!printable_id(chat)) return http::Response::error(400, "'chat' is required: 1-200 printable characters");
+  if (!printable_id(sender)) return http::Response::error(400, "'sender' is required: 1-200 printable characters");
+  if (!printable_id(message_id)) {
+    return http::Response::error(400, "'message_id' is required (1-200 printable characters): it makes retries safe");
+  }
+  if (text.empty()) return http::Response::error(400, "'text' is required and must be a non-empty string");
+  if (text.size() > opts_.max_text_bytes) {
+    return http::Response::error(413, fmt::format("'text' too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
+  }
+  std::optional<http::HttpUrl> callback;
+  if (auto cb = str("callback_url"); !cb.empty()) {
+    auto url = http::parse_http_url(cb);
+    if (!url) return http::Response::error(400, fmt::format("'callback_url': {}", url.error().message));
+    if (!opts_.allow_remote_callbacks && !http::is_loopback_host(url->host)) {
+      return http::Response::error(400, "'callback_url' must be on a loopback address (127.0.0.1, ::1, localhost)");
+    }
+    callback = *url;
+  } else if (body.contains("callback_url") && !body["callback_url"].is_null()) {
+    return http::Response::error(400, "'callback_url' must be a string");
+  }
+
+  router::Envelope e;
+  e.channel = "webhook";
+  e.chat = chat_id(agent, chat);
+  e.sender = sender;
+  e.sender_name = str("sender_name");
+  e.message_id = fmt::format("{}/{}", agent, message_id);
+  e.text = std::move(text);
+  e.direct = true;
+  e.agent = agent;
+  if (callback) e.reply_to = str("callback_url");  // stored with the message: survives a restart
+  std::string moat_chat = e.chat;
+  // Remember the callback before accepting: a fast turn may answer before accept() returns.
+  if (callback) {
+    std::lock_guard lock(mu_);
+    callbacks_[moat_chat] = *callback;
+  }
+  auto acc = accept_(std::move(e));
+  if (!acc) {
+    log::warn("webhook: accept failed for {}: {}", agent, acc.error().message);
+    int status = acc.error().kind == ErrorKind::InvalidInput ? 400 : 503;
+    return http::Response::error(status, fmt::format("message not accepted: {}", acc.error().message));
+  }
+  Json out{{"envelope_id", acc->envelope_id}, {"outcome", acceptance_outcome(acc->outcome)},
+           {"agent", acc->agent.empty() ? agent : acc->agent}};
+  if (!acc->pairing_code.empty()) out["pairing_code"] = acc->pairing_code;
+  if (!acc->reason.empty()) out["reason"] = acc->reason;
+  return http::Response::json(202, out);
+}
+
+http::Response WebhookChannel::replies(const http::Request& req, const std::string& agent) {
+  auto chat = req.query_param("chat");
+  if (!chat || !printable_id(*chat)) return http::Response::error(400, "query parameter 'chat' is required");
+  std::string after = req.query_param("after").value_or("");
+  Json list = Json::array();
+  std::lock_guard lock(mu_);
+  for (const auto& m : store_.after(chat_id(agent, *chat), after)) {
+    Json j = stored_message_to_json(m);
+    j["chat"] = *chat;
+    j.erase("role");
+    list.push_back(std::move(j));
+  }
+  return http::Response::json(200, Json{{"replies", list}});
+}
+
+Status WebhookChannel::deliver(const router::Outbound& msg) {
+  size_t slash = msg.chat.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == msg.chat.size()) {
+    return fail(ErrorKind::InvalidInput, "webhook: '{}' is not a webhook chat id (<agent>/<chat>)", msg.chat);
+  }
+  std::string caller_chat = msg.chat.substr(slash + 1);
+  std::optional<http::HttpUrl> callback;
+  {
+    std::lock_guard lock(mu_);
+    store_.add(StoredMessage{.key = msg.key, .role = "agent", .agent = msg.agent, .chat = msg.chat, .text = msg.text,
+                             .in_reply_to = msg.in_reply_to, .is_error = msg.is_error, .at_ms = now_ms()});
+    if (posted_.contains(msg.key)) return {};  // the callback already has it
+    if (auto it = callbacks_.find(msg.chat); it != callbacks_.end()) callback = it->second;
+  }
+  // The callback the answered message named (kept in the store) wins over the latest one in
+  // memory, which a restart loses.
+  if (!msg.reply_to.empty()) {
+    auto url = http::parse_http_url(msg.reply_to);
+    if (url && (opts_.allow_remote_callbacks || http::is_loopback_host(url->host))) callback = *url;
+  }
+  if (!callback) return {};  // kept for polling
+
+  Json body{{"key", msg.key},   {"chat", caller_chat},         {"agent", msg.agent},
+            {"text", msg.text}, {"in_reply_to", msg.in_reply_to}, {"is_error", msg.is_error}};
+  auto res = http::http_request(*callback, "POST",
+                                {{"Content-Type", "application/json"}, {"Idempotency-Key", msg.key}},
+                                body.dump(-1, ' ', false, Json::error_handler_t::replace), opts_.callback_timeout);
+  if (!res) return wrap(res.error(), "webhook callback");
+  int s = res->status;
+  if (s >= 200 && s < 300) {
+    std::lock_guard lock(mu_);
+    if (posted_.insert(msg.key).second) posted_order_.push_back(msg.key);
+    while (posted_order_.size() > kPostedMemory) {
+      posted_.erase(posted_order_.front());
+      posted_order_.pop_front();
+    }
+    return {};
+  }
+  if (s >= 500 || s == 408 || s == 429) {
+    return fail(ErrorKind::Unavailable, "webhook callback {}:{}{} answered HTTP {}", callback->host, callback->port,
+                callback->target, s);
+  }
+  return fail(ErrorKind::InvalidInput, "webhook callback {}:{}{} refused the reply with HTTP {}", callback->host,
+              callback->port, callback->target, s);
+}
+
+}  // namespace moat::channels

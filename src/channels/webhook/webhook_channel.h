@@ -1,0 +1,89 @@
+#pragma once
+// The webhook channel ("webhook"): other programs talk to an agent over HTTP.
+//
+// Inbound:  POST /hooks/<agent>
+//   Authorization: Bearer <token>   (one of the agent's webhook tokens; compared in constant time)
+//   Content-Type: application/json
+//   {"chat": "ticket-42", "sender": "ci", "message_id": "evt-123", "text": "...",
+//    "sender_name": "optional", "callback_url": "http://127.0.0.1:9000/moat (optional)"}
+//   -> 202 {"envelope_id": 17, "outcome": "queued"|"duplicate"|"held"|"dropped", "agent": "...",
+//           "pairing_code"?: "...", "reason"?: "..."}
+//   A repeat of the same message_id (for the same agent) is answered "duplicate" and not run again,
+//   so callers may retry freely. 400 for a malformed body, 401 for a missing or wrong token, 413 for
+//   a body over 1 MiB, 503 when the message could not be stored (retry).
+//
+// Replies, when the request named a callback_url (the latest one given for that chat is used):
+//   POST <callback_url>, Content-Type: application/json, Idempotency-Key: <key>
+//   {"key": "o31", "chat": "ticket-42", "agent": "...", "text": "...", "in_reply_to": 17, "is_error": false}
+//   Any 2xx acknowledges. A 5xx, 408, 429 or network error is retried by the router with backoff;
+//   another 4xx marks the reply undeliverable. The same key may arrive twice: drop repeats.
+//   Callbacks must be plain http:// on a loopback address unless allow_remote_callbacks is set.
+// Replies are also kept for polling (the last 200 per chat), with or without a callback:
+//   GET /hooks/<agent>/replies?chat=ticket-42&after=<key>   (same bearer token)
+//   -> 200 {"replies": [{"key", "chat", "agent", "text", "in_reply_to", "is_error", "at_ms"}...]}
+//   oldest first; `after` omitted or unknown = every retained reply.
+//
+// Inside moat the envelope is channel "webhook", chat "<agent>/<chat>", message_id
+// "<agent>/<message_id>", direct, agent preset: the chat id carries the agent so a route rule with
+// chats "webhook:<agent>/*" matches it, and two agents' callers cannot collide on ids.
+// A message's callback_url is stored with it (Envelope::reply_to) and its replies go there, across
+// restarts too. Replies kept for polling live in memory only.
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "channels/accept_fn.h"
+#include "channels/http/http_server.h"
+#include "channels/http/url.h"
+#include "channels/message_ring.h"
+#include "router/channel.h"
+
+namespace moat::channels {
+
+// The agent's valid webhook tokens (empty: the agent takes no webhooks).
+using WebhookTokensFn = std::function<std::vector<std::string>(std::string_view agent)>;
+
+struct WebhookOptions {
+  bool allow_remote_callbacks = false;  // http:// callbacks to non-loopback hosts
+  std::chrono::milliseconds callback_timeout{10000};
+  size_t replies_per_chat = 200;
+  size_t max_text_bytes = 256 * 1024;
+};
+
+class WebhookChannel : public router::Channel {
+ public:
+  WebhookChannel(AcceptFn accept, WebhookTokensFn tokens, WebhookOptions opts = {});
+
+  std::string_view name() const override { return "webhook"; }
+  // Stores the reply for polling and, when the chat has a callback, POSTs it there (blocking, up to
+  // callback_timeout: this runs on the router's delivery thread).
+  Status deliver(const router::Outbound& msg) override;
+
+  // Routes "/hooks".
+  void register_routes(http::HttpServer& server);
+  http::Response handle(const http::Request& req);
+
+  static std::string chat_id(std::string_view agent, std::string_view chat) { return fmt::format("{}/{}", agent, chat); }
+
+ private:
+  http::Response inbound(const http::Request& req, const std::string& agent);
+  http::Response replies(const http::Request& req, const std::string& agent);
+  bool authorized(const http::Request& req, const std::string& agent) const;
+
+  AcceptFn accept_;
+  WebhookTokensFn tokens_;
+  WebhookOptions opts_;
+
+  std::mutex mu_;
+  MessageStore store_;
+  std::map<std::string, http::HttpUrl> callbacks_;  // moat chat id -> where its replies go
+  std::unordered_set<std::string> posted_;           // keys a callback acknowledged
+  std::deque<std::string> posted_order_;             // bounds posted_
+};
+
+}  // namespace moat::channels

@@ -1,0 +1,130 @@
+// The outbox thread: delivers undelivered rows in id order per chat through the registered channel,
+// with the row's stable key "o<id>", and marks them delivered. A chat whose row is waiting (backoff,
+// channel not registered) holds back that chat's later rows only; other chats go on.
+#include <unordered_set>
+
+#include "base/log.h"
+#include "router/router_impl.h"
+#include "store/clock.h"
+
+namespace moat::router {
+
+namespace {
+constexpr size_t kPage = 256;
+constexpr int64_t kMaxBackoffMs = 60'000;
+constexpr int64_t kIdlePollMs = 5'000;  // a safety net; inserts poke the thread
+}  // namespace
+
+Channel* Router::Impl::channel(const std::string& name) {
+  std::lock_guard g(channels_mu);
+  auto it = channels.find(name);
+  return it == channels.end() ? nullptr : it->second;
+}
+
+void Router::Impl::poke_delivery() {
+  {
+    std::lock_guard g(out_mu);
+    out_dirty = true;
+  }
+  out_cv.notify_one();
+}
+
+void Router::Impl::delivery_loop() {
+  std::unordered_set<std::string> warned;  // channels we said are missing, once each
+  for (;;) {
+    {
+      std::lock_guard g(out_mu);
+      if (out_stopping) return;
+      out_dirty = false;  // set again by any insert made while we scan
+    }
+    int64_t now = clock::now_ms();
+    int64_t wake = now + kIdlePollMs;
+    std::unordered_set<std::string> blocked;  // chats whose next row must wait
+    int64_t cursor = 0;
+    bool stop_now = false;
+    // Delivered rows are marked in one transaction per page. A crash before that mark means those
+    // rows go out again with the same keys, which channels drop (see Channel::deliver).
+    std::vector<int64_t> done;
+    std::vector<AuditEntry> records;
+    auto mark = [&] {
+      if (auto u = outbox_delivered(db, done); !u)
+        log::error("router: cannot mark {} outbox messages delivered: {}", done.size(), u.error().message);
+      done.clear();
+      audit_later(std::move(records));
+      records.clear();
+    };
+    while (!stop_now) {
+      auto rows = outbox_pending(db, cursor, kPage);
+      if (!rows) {
+        log::error("router: cannot read the outbox: {}", rows.error().message);
+        wake = now + 1000;
+        break;
+      }
+      if (rows->empty()) break;
+      for (auto& row : *rows) {
+        cursor = row.msg.id;
+        std::string chat_key = row.msg.channel + '\0' + row.msg.chat;
+        if (blocked.contains(chat_key)) continue;
+        if (row.next_attempt_ms > now) {
+          blocked.insert(chat_key);
+          wake = std::min(wake, row.next_attempt_ms);
+          continue;
+        }
+        Channel* ch = channel(row.msg.channel);
+        if (!ch) {
+          if (warned.insert(row.msg.channel).second)
+            log::warn("router: outbox message {} is for channel {}, which is not registered; it waits", row.msg.id,
+                      row.msg.channel);
+          blocked.insert(chat_key);
+          continue;
+        }
+        {
+          std::lock_guard g(out_mu);
+          if (out_stopping) {
+            stop_now = true;
+            break;
+          }
+        }
+        Status s;
+        try {
+          s = ch->deliver(row.msg);
+        } catch (const std::exception& ex) {
+          s = fail(ErrorKind::Internal, "channel {} threw: {}", row.msg.channel, ex.what());
+        }
+        if (s) {
+          done.push_back(row.msg.id);
+          Json data = {{"id", row.msg.id}, {"channel", row.msg.channel}, {"chat", row.msg.chat},
+                       {"in_reply_to", row.msg.in_reply_to}, {"is_error", row.msg.is_error}, {"bytes", row.msg.text.size()}};
+          records.push_back(AuditEntry{"message.out", row.msg.agent.empty() ? "router" : row.msg.agent, row.msg.agent,
+                                       std::move(data)});
+        } else if (s.error().kind == ErrorKind::InvalidInput || s.error().kind == ErrorKind::NotFound) {
+          log::warn("router: outbox message {} cannot be delivered to {}:{}: {}", row.msg.id, row.msg.channel,
+                    row.msg.chat, s.error().message);
+          if (auto u = outbox_failed(db, row.msg.id, s.error().message); !u)
+            log::error("router: cannot mark outbox message {} failed: {}", row.msg.id, u.error().message);
+        } else {
+          int attempts = row.attempts + 1;
+          int64_t delay = std::max<int64_t>(opts.delivery_retry_base.count(), 1);
+          for (int i = 1; i < attempts && delay < kMaxBackoffMs; ++i) delay *= 2;
+          delay = std::min(delay, kMaxBackoffMs);
+          int64_t next = clock::now_ms() + delay;
+          log::info("router: delivering outbox message {} to {} failed (attempt {}), retrying in {} ms: {}",
+                    row.msg.id, row.msg.channel, attempts, delay, s.error().message);
+          if (auto u = outbox_retry_later(db, row.msg.id, attempts, next); !u)
+            log::error("router: cannot store a delivery retry: {}", u.error().message);
+          blocked.insert(chat_key);
+          wake = std::min(wake, next);
+        }
+      }
+      mark();
+      if (rows->size() < kPage) break;
+    }
+    mark();
+    if (stop_now) return;
+    std::unique_lock l(out_mu);
+    out_cv.wait_until(l, std::chrono::system_clock::time_point(std::chrono::milliseconds(wake)),
+                      [&] { return out_dirty || out_stopping; });
+  }
+}
+
+}  // namespace moat::router

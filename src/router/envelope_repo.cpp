@@ -1,0 +1,309 @@
+#include "router/envelope_repo.h"
+
+#include "router/envelope_codec.h"
+#include "store/clock.h"
+
+namespace moat::router {
+
+std::string approval_key(std::string_view agent, std::string_view channel, std::string_view sender) {
+  std::string k;
+  k.append(agent).push_back('\0');
+  k.append(channel).push_back('\0');
+  k.append(sender);
+  return k;
+}
+
+namespace {
+Result<Statement> prep(Database& db, std::string_view sql) { return db.prepare(sql); }
+
+// Runs a prepared statement to completion.
+Status run(Statement& st, std::string_view what) {
+  auto r = st.step();
+  st.reset();
+  if (!r) return wrap(r.error(), what);
+  return {};
+}
+}  // namespace
+
+Result<std::optional<int64_t>> EnvelopeRepo::insert(const Envelope& e, std::string_view state, std::string_view error) {
+  if (!insert_) {
+    auto st = prep(db_,
+                   "INSERT INTO envelopes (channel, message_id, chat, sender, agent, state, error, body_json, received_ms) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (channel, message_id) DO NOTHING");
+    if (!st) return std::unexpected(st.error());
+    insert_.emplace(std::move(*st));
+  }
+  auto& st = *insert_;
+  st.bind(1, e.channel).bind(2, e.message_id).bind(3, e.chat).bind(4, e.sender).bind(5, e.agent);
+  st.bind(6, state).bind(7, error).bind(8, envelope_body_json(e)).bind(9, e.received_ms);
+  if (auto s = run(st, "storing an inbound message"); !s) return std::unexpected(s.error());
+  if (db_.changes() == 0) return std::optional<int64_t>();
+  return std::optional<int64_t>(db_.last_insert_rowid());
+}
+
+Result<std::pair<int64_t, std::string>> EnvelopeRepo::find(std::string_view channel, std::string_view message_id) {
+  auto st = prep(db_, "SELECT id, agent FROM envelopes WHERE channel = ?1 AND message_id = ?2");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, channel).bind(2, message_id);
+  auto r = st->step();
+  if (!r) return std::unexpected(r.error());
+  if (!*r) return fail(ErrorKind::NotFound, "no message {} on channel {}", message_id, channel);
+  return std::pair<int64_t, std::string>(st->column_int64(0), std::string(st->column_text(1)));
+}
+
+Status EnvelopeRepo::set_state(const std::vector<Envelope>& batch, std::string_view sql,
+                               const std::function<void(Statement&)>& bind_rest) {
+  auto st = prep(db_, sql);
+  if (!st) return std::unexpected(st.error());
+  for (const auto& e : batch) {
+    st->bind(1, e.id);
+    bind_rest(*st);
+    if (auto s = run(*st, "updating a message's state"); !s) return s;
+  }
+  return {};
+}
+
+Status EnvelopeRepo::set_running(const std::vector<Envelope>& batch, int attempts) {
+  return set_state(batch, "UPDATE envelopes SET state = 'running', attempts = ?2 WHERE id = ?1",
+                   [&](Statement& s) { s.bind(2, attempts); });
+}
+
+Status EnvelopeRepo::set_answered(const std::vector<Envelope>& batch) {
+  return set_state(batch, "UPDATE envelopes SET state = 'answered', error = '' WHERE id = ?1", [](Statement&) {});
+}
+
+Status EnvelopeRepo::set_retry(const std::vector<Envelope>& batch, int attempts, int64_t not_before_ms,
+                               std::string_view error) {
+  return set_state(batch,
+                   "UPDATE envelopes SET state = 'queued', attempts = ?2, not_before_ms = ?3, error = ?4 WHERE id = ?1",
+                   [&](Statement& s) { s.bind(2, attempts).bind(3, not_before_ms).bind(4, error); });
+}
+
+Status EnvelopeRepo::set_failed(const std::vector<Envelope>& batch, int attempts, std::string_view error) {
+  return set_state(batch, "UPDATE envelopes SET state = 'failed', attempts = ?2, error = ?3 WHERE id = ?1",
+                   [&](Statement& s) { s.bind(2, attempts).bind(3, error); });
+}
+
+namespace {
+constexpr std::string_view kEnvelopeColumns =
+    "id, channel, message_id, chat, sender, agent, state, attempts, not_before_ms, error, body_json, received_ms";
+
+Result<EnvelopeStatus> read_row(Statement& st) {
+  EnvelopeStatus s;
+  auto& e = s.envelope;
+  e.id = st.column_int64(0);
+  e.channel = st.column_text(1);
+  e.message_id = st.column_text(2);
+  e.chat = st.column_text(3);
+  e.sender = st.column_text(4);
+  e.agent = st.column_text(5);
+  s.state = st.column_text(6);
+  s.attempts = static_cast<int>(st.column_int64(7));
+  s.error = st.column_text(9);
+  e.received_ms = st.column_int64(11);
+  if (auto b = envelope_body_from_json(st.column_text(10), e); !b) return std::unexpected(b.error());
+  return s;
+}
+}  // namespace
+
+Result<std::vector<std::pair<QueuedEnvelope, int64_t>>> EnvelopeRepo::recover() {
+  auto l = db_.lock();
+  if (auto s = db_.exec("UPDATE envelopes SET state = 'queued' WHERE state = 'running'"); !s)
+    return wrap(s.error(), "requeueing turns cut short");
+  auto st = prep(db_, fmt::format("SELECT {} FROM envelopes WHERE state = 'queued' ORDER BY id", kEnvelopeColumns));
+  if (!st) return std::unexpected(st.error());
+  std::vector<std::pair<QueuedEnvelope, int64_t>> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "reading queued messages");
+    if (!*r) break;
+    auto row = read_row(*st);
+    if (!row) return std::unexpected(row.error());
+    out.emplace_back(QueuedEnvelope{std::move(row->envelope), row->attempts}, st->column_int64(8));
+  }
+  return out;
+}
+
+Result<std::vector<QueuedEnvelope>> EnvelopeRepo::release_held(std::string_view agent, std::string_view channel,
+                                                               std::string_view sender) {
+  auto l = db_.lock();
+  auto st = prep(db_, fmt::format("SELECT {} FROM envelopes WHERE state = 'held' AND agent = ?1 AND channel = ?2 "
+                                  "AND sender = ?3 ORDER BY id",
+                                  kEnvelopeColumns));
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, agent).bind(2, channel).bind(3, sender);
+  std::vector<QueuedEnvelope> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "reading held messages");
+    if (!*r) break;
+    auto row = read_row(*st);
+    if (!row) return std::unexpected(row.error());
+    out.push_back(QueuedEnvelope{std::move(row->envelope), row->attempts});
+  }
+  st->reset();
+  auto up = prep(db_, "UPDATE envelopes SET state = 'queued' WHERE id = ?1");
+  if (!up) return std::unexpected(up.error());
+  for (const auto& q : out) {
+    up->bind(1, q.envelope.id);
+    if (auto s = run(*up, "queueing a held message"); !s) return std::unexpected(s.error());
+  }
+  return out;
+}
+
+Result<std::vector<EnvelopeStatus>> EnvelopeRepo::list(std::string_view state, std::string_view agent, size_t limit) {
+  auto l = db_.lock();
+  auto st = prep(db_, fmt::format("SELECT {} FROM envelopes WHERE (?1 = '' OR state = ?1) AND (?2 = '' OR agent = ?2) "
+                                  "ORDER BY id DESC LIMIT ?3",
+                                  kEnvelopeColumns));
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, state).bind(2, agent).bind(3, static_cast<int64_t>(limit == 0 ? 100 : limit));
+  std::vector<EnvelopeStatus> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "listing messages");
+    if (!*r) break;
+    auto row = read_row(*st);
+    if (!row) return std::unexpected(row.error());
+    out.push_back(std::move(*row));
+  }
+  return out;
+}
+
+Result<std::optional<std::string>> EnvelopeRepo::open_code(std::string_view agent, std::string_view channel,
+                                                           std::string_view sender) {
+  auto st = prep(db_, "SELECT code FROM pairing_codes WHERE agent = ?1 AND channel = ?2 AND sender = ?3 AND used_at_ms = 0");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, agent).bind(2, channel).bind(3, sender);
+  auto r = st->step();
+  if (!r) return std::unexpected(r.error());
+  if (!*r) return std::optional<std::string>();
+  return std::optional<std::string>(std::string(st->column_text(0)));
+}
+
+Status EnvelopeRepo::insert_code(std::string_view code, std::string_view agent, std::string_view channel,
+                                 std::string_view sender) {
+  auto st = prep(db_, "INSERT INTO pairing_codes (code, agent, channel, sender, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, code).bind(2, agent).bind(3, channel).bind(4, sender).bind(5, clock::now_ms());
+  return run(*st, "storing a pairing code");
+}
+
+Result<std::optional<EnvelopeRepo::CodeRow>> EnvelopeRepo::code(std::string_view code) {
+  auto st = prep(db_, "SELECT agent, channel, sender, used_at_ms FROM pairing_codes WHERE code = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, code);
+  auto r = st->step();
+  if (!r) return std::unexpected(r.error());
+  if (!*r) return std::optional<CodeRow>();
+  return std::optional<CodeRow>(CodeRow{std::string(st->column_text(0)), std::string(st->column_text(1)),
+                                        std::string(st->column_text(2)), st->column_int64(3)});
+}
+
+Status EnvelopeRepo::use_code(std::string_view code, std::string_view actor, const CodeRow& row) {
+  int64_t now = clock::now_ms();
+  auto st = prep(db_, "UPDATE pairing_codes SET used_at_ms = ?2 WHERE code = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, code).bind(2, now);
+  if (auto s = run(*st, "using a pairing code"); !s) return s;
+  auto ap = prep(db_,
+                 "INSERT INTO sender_approvals (agent, channel, sender, approved_at_ms, actor) VALUES (?1, ?2, ?3, ?4, ?5) "
+                 "ON CONFLICT (agent, channel, sender) DO UPDATE SET approved_at_ms = ?4, actor = ?5");
+  if (!ap) return std::unexpected(ap.error());
+  ap->bind(1, row.agent).bind(2, row.channel).bind(3, row.sender).bind(4, now).bind(5, actor);
+  return run(*ap, "approving a sender");
+}
+
+Result<std::vector<std::string>> EnvelopeRepo::approvals() {
+  auto l = db_.lock();
+  auto st = prep(db_, "SELECT agent, channel, sender FROM sender_approvals");
+  if (!st) return std::unexpected(st.error());
+  std::vector<std::string> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "reading sender approvals");
+    if (!*r) break;
+    out.push_back(approval_key(st->column_text(0), st->column_text(1), st->column_text(2)));
+  }
+  return out;
+}
+
+Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent,
+                              std::string_view text, int64_t in_reply_to, bool is_error, std::string_view reply_to) {
+  auto l = db.lock();
+  auto st = db.prepare(
+      "INSERT INTO outbox (channel, chat, agent, text, in_reply_to, is_error, created_ms, reply_to) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, channel).bind(2, chat).bind(3, agent).bind(4, text).bind(5, in_reply_to).bind(6, is_error ? 1 : 0);
+  // A default string_view has no data pointer, which SQLite would store as NULL.
+  st->bind(7, clock::now_ms()).bind(8, reply_to.empty() ? std::string_view("") : reply_to);
+  if (auto s = run(*st, "queueing an outbound message"); !s) return std::unexpected(s.error());
+  return db.last_insert_rowid();
+}
+
+Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit) {
+  auto l = db.lock();
+  auto st = db.prepare(
+      "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to FROM outbox "
+      "WHERE delivered_at_ms = 0 AND failed = '' AND id > ?1 ORDER BY id LIMIT ?2");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, after_id).bind(2, static_cast<int64_t>(limit));
+  std::vector<OutboxRow> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "reading the outbox");
+    if (!*r) break;
+    OutboxRow row;
+    auto& m = row.msg;
+    m.id = st->column_int64(0);
+    m.key = fmt::format("o{}", m.id);
+    m.channel = st->column_text(1);
+    m.chat = st->column_text(2);
+    m.agent = st->column_text(3);
+    m.text = st->column_text(4);
+    m.in_reply_to = st->column_int64(5);
+    m.is_error = st->column_int64(6) != 0;
+    row.attempts = static_cast<int>(st->column_int64(7));
+    row.next_attempt_ms = st->column_int64(8);
+    m.reply_to = st->column_text(9);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+Status outbox_delivered(Database& db, const std::vector<int64_t>& ids) {
+  if (ids.empty()) return {};
+  auto tx = Transaction::begin(db);
+  if (!tx) return std::unexpected(tx.error());
+  auto st = db.prepare("UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  int64_t now = clock::now_ms();
+  for (int64_t id : ids) {
+    st->bind(1, id).bind(2, now);
+    if (auto s = run(*st, "marking a message delivered"); !s) return s;
+  }
+  return tx->commit();
+}
+
+Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms) {
+  auto l = db.lock();
+  auto st = db.prepare("UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id).bind(2, attempts).bind(3, next_attempt_ms);
+  return run(*st, "scheduling a delivery retry");
+}
+
+Status outbox_failed(Database& db, int64_t id, std::string_view why) {
+  auto l = db.lock();
+  auto st = db.prepare("UPDATE outbox SET failed = ?2 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id).bind(2, why.empty() ? std::string_view("undeliverable") : why);
+  return run(*st, "marking a message undeliverable");
+}
+
+Result<int64_t> outbox_undelivered_count(Database& db) {
+  return db.query_int64("SELECT count(*) FROM outbox WHERE delivered_at_ms = 0 AND failed = ''");
+}
+
+}  // namespace moat::router

@@ -1,0 +1,85 @@
+#pragma once
+// The router's SQL, in one place. Every function expects the caller to hold db.lock() (or a
+// Transaction) for as long as its sequence must not interleave with other threads.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "router/envelope.h"
+#include "router/router.h"
+#include "router/turn_scheduler.h"
+#include "store/database.h"
+
+namespace moat::router {
+
+class EnvelopeRepo {
+ public:
+  explicit EnvelopeRepo(Database& db) : db_(db) {}
+
+  // INSERT that ignores a repeat of (channel, message_id): returns the new id, or nullopt for a
+  // duplicate. One prepared statement, reused: this runs per envelope inside the group commit.
+  Result<std::optional<int64_t>> insert(const Envelope& e, std::string_view state, std::string_view error);
+  // The stored id and agent of an earlier (channel, message_id).
+  Result<std::pair<int64_t, std::string>> find(std::string_view channel, std::string_view message_id);
+
+  Status set_running(const std::vector<Envelope>& batch, int attempts);
+  Status set_answered(const std::vector<Envelope>& batch);
+  Status set_retry(const std::vector<Envelope>& batch, int attempts, int64_t not_before_ms, std::string_view error);
+  Status set_failed(const std::vector<Envelope>& batch, int attempts, std::string_view error);
+
+  // running -> queued (a turn cut short by a crash runs again), then every queued envelope in id order.
+  Result<std::vector<std::pair<QueuedEnvelope, int64_t /*not_before_ms*/>>> recover();
+  // Held envelopes of (agent, channel, sender) -> queued, in id order.
+  Result<std::vector<QueuedEnvelope>> release_held(std::string_view agent, std::string_view channel,
+                                                   std::string_view sender);
+  Result<std::vector<EnvelopeStatus>> list(std::string_view state, std::string_view agent, size_t limit);
+
+  // Pairing codes and approvals.
+  Result<std::optional<std::string>> open_code(std::string_view agent, std::string_view channel, std::string_view sender);
+  Status insert_code(std::string_view code, std::string_view agent, std::string_view channel, std::string_view sender);
+  struct CodeRow {
+    std::string agent, channel, sender;
+    int64_t used_at_ms = 0;
+  };
+  Result<std::optional<CodeRow>> code(std::string_view code);
+  Status use_code(std::string_view code, std::string_view actor, const CodeRow& row);
+  // Every approval as "agent\0channel\0sender".
+  Result<std::vector<std::string>> approvals();
+
+ private:
+  Status set_state(const std::vector<Envelope>& batch, std::string_view sql_tail,
+                   const std::function<void(Statement&)>& bind_rest);
+  Database& db_;
+  std::optional<Statement> insert_;
+};
+
+// Outbox rows.
+struct OutboxRow {
+  Outbound msg;
+  int attempts = 0;
+  int64_t next_attempt_ms = 0;
+};
+// `reply_to` is the answered envelope's (see Envelope::reply_to); empty for unsolicited messages.
+Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent,
+                              std::string_view text, int64_t in_reply_to, bool is_error,
+                              std::string_view reply_to = {});
+// Up to `limit` undelivered rows with id > after_id, in id order.
+Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit);
+// Marks rows delivered, all in one transaction (one fsync for a page of deliveries).
+Status outbox_delivered(Database& db, const std::vector<int64_t>& ids);
+Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);
+Status outbox_failed(Database& db, int64_t id, std::string_view why);
+Result<int64_t> outbox_undelivered_count(Database& db);
+
+// g++ 12's std::expected has no transform(): drops the value, keeps the error.
+inline Status as_status(const Result<int64_t>& r) {
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+std::string approval_key(std::string_view agent, std::string_view channel, std::string_view sender);
+
+}  // namespace moat::router

@@ -1,0 +1,107 @@
+#pragma once
+// Router's private state, shared by router.cpp (accept, group commit, approve), turn_worker.cpp (the
+// turn threads) and delivery.cpp (the outbox thread).
+//
+// Locks, in the only order they are ever nested:
+//   gc_mu (group-commit queue) — never held across I/O;
+//   db.lock() — the store; a group commit holds it from BEGIN until its envelopes are in the scheduler;
+//   sched_mu — the in-memory queues; never held while calling the store, a runner or a channel.
+// rules_mu, approvals_mu, channels_mu and out_mu are leaves.
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "router/envelope_repo.h"
+#include "router/router.h"
+#include "router/rule_matcher.h"
+#include "router/turn_scheduler.h"
+
+namespace moat::router {
+
+struct Router::Impl {
+  Impl(Database& db, AuditLog& audit, RouterOptions opts) : db(db), audit(audit), opts(opts), repo(db) {}
+
+  Database& db;
+  AuditLog& audit;
+  RouterOptions opts;
+  EnvelopeRepo repo;  // guarded by db.lock()
+
+  // Rules.
+  mutable std::shared_mutex rules_mu;
+  std::shared_ptr<const RuleMatcher> matcher = std::make_shared<RuleMatcher>();
+
+  // Sender approvals, mirrored from the store so that matching needs no query. Changed only while
+  // db.lock() is held too, which is what keeps a held-or-not decision consistent with approve().
+  std::mutex approvals_mu;
+  std::unordered_set<std::string> approvals;
+  bool approved(std::string_view agent, std::string_view channel, std::string_view sender);
+
+  // Group commit: callers of accept() queue here; one of them (the leader) writes a whole batch in
+  // one transaction and wakes the others.
+  struct Item {
+    Envelope env;
+    MatchResult match;
+    Result<Acceptance> result = Acceptance{Acceptance::Outcome::Dropped};
+  };
+  struct Pending {  // one caller's envelopes (one for accept(), many for accept_many())
+    std::vector<Item> items;
+    // 0 waiting, 1 done, 2 lead the next batch. Waited on with a futex: one wake-up per caller and
+    // no mutex, which matters at tens of thousands of callers a second.
+    std::atomic<int> state{0};
+  };
+  std::mutex gc_mu;
+  std::deque<Pending*> gc_queue;
+  bool gc_leader = false;
+  // Writes the items durably with whatever other callers queued meanwhile; fills their results.
+  void accept_grouped(std::vector<Item>& items);
+  // Writes `batch` durably and fills each result; returns the audit entries to append.
+  std::vector<AuditEntry> write_batch(std::vector<Pending*>& batch);
+
+  // Turns.
+  std::mutex sched_mu;
+  std::condition_variable sched_cv;
+  TurnScheduler sched;
+  TurnRunner runner;
+  bool started = false;   // read and written under db.lock(): envelopes go to `sched` only once loaded
+  bool stopping = false;  // under sched_mu
+  std::vector<std::thread> workers;
+  void worker_loop();
+  void run_turn(TurnScheduler::Batch b);
+  void enqueue(std::vector<QueuedEnvelope> qs);  // db.lock() held; takes sched_mu
+
+  // Audit records of accepted and delivered messages go through one writer thread that appends them
+  // in batches: an audit append is its own transaction (its own fsync), and paying that per group
+  // commit would halve accept throughput. The envelope is durable first; its record follows within
+  // ~20 ms (lost only if moatd dies in that window; the envelope is not). Closing that window needs
+  // an AuditLog append inside a caller's transaction, which AuditLog does not offer yet.
+  std::mutex audit_mu;
+  std::condition_variable audit_cv;
+  std::vector<AuditEntry> audit_pending;
+  bool audit_running = false, audit_stopping = false;
+  std::thread audit_thread;
+  void audit_later(std::vector<AuditEntry> entries);
+  void audit_loop();
+  void stop_audit();
+
+  // Outbox delivery.
+  std::mutex channels_mu;
+  std::unordered_map<std::string, Channel*> channels;
+  Channel* channel(const std::string& name);
+  std::mutex out_mu;
+  std::condition_variable out_cv;
+  bool out_dirty = true;
+  bool out_stopping = false;
+  std::thread delivery;
+  void delivery_loop();
+  void poke_delivery();
+};
+
+// The honest error reply a chat gets when its turn failed for good.
+std::string failure_reply(const Error& e, int attempts);
+
+}  // namespace moat::router

@@ -1,0 +1,161 @@
+// The turn threads: max_concurrent_turns of them, each taking the next chat's batch by agent
+// round-robin, running it, and committing the outcome (answer + outbox rows in one transaction).
+#include <algorithm>
+
+#include "base/log.h"
+#include "router/router_impl.h"
+#include "store/clock.h"
+
+namespace moat::router {
+
+namespace {
+constexpr int64_t kMaxBackoffMs = 60'000;
+constexpr size_t kMaxErrorInReply = 300;
+
+int64_t backoff_ms(std::chrono::milliseconds base, int failures) {
+  int64_t d = std::max<int64_t>(base.count(), 1);
+  for (int i = 1; i < failures && d < kMaxBackoffMs; ++i) d *= 2;
+  return std::min(d, kMaxBackoffMs);
+}
+}  // namespace
+
+std::string failure_reply(const Error& e, int attempts) {
+  std::string why = e.message;
+  if (why.size() > kMaxErrorInReply) why = why.substr(0, kMaxErrorInReply) + "…";
+  if (e.kind == ErrorKind::InvalidInput)
+    return fmt::format("Sorry, I cannot answer: this agent is misconfigured ({}). Its owner needs to fix that.", why);
+  return fmt::format("Sorry, I could not answer your message ({} attempt{} failed: {}).", attempts,
+                     attempts == 1 ? "" : "s", why);
+}
+
+void Router::Impl::worker_loop() {
+  for (;;) {
+    std::optional<TurnScheduler::Batch> b;
+    {
+      std::unique_lock l(sched_mu);
+      for (;;) {
+        if (stopping) return;
+        if (runner) {
+          b = sched.take(opts.max_batch, clock::now_ms());
+          if (b) break;
+        }
+        if (auto due = sched.next_due())
+          sched_cv.wait_until(l, std::chrono::system_clock::time_point(std::chrono::milliseconds(*due)));
+        else
+          sched_cv.wait(l);
+      }
+    }
+    run_turn(std::move(*b));
+  }
+}
+
+void Router::Impl::run_turn(TurnScheduler::Batch b) {
+  TurnScheduler::Chat* chat = b.chat;  // stays valid: a chat with a batch in flight is never freed
+  Turn t{chat->agent, chat->channel, chat->chat, std::move(b.envelopes), b.attempt};
+  TurnRunner run;
+  {
+    std::lock_guard g(sched_mu);
+    run = runner;
+  }
+  // Counting the attempt before running it means a turn that kills moatd still uses up its tries.
+  {
+    auto tx = Transaction::begin(db);
+    Status s = tx ? repo.set_running(t.envelopes, t.attempt) : Status(std::unexpected(tx.error()));
+    if (s) s = tx->commit();
+    if (!s) log::warn("router: cannot mark a turn of {} running: {}", t.agent, s.error().message);
+  }
+  Channel* ch = channel(t.channel);
+  LiveSink sink = [&](const std::string& kind, const Json& data) {
+    if (!ch) return;
+    try {
+      ch->live(LiveEvent{t.channel, t.chat, t.agent, kind, data});
+    } catch (const std::exception& ex) {
+      log::warn("router: channel {} failed on a live event: {}", t.channel, ex.what());
+    }
+  };
+  Result<TurnResult> r = fail(ErrorKind::Internal, "the turn did not run");
+  try {
+    r = run(t, sink);
+  } catch (const std::exception& ex) {
+    r = fail(ErrorKind::Internal, "the turn threw: {}", ex.what());
+  }
+  const int64_t last_id = t.envelopes.back().id;
+  const std::string& reply_to = t.envelopes.back().reply_to;
+
+  if (r) {
+    // Answered and its replies queued in ONE transaction: after a crash either both happened (the
+    // replies go out from the outbox) or neither did (the turn runs again). That is exactly-once.
+    auto tx = Transaction::begin(db);
+    Status s = tx ? repo.set_answered(t.envelopes) : Status(std::unexpected(tx.error()));
+    for (const auto& reply : r->replies) {
+      if (!s) break;
+      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, reply, last_id, false, reply_to));
+    }
+    for (const auto& el : r->elsewhere) {
+      if (!s) break;
+      s = as_status(outbox_insert(db, el.channel, el.chat, t.agent, el.text, last_id, false));
+    }
+    if (s) s = tx->commit();
+    if (s) {
+      // Before the replies go out, so a channel knows how many of them to wait for.
+      sink("turn_ended", Json{{"outcome", "answered"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},
+                              {"replies", r->replies.size()}});
+      {
+        std::lock_guard g(sched_mu);
+        sched.finish(chat);
+      }
+      sched_cv.notify_all();
+      poke_delivery();
+      return;
+    }
+    r = std::unexpected(Error{s.error().kind == ErrorKind::InvalidInput ? ErrorKind::Internal : s.error().kind,
+                              fmt::format("saving the answer: {}", s.error().message)});
+  }
+
+  const Error& err = r.error();
+  const bool final = err.kind == ErrorKind::InvalidInput || t.attempt >= opts.max_attempts;
+  if (final) {
+    auto tx = Transaction::begin(db);
+    Status s = tx ? repo.set_failed(t.envelopes, t.attempt, err.message) : Status(std::unexpected(tx.error()));
+    if (s)
+      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, failure_reply(err, t.attempt), last_id, true, reply_to));
+    if (s) s = tx->commit();
+    if (s) {
+      log::warn("router: turn of {} in {}:{} failed for good after {} attempt(s): {}", t.agent, t.channel, t.chat,
+                t.attempt, err.message);
+      sink("turn_ended", Json{{"outcome", "failed"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},
+                              {"replies", 1}, {"error", err.message}});
+      {
+        std::lock_guard g(sched_mu);
+        sched.finish(chat);
+      }
+      sched_cv.notify_all();
+      poke_delivery();
+      Json data = {{"channel", t.channel}, {"chat", t.chat},          {"attempts", t.attempt},
+                   {"error", err.message}, {"first_id", t.envelopes.front().id}, {"last_id", last_id}};
+      if (auto a = audit.append("message.failed", "router", t.agent, std::move(data)); !a)
+        log::error("router: cannot audit a failed turn: {}", a.error().message);
+      return;
+    }
+    log::error("router: cannot record the failure of a turn of {}: {}; trying again later", t.agent, s.error().message);
+  }
+  const int64_t not_before = clock::now_ms() + backoff_ms(opts.retry_base, t.attempt);
+  {
+    auto tx = Transaction::begin(db);
+    Status s = tx ? repo.set_retry(t.envelopes, t.attempt, not_before, err.message) : Status(std::unexpected(tx.error()));
+    if (s) s = tx->commit();
+    if (!s) log::warn("router: cannot store the retry time of a turn of {}: {}", t.agent, s.error().message);
+  }
+  log::info("router: turn of {} in {}:{} failed (attempt {}), retrying in {} ms: {}", t.agent, t.channel, t.chat,
+            t.attempt, not_before - clock::now_ms(), err.message);
+  sink("turn_ended", Json{{"outcome", "retrying"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},
+                          {"attempt", t.attempt}, {"retry_in_ms", std::max<int64_t>(0, not_before - clock::now_ms())},
+                          {"error", err.message}});
+  {
+    std::lock_guard g(sched_mu);
+    sched.retry(chat, t.attempt, not_before);
+  }
+  sched_cv.notify_all();
+}
+
+}  // namespace moat::router

@@ -1,0 +1,235 @@
+// Agents end to end through a real moatd: the terminal channel (`moat chat`), the agent loop calling
+// a provider double over real HTTP, tools running in the agent's real sandbox, memory and history
+// surviving a restart, a command agent reaching its model through the egress gateway with a
+// placeholder key, and senders held until the owner approves a pairing code (webhook channel).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "base/json.h"
+#include "base/subprocess.h"
+#include "support/moat_env.h"
+#include "support/provider_double.h"
+#include "support/test_ca.h"
+
+namespace moat::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The model: runs a command when asked to "run", remembers when asked to "remember", and otherwise
+// echoes; after a tool result it reports the result.
+ScriptedReply scripted_assistant(const ProviderRequest& r) {
+  auto results = r.last_tool_results();
+  if (!results.empty()) {
+    std::string content = results[0]["content"].is_string() ? results[0]["content"].get<std::string>() : results[0]["content"].dump();
+    return ScriptedReply::say("tool said: " + content);
+  }
+  std::string text = r.last_user_text();
+  if (text.find("please run") != std::string::npos)
+    return ScriptedReply::call("bash", {{"command", "echo hello-from-$(cat /proc/sys/kernel/hostname); id -u"}});
+  if (auto at = text.find("remember that "); at != std::string::npos)
+    return ScriptedReply::call("remember", {{"note", text.substr(at + 14)}});
+  if (text.find("what do you know") != std::string::npos) return ScriptedReply::say("my prompt says: " + r.system());
+  return ScriptedReply::say("echo: " + text);
+}
+
+Json audit_events(const MoatEnv& env, std::string_view kind) {
+  Json out = Json::array();
+  std::string all = env.ok({"audit", "export"});
+  size_t pos = 0;
+  while (pos < all.size()) {
+    auto end = all.find('\n', pos);
+    auto j = Json::parse(all.substr(pos, end - pos), nullptr, false);
+    if (!j.is_discarded() && j.value("kind", std::string()) == kind) out.push_back(j);
+    if (end == std::string::npos) break;
+    pos = end + 1;
+  }
+  return out;
+}
+
+TEST(AgentChat, AnswersRunsBashInItsSandboxAndRemembersAcrossRestart) {
+  MOAT_REQUIRE_ROOT();
+  const std::string key = "sk-ant-chat-" + std::to_string(::getpid());
+  ProviderDouble model({.api_key = key});
+  model.set_reply_function(scripted_assistant);
+  MoatEnv env(fmt::format("[agents.assistant]\nmodel = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", "
+                          "base_url = \"{}\" }}\n",
+                          model.anthropic_base_url()));
+  env.ok({"secret", "set", "anthropic-api-key", "--host", fmt::format("127.0.0.1:{}", model.port()), "--agent",
+          "assistant", "--header", "x-api-key: {}"},
+         key);
+
+  EXPECT_EQ(env.ok({"chat", "assistant", "-m", "hello there"}), "echo: owner: hello there\n");
+
+  // A command, run by the bash tool in the agent's own sandbox (created on first use).
+  std::string ran = env.ok({"chat", "assistant", "-m", "please run it"});
+  EXPECT_NE(ran.find("tool said: "), std::string::npos) << ran;
+  EXPECT_NE(ran.find("hello-from-"), std::string::npos) << ran;
+  EXPECT_NE(ran.find("\n0"), std::string::npos) << ran;  // `id -u`: root inside (mapped on the host)
+  auto sandbox = Json::parse(env.ok({"--json", "sandbox", "inspect", "assistant"}));
+  EXPECT_EQ(sandbox["state"], "running");
+  auto calls = audit_events(env, "tool.call");
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back()["subject"], "bash");
+
+  // Memory: the remember tool writes MEMORY.md inside the sandbox...
+  env.ok({"chat", "assistant", "-m", "remember that the build server is named kestrel"});
+  EXPECT_NE(env.ok({"exec", "assistant", "--", "cat", "/workspace/MEMORY.md"}).find("the build server is named kestrel"),
+            std::string::npos);
+
+  // ...and after a restart of moatd both the memory file and the history are still there.
+  env.stop_daemon();
+  env.start_daemon();
+  model.clear_requests();
+  std::string known = env.ok({"chat", "assistant", "-m", "what do you know?"});
+  EXPECT_NE(known.find("the build server is named kestrel"), std::string::npos) << known;
+  auto reqs = model.requests();
+  ASSERT_FALSE(reqs.empty());
+  std::string history = reqs.back().body["messages"].dump();
+  EXPECT_NE(history.find("hello there"), std::string::npos) << history;
+  EXPECT_NE(history.find("please run it"), std::string::npos) << history;
+  for (auto& r : reqs) EXPECT_EQ(r.api_key(), key);  // moatd used the vault's key on the host side
+
+  // The key never entered the sandbox: not in its environment, not in its files.
+  EXPECT_EQ(env.moat({"exec", "assistant", "--", "sh", "-c", "env; cat /workspace/* 2>/dev/null"}).out.find(key),
+            std::string::npos);
+  auto usage = Json::parse(env.ok({"--json", "agent", "usage", "assistant"}));
+  ASSERT_EQ(usage.size(), 1u);
+  EXPECT_GE(usage[0]["turns"].get<int>(), 4);
+  EXPECT_GE(usage[0]["tool_calls"].get<int>(), 2);
+  EXPECT_GT(usage[0]["input_tokens"].get<int>(), 0);
+}
+
+TEST(AgentChat, WithoutAProviderTheAnswerSaysHowToConfigureOne) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  env.ok({"agent", "create", "lonely", "--provider", "none"});
+  std::string out = env.ok({"chat", "lonely", "-m", "hi"});
+  EXPECT_NE(out.find("No model provider is configured for agent 'lonely'"), std::string::npos) << out;
+  EXPECT_NE(out.find("moat secret set"), std::string::npos) << out;
+  // Bad input gets one clear error and a non-zero exit.
+  auto unknown = env.moat({"chat", "nobody", "-m", "hi"});
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE(unknown.err.find("no agent named 'nobody'"), std::string::npos) << unknown.err;
+  auto bad = env.moat({"agent", "create", "Bad_Name"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("Bad_Name"), std::string::npos) << bad.err;
+  auto dup = env.moat({"agent", "create", "lonely"});
+  EXPECT_NE(dup.code, 0);
+  EXPECT_NE(dup.err.find("already exists"), std::string::npos) << dup.err;
+}
+
+// The command agent's script: the conversation on stdin, one call to the model through the gateway's
+// base-URL route with the placeholder key, the model's text on stdout.
+// (busybox wget ignores NO_PROXY, so -Y off: the base URL is the gateway's own listener, not a proxy.)
+constexpr const char* kCommandAgent = R"SH(#!/bin/sh
+input=$(cat | tr -d '"\\' | tr '\n' ' ')
+body="{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"$input\"}]}"
+wget -q -Y off -O - --header "x-api-key: $ANTHROPIC_API_KEY" --header "anthropic-version: 2023-06-01" \
+  --header "content-type: application/json" --post-data "$body" "$ANTHROPIC_BASE_URL/v1/messages" |
+  sed -n 's/.*"text":"\([^"]*\)".*/\1/p'
+)SH";
+
+TEST(AgentChat, CommandAgentReachesItsModelThroughTheGatewayWithAPlaceholder) {
+  MOAT_REQUIRE_ROOT();
+  TempDir pki("moat-agent-pki");
+  TestCa ca(pki.path());
+  auto cert = ca.issue("model", {"localhost"});
+  const std::string key = "sk-ant-cmd-" + std::to_string(::getpid());
+  ProviderDouble model({.api_key = key, .tls = UpstreamServer::TlsFiles{cert.cert_path, cert.key_path}});
+  model.set_reply_function([](const ProviderRequest& r) { return ScriptedReply::say("scripted says hi"); });
+  MoatEnv env(fmt::format("[egress]\nupstream_ca_file = \"{}\"\n[egress.routes.anthropic]\nupstream = \"https://localhost:{}\"\n"
+                          "env = \"ANTHROPIC_BASE_URL\"\n[agents.scripted]\ncommand = [\"/bin/sh\", \"/workspace/agent.sh\"]\n"
+                          "[agents.scripted.egress]\nallow = [\"localhost:{}\", \"127.0.0.1:{}\"]\n",
+                          ca.ca_cert_path().string(), model.port(), model.port(), model.port()));
+  env.ok({"secret", "set", "ANTHROPIC_API_KEY", "--host", fmt::format("localhost:{}", model.port()), "--agent", "scripted",
+          "--header", "x-api-key: {}", "--env", "ANTHROPIC_API_KEY"},
+         key);
+  env.ok({"sandbox", "create", "scripted"});
+  env.ok({"exec", "-i", "scripted", "--", "sh", "-c", "cat > /workspace/agent.sh"}, kCommandAgent);
+
+  std::string reply = env.ok({"chat", "scripted", "-m", "say hi"});
+  EXPECT_EQ(reply, "scripted says hi\n");
+  auto reqs = model.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].api_key(), key);  // the gateway swapped the placeholder for the real key
+  EXPECT_NE(reqs[0].last_user_text().find("say hi"), std::string::npos) << reqs[0].body.dump();
+  std::string inside = env.ok({"exec", "scripted", "--", "sh", "-c", "echo $ANTHROPIC_API_KEY"});
+  EXPECT_EQ(inside, "moat-placeholder-ANTHROPIC_API_KEY\n");
+}
+
+// A tiny HTTP/1.1 client for the webhook channel (curl from the host, like any integration would).
+Json post_json(const std::string& url, const std::string& token, const Json& body) {
+  auto r = run_process({"curl", "-sS", "-m", "20", "-H", "Authorization: Bearer " + token, "-H",
+                        "Content-Type: application/json", "--data-binary", body.dump(), url});
+  if (!r || r->exit_code != 0) return Json{{"curl_failed", true}};
+  auto j = Json::parse(r->out, nullptr, false);
+  return j.is_discarded() ? Json{{"raw", r->out}} : j;
+}
+
+Json get_json(const std::string& url, const std::string& token) {
+  auto r = run_process({"curl", "-sS", "-m", "20", "-H", "Authorization: Bearer " + token, url});
+  if (!r || r->exit_code != 0) return Json{{"curl_failed", true}};
+  auto j = Json::parse(r->out, nullptr, false);
+  return j.is_discarded() ? Json{{"raw", r->out}} : j;
+}
+
+// Polls the webhook's replies of a chat until one contains `needle`.
+std::string wait_reply(const std::string& url, const std::string& token, const std::string& chat, const std::string& needle) {
+  for (int i = 0; i < 300; ++i) {
+    auto j = get_json(fmt::format("{}/replies?chat={}", url, chat), token);
+    for (auto& r : j.value("replies", Json::array()))
+      if (r.value("text", std::string()).find(needle) != std::string::npos) return r["text"].get<std::string>();
+    std::this_thread::sleep_for(100ms);
+  }
+  return {};
+}
+
+TEST(AgentChat, UnknownSendersAreHeldOrDroppedAndAPairingCodeApprovesOne) {
+  MOAT_REQUIRE_ROOT();
+  ProviderDouble model({.api_key = "k"});
+  model.set_reply_function(scripted_assistant);
+  std::string m = fmt::format("model = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", base_url = \"{}\" }}\n",
+                              model.anthropic_base_url());
+  MoatEnv env("[agents.guarded]\n" + m + "senders = [\"webhook:alice\"]\nunknown_senders = \"hold\"\n"
+              "[agents.strict]\n" + m + "senders = [\"webhook:alice\"]\n");
+  env.ok({"secret", "set", "model-key", "--host", fmt::format("127.0.0.1:{}", model.port()), "--header", "x-api-key: {}"},
+         "k");
+  auto hook = Json::parse(env.ok({"--json", "agent", "webhook", "guarded"}));
+  std::string url = hook["url"], token = hook["token"];
+
+  // Alice is known: answered.
+  auto a = post_json(url, token, {{"chat", "c1"}, {"sender", "alice"}, {"message_id", "m1"}, {"text", "hi from alice"}});
+  EXPECT_EQ(a["outcome"], "queued") << a.dump();
+  EXPECT_EQ(wait_reply(url, token, "c1", "alice"), "echo: alice: hi from alice");
+
+  // Bob is not: held, with a pairing code, and told so.
+  auto b = post_json(url, token, {{"chat", "c2"}, {"sender", "bob"}, {"message_id", "m2"}, {"text", "hi from bob"}});
+  ASSERT_EQ(b["outcome"], "held") << b.dump();
+  std::string code = b["pairing_code"];
+  ASSERT_FALSE(code.empty());
+  EXPECT_NE(wait_reply(url, token, "c2", code), "");
+  auto held = Json::parse(env.ok({"--json", "messages", "--state", "held"}));
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0]["sender"], "bob");
+  // A wrong code approves nothing.
+  EXPECT_NE(env.moat({"approve", "ZZZZZZZZ"}).code, 0);
+  env.ok({"approve", code});
+  EXPECT_EQ(wait_reply(url, token, "c2", "bob"), "echo: bob: hi from bob");
+  // Approved for good: bob's next message goes straight through.
+  auto b2 = post_json(url, token, {{"chat", "c2"}, {"sender", "bob"}, {"message_id", "m3"}, {"text", "again"}});
+  EXPECT_EQ(b2["outcome"], "queued") << b2.dump();
+
+  // The strict agent drops unknown senders (with the reason), and nobody gets a code.
+  auto strict = Json::parse(env.ok({"--json", "agent", "webhook", "strict"}));
+  auto d = post_json(strict["url"], strict["token"], {{"chat", "c3"}, {"sender", "mallory"}, {"message_id", "m4"}, {"text", "hi"}});
+  EXPECT_EQ(d["outcome"], "dropped") << d.dump();
+  EXPECT_FALSE(d.contains("pairing_code"));
+  // A wrong token is refused.
+  auto bad = post_json(url, "not-the-token", {{"chat", "c1"}, {"sender", "alice"}, {"message_id", "m5"}, {"text", "x"}});
+  EXPECT_FALSE(bad.contains("outcome")) << bad.dump();
+}
+
+}  // namespace
+}  // namespace moat::testing

@@ -1,0 +1,232 @@
+// The webhook channel over real HTTP: bearer tokens, accept() fields and dedupe, replies POSTed to
+// a real callback server with an Idempotency-Key (retried on failure, never twice once taken), and
+// replies kept for polling.
+#include <gtest/gtest.h>
+
+#include "channels/http/http_server.h"
+#include "channels/webhook/webhook_channel.h"
+#include "channels_test_client.h"
+
+namespace moat::channels {
+namespace {
+
+using testing::FakeRouter;
+using testing::http_call;
+
+constexpr const char* kToken = "s3cret-token-for-helper";
+
+// The caller's side: an HTTP server that records the replies moat POSTs to it.
+struct CallbackReceiver {
+  CallbackReceiver() {
+    http::ServerOptions o;
+    o.port = 0;
+    server = std::make_unique<http::HttpServer>(o);
+    server->add_route("/cb", [this](const http::Request& r) {
+      std::lock_guard lock(mu);
+      got.push_back(r);
+      return http::Response::json(status, Json{{"ok", status < 300}});
+    });
+    EXPECT_TRUE(server->start());
+  }
+  std::string url() const { return server->base_url() + "/cb"; }
+  std::vector<http::Request> requests() {
+    std::lock_guard lock(mu);
+    return got;
+  }
+  std::mutex mu;
+  std::vector<http::Request> got;
+  int status = 200;
+  std::unique_ptr<http::HttpServer> server;
+};
+
+class WebhookTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hooks = std::make_unique<WebhookChannel>(router.accept_fn(), [](std::string_view agent) {
+      return agent == "helper" ? std::vector<std::string>{"old-token", kToken} : std::vector<std::string>{};
+    });
+    http::ServerOptions o;
+    o.port = 0;
+    server = std::make_unique<http::HttpServer>(o);
+    hooks->register_routes(*server);
+    ASSERT_TRUE(server->start());
+    port = server->port();
+  }
+  void TearDown() override { server->stop(); }
+
+  testing::Reply send(const std::string& agent, const Json& body, const std::string& token = kToken) {
+    testing::HeaderList h{{"Content-Type", "application/json"}};
+    if (!token.empty()) h.emplace_back("Authorization", "Bearer " + token);
+    return http_call(port, "POST", "/hooks/" + agent, h, body.dump());
+  }
+  router::Outbound reply(const std::string& key, const std::string& chat, const std::string& text) {
+    router::Outbound o;
+    o.key = key;
+    o.channel = "webhook";
+    o.chat = WebhookChannel::chat_id("helper", chat);
+    o.agent = "helper";
+    o.text = text;
+    o.in_reply_to = 1;
+    return o;
+  }
+
+  FakeRouter router;
+  std::unique_ptr<WebhookChannel> hooks;
+  std::unique_ptr<http::HttpServer> server;
+  uint16_t port = 0;
+};
+
+TEST_F(WebhookTest, WrongOrMissingTokenIs401) {
+  Json msg{{"chat", "t-1"}, {"sender", "ci"}, {"message_id", "e1"}, {"text", "hi"}};
+  auto none = send("helper", msg, "");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(none.header("www-authenticate"), "Bearer");
+  EXPECT_EQ(send("helper", msg, "wrong").status, 401);
+  EXPECT_EQ(send("helper", msg, std::string(kToken) + "x").status, 401);
+  EXPECT_EQ(send("other", msg).status, 401);  // another agent's hook does not take helper's token
+  auto basic = http_call(port, "POST", "/hooks/helper", {{"Authorization", std::string("Basic ") + kToken}}, msg.dump());
+  EXPECT_EQ(basic.status, 401);
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies?chat=t-1").status, 401);
+  EXPECT_TRUE(router.envelopes().empty());
+}
+
+TEST_F(WebhookTest, AcceptedMessageReachesTheRouterAndRetriesDedupe) {
+  Json msg{{"chat", "ticket-42"}, {"sender", "ci"}, {"message_id", "evt-1"}, {"text", "build failed"},
+           {"sender_name", "CI bot"}};
+  auto r = send("helper", msg);
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(r.json()["outcome"], "queued");
+  EXPECT_EQ(r.json()["envelope_id"], 1);
+  auto envs = router.envelopes();
+  ASSERT_EQ(envs.size(), 1u);
+  EXPECT_EQ(envs[0].channel, "webhook");
+  EXPECT_EQ(envs[0].chat, "helper/ticket-42");
+  EXPECT_EQ(envs[0].sender, "ci");
+  EXPECT_EQ(envs[0].sender_name, "CI bot");
+  EXPECT_EQ(envs[0].message_id, "helper/evt-1");
+  EXPECT_EQ(envs[0].text, "build failed");
+  EXPECT_EQ(envs[0].agent, "helper");
+  EXPECT_TRUE(envs[0].direct);
+
+  auto again = send("helper", msg);
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(again.json()["outcome"], "duplicate");
+  EXPECT_EQ(router.envelopes().size(), 1u);
+}
+
+TEST_F(WebhookTest, BadBodiesAre400) {
+  EXPECT_EQ(send("helper", Json{{"chat", "c"}, {"sender", "s"}, {"text", "t"}}).status, 400);  // no message_id
+  EXPECT_EQ(send("helper", Json{{"chat", "c"}, {"sender", "s"}, {"message_id", "m"}}).status, 400);
+  auto remote = send("helper", Json{{"chat", "c"}, {"sender", "s"}, {"message_id", "m"}, {"text", "t"},
+                                    {"callback_url", "http://example.com/x"}});
+  EXPECT_EQ(remote.status, 400);
+  EXPECT_NE(remote.json()["error"].get<std::string>().find("loopback"), std::string::npos);
+  auto junk = http_call(port, "POST", "/hooks/helper", {{"Authorization", std::string("Bearer ") + kToken}}, "[1,2");
+  EXPECT_EQ(junk.status, 400);
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper", {{"Authorization", std::string("Bearer ") + kToken}}).status, 405);
+  EXPECT_TRUE(router.envelopes().empty());
+}
+
+TEST_F(WebhookTest, ReplyIsPostedToTheCallbackWithItsIdempotencyKey) {
+  CallbackReceiver cb;
+  ASSERT_EQ(send("helper", Json{{"chat", "t-7"}, {"sender", "ci"}, {"message_id", "e7"}, {"text", "hello"},
+                                {"callback_url", cb.url()}}).status,
+            202);
+
+  cb.status = 503;  // the caller is down: worth a retry
+  auto st = hooks->deliver(reply("o5", "t-7", "hello back"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::Unavailable);
+
+  cb.status = 200;
+  ASSERT_TRUE(hooks->deliver(reply("o5", "t-7", "hello back")));
+  ASSERT_TRUE(hooks->deliver(reply("o5", "t-7", "hello back")));  // a redelivery: not posted again
+  auto got = cb.requests();
+  ASSERT_EQ(got.size(), 2u);  // the failed try and the one that took
+  EXPECT_EQ(got[1].method, "POST");
+  EXPECT_EQ(got[1].header("idempotency-key"), "o5");
+  EXPECT_EQ(got[1].header("content-type"), "application/json");
+  Json body = Json::parse(got[1].body);
+  EXPECT_EQ(body["key"], "o5");
+  EXPECT_EQ(body["chat"], "t-7");
+  EXPECT_EQ(body["agent"], "helper");
+  EXPECT_EQ(body["text"], "hello back");
+  EXPECT_EQ(body["in_reply_to"], 1);
+  EXPECT_EQ(body["is_error"], false);
+
+  cb.status = 400;  // the caller refuses it for good
+  auto refused = hooks->deliver(reply("o6", "t-7", "again"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().kind, ErrorKind::InvalidInput);
+}
+
+TEST_F(WebhookTest, UnreachableCallbackIsRetryable) {
+  // A port nobody listens on (bound then closed).
+  uint16_t dead;
+  {
+    http::ServerOptions o;
+    o.port = 0;
+    http::HttpServer tmp(o);
+    ASSERT_TRUE(tmp.start());
+    dead = tmp.port();
+  }
+  ASSERT_EQ(send("helper", Json{{"chat", "t-8"}, {"sender", "ci"}, {"message_id", "e8"}, {"text", "x"},
+                                {"callback_url", fmt::format("http://127.0.0.1:{}/cb", dead)}}).status,
+            202);
+  auto st = hooks->deliver(reply("o8", "t-8", "y"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::Unavailable);
+}
+
+TEST_F(WebhookTest, RepliesWithoutCallbackAreKeptForPolling) {
+  ASSERT_EQ(send("helper", Json{{"chat", "poll me"}, {"sender", "cron"}, {"message_id", "p1"}, {"text", "status?"}}).status,
+            202);
+  ASSERT_TRUE(hooks->deliver(reply("o10", "poll me", "all green")));
+  ASSERT_TRUE(hooks->deliver(reply("o10", "poll me", "all green")));  // repeat dropped
+  ASSERT_TRUE(hooks->deliver(reply("o11", "poll me", "still green")));
+  testing::HeaderList auth{{"Authorization", std::string("Bearer ") + kToken}};
+  auto all = http_call(port, "GET", "/hooks/helper/replies?chat=poll%20me", auth);
+  ASSERT_EQ(all.status, 200) << all.body;
+  auto list = all.json()["replies"];
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["key"], "o10");
+  EXPECT_EQ(list[0]["chat"], "poll me");
+  EXPECT_EQ(list[0]["text"], "all green");
+  EXPECT_EQ(list[1]["key"], "o11");
+  auto newer = http_call(port, "GET", "/hooks/helper/replies?chat=poll+me&after=o10", auth);
+  ASSERT_EQ(newer.json()["replies"].size(), 1u);
+  EXPECT_EQ(newer.json()["replies"][0]["key"], "o11");
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies?chat=poll+me&after=o11", auth).json()["replies"].size(), 0u);
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies", auth).status, 400);
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies?chat=other", auth).json()["replies"].size(), 0u);
+}
+
+}  // namespace
+}  // namespace moat::channels
+
+namespace moat::channels {
+namespace {
+
+TEST_F(WebhookTest, ExpectContinueIsAnswered) {
+  // curl sends "Expect: 100-continue" for bodies over 1 KiB and waits for the go-ahead.
+  std::string body = Json{{"chat", "c"}, {"sender", "curl"}, {"message_id", "big"}, {"text", std::string(4000, 'x')}}.dump();
+  int fd = testing::connect_loopback(port);
+  ASSERT_GE(fd, 0);
+  UniqueFd guard(fd);
+  testing::send_all(fd, fmt::format("POST /hooks/helper HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n"
+                                    "Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n"
+                                    "Connection: close\r\n\r\n",
+                                    kToken, body.size()));
+  std::string buf;
+  ASSERT_TRUE(testing::read_until(fd, buf, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; },
+                                  std::chrono::seconds(5)));
+  EXPECT_TRUE(buf.starts_with("HTTP/1.1 100 Continue")) << buf;
+  testing::send_all(fd, body);
+  buf.clear();
+  testing::read_until(fd, buf, [](const std::string&) { return false; }, std::chrono::seconds(5));
+  EXPECT_NE(buf.find("HTTP/1.1 202"), std::string::npos) << buf;
+  EXPECT_EQ(router.envelopes().size(), 1u);
+}
+
+}  // namespace
+}  // namespace moat::channels
