@@ -1,6 +1,11 @@
 #include "daemon/daemon.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <openssl/hmac.h>
 #include <openssl/crypto.h>
@@ -94,6 +99,13 @@ Result<std::optional<uint64_t>> optional_size(const Json& args, const char* key)
 Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesystem::path init_binary) {
   std::unique_ptr<Daemon> d(new Daemon(config));  // private constructor; ownership is immediate
   if (auto st = make_dirs(config.state_dir, 0711); !st) return std::unexpected(st.error());
+  // One moatd per state directory, for its whole life: two would race on every sandbox, the store and
+  // the socket. The lock goes with the process, so a moatd killed with -9 frees it at once.
+  d->state_lock_ = UniqueFd(::open((config.state_dir / "moatd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!d->state_lock_) return fail(ErrorKind::Internal, "cannot open {}/moatd.lock: {}", config.state_dir.string(), strerror(errno));
+  if (::flock(d->state_lock_.get(), LOCK_EX | LOCK_NB) != 0)
+    return fail(ErrorKind::Conflict, "another moatd is already using the state directory {}; stop it first ('moat daemon stop')",
+                config.state_dir.string());
   auto db = Database::open(config.state_dir / "moat.db");
   if (!db) return wrap(db.error(), "opening the store");
   d->db_.emplace(std::move(*db));

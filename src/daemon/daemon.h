@@ -8,6 +8,7 @@
 #include "api/server.h"
 #include "audit/audit_log.h"
 #include "agent/agent_runtime.h"
+#include "base/unique_fd.h"
 #include "config/config.h"
 #include "channels/http/http_server.h"
 #include "channels/web/web_chat.h"
@@ -50,6 +51,7 @@ class Daemon {
   Status start_channels();
 
   Config config_;
+  UniqueFd state_lock_;  // flock on <state>/moatd.lock: one moatd per state directory
   std::optional<Database> db_;
   std::unique_ptr<AuditLog> audit_;
   std::optional<image::ImageStore> images_;

@@ -8,6 +8,7 @@
 
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/subprocess.h"
 #include "support/moat_env.h"
 
 using namespace moat;
@@ -89,6 +90,19 @@ TEST(Recovery, KilledDaemonAdoptsRunningSandboxesAndLeaksNothing) {
     which += fmt::format("{}: {} {}\n", pid, cmd ? *cmd : "?", cg ? *cg : "");
   }
   EXPECT_TRUE(leaked.empty()) << "leaked sandbox processes:\n" << which;
+}
+
+TEST(Recovery, ASecondMoatdOnTheSameStateDirectoryIsRefused) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", env.state_dir().string(), "--init-binary",
+                        MOAT_BUILD_DIR "/moat-init"},
+                       {.timeout = std::chrono::seconds(30)});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  EXPECT_NE((r->out + r->err).find("another moatd is already using the state directory"), std::string::npos)
+      << r->out << r->err;
+  env.ok({"daemon", "status"});  // the first one is untouched
 }
 
 TEST(Recovery, OrphanedDirectoriesFromAHalfDoneCreateAreRemoved) {

@@ -89,7 +89,8 @@ void MoatEnv::start_daemon() {
     _exit(127);
   }
   daemon_pid_ = pid;
-  for (int i = 0; i < 300; ++i) {
+  // Generous: a moatd adopting a hundred running sandboxes answers only once it has looked at each.
+  for (int i = 0; i < 3000; ++i) {
     if (moat({"daemon", "status"}).code == 0) return;
     int status;
     if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -99,7 +100,7 @@ void MoatEnv::start_daemon() {
     }
     std::this_thread::sleep_for(20ms);
   }
-  FAIL() << "moatd did not answer within 6 s";
+  FAIL() << "moatd did not answer within 60 s";
 }
 
 void MoatEnv::kill_daemon(int sig) {
