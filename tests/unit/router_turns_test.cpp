@@ -393,10 +393,13 @@ TEST(RouterTurns, LiveEventsReachTheChannelAndElsewhereMessagesAreSent) {
   EXPECT_EQ(tg.delivered()[0].reply_to, "");  // another chat: not a reply
   {
     std::lock_guard g(web.mu);
-    ASSERT_EQ(web.lives.size(), 1u);
+    ASSERT_EQ(web.lives.size(), 2u);  // the runner's text, then the router's turn_ended
     EXPECT_EQ(web.lives[0].kind, "text");
     EXPECT_EQ(web.lives[0].data["text"], "thinking");
     EXPECT_EQ(web.lives[0].agent, "a");
+    EXPECT_EQ(web.lives[1].kind, "turn_ended");
+    EXPECT_EQ(web.lives[1].data["outcome"], "answered");
+    EXPECT_EQ(web.lives[1].data["replies"], 1);
   }
   EXPECT_EQ(tg.delivered()[0].chat, "ops");
   EXPECT_EQ(tg.delivered()[0].text, "fyi");

