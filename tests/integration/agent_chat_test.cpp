@@ -48,17 +48,25 @@ Json audit_events(const MoatEnv& env, std::string_view kind) {
   return out;
 }
 
-TEST(AgentChat, AnswersRunsBashInItsSandboxAndRemembersAcrossRestart) {
+// Done-when 1 of issue 4, as a person does it: `make up` (scripts/up) with a provider key in the
+// environment, then `moat chat assistant`. The provider is the double, reached through
+// ANTHROPIC_BASE_URL as the real SDKs do; the image `make up` would build is the busybox one here.
+TEST(AgentChat, MakeUpsAssistantAnswersRunsBashInItsSandboxAndRemembersAcrossRestart) {
   MOAT_REQUIRE_ROOT();
   const std::string key = "sk-ant-chat-" + std::to_string(::getpid());
   ProviderDouble model({.api_key = key});
   model.set_reply_function(scripted_assistant);
-  MoatEnv env(fmt::format("[agents.assistant]\nmodel = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", "
-                          "base_url = \"{}\" }}\n",
-                          model.anthropic_base_url()));
-  env.ok({"secret", "set", "anthropic-api-key", "--host", fmt::format("127.0.0.1:{}", model.port()), "--agent",
-          "assistant", "--header", "x-api-key: {}"},
-         key);
+  MoatEnv env;
+  env.ok({"image", "import", "default", busybox_tarball().string()});  // so up does not build Debian
+  auto up = run_process({"bash", std::string(MOAT_SOURCE_DIR) + "/scripts/up", MOAT_BUILD_DIR, env.state_dir().string()},
+                        {.env_extra = {{"ANTHROPIC_API_KEY", key}, {"ANTHROPIC_BASE_URL", model.anthropic_base_url()}}});
+  ASSERT_TRUE(up && up->ok()) << (up ? up->out + up->err : up.error().message);
+  EXPECT_NE(up->out.find(fmt::format("assistant, thinking with anthropic (claude-sonnet-4-5) at {}", model.anthropic_base_url())),
+            std::string::npos)
+      << up->out;
+  auto secrets = env.ok({"secret", "ls"});
+  EXPECT_NE(secrets.find("anthropic-api-key"), std::string::npos) << secrets;
+  EXPECT_EQ(secrets.find(key), std::string::npos) << "secret ls shows the value";
 
   EXPECT_EQ(env.ok({"chat", "assistant", "-m", "hello there"}), "echo: owner: hello there\n");
 

@@ -20,8 +20,8 @@ using namespace std::chrono_literals;
 
 namespace {
 const fs::path kBuild = MOAT_BUILD_DIR;
+}  // namespace
 
-// One busybox tarball per test process, imported into each MoatEnv.
 const fs::path& busybox_tarball() {
   static TempDir dir("moat-tiny-image");
   static fs::path tar = [] {
@@ -31,7 +31,6 @@ const fs::path& busybox_tarball() {
   }();
   return tar;
 }
-}  // namespace
 
 MoatEnv::MoatEnv(std::string config_toml) : state_("moat-state") {
   fs::permissions(state_.path(), fs::perms(0711));

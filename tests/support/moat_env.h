@@ -49,6 +49,9 @@ class MoatEnv {
   pid_t daemon_pid_ = -1;
 };
 
+// The busybox image tarball (made once per test process) every MoatEnv imports as "tiny".
+const std::filesystem::path& busybox_tarball();
+
 // Mount points whose path contains `needle` (from /proc/self/mountinfo).
 std::vector<std::string> mounts_containing(const std::string& needle);
 // Loop devices backed by files whose path contains `needle`.

@@ -198,7 +198,9 @@ TEST_P(OciRuntimeTest, LifecycleUidsAndCgroupLimits) {
 
   auto ids = runtime_.list();
   ASSERT_TRUE(ids) << ids.error().message;
-  EXPECT_NE(std::find(ids->begin(), ids->end(), id), ids->end());
+  ASSERT_TRUE(ids->contains(id));
+  EXPECT_EQ(ids->at(id).status, "running");
+  EXPECT_EQ(ids->at(id).pid, st->pid);
 
   // Root inside is an unprivileged user outside.
   auto pids = cgroup_pids(b.spec.cgroup_path);
@@ -255,7 +257,7 @@ TEST_P(OciRuntimeTest, LifecycleUidsAndCgroupLimits) {
   EXPECT_FALSE(any_cgroup_dir_left(cg)) << "cgroup " << cg << " left behind";
   ids = runtime_.list();
   ASSERT_TRUE(ids) << ids.error().message;
-  EXPECT_EQ(std::find(ids->begin(), ids->end(), id), ids->end());
+  EXPECT_FALSE(ids->contains(id));
 
   std::cout << fmt::format("[timing] {}: create {:.1f} ms, start {:.1f} ms, state {:.1f} ms, kill {:.1f} ms, "
                            "delete {:.1f} ms\n",
@@ -355,7 +357,7 @@ TEST_P(OciRuntimeTest, FailedCreateQuotesTheRuntimeAndLeavesNothing) {
   std::cout << "[error] " << msg << "\n";
   auto ids = runtime_.list();
   ASSERT_TRUE(ids) << ids.error().message;
-  EXPECT_EQ(std::find(ids->begin(), ids->end(), b.spec.id), ids->end());
+  EXPECT_FALSE(ids->contains(b.spec.id));
   EXPECT_FALSE(any_cgroup_dir_left(b.spec.cgroup_path));
 }
 

@@ -3,13 +3,16 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <thread>
 
@@ -450,6 +453,60 @@ TEST_F(StorageTest, MountsUnderUnescapesAndFollowsTheCallersSpelling) {
     EXPECT_TRUE(mounts(dir_.path()).empty());
     close(fd);
   }
+}
+
+
+// The helper that makes an idmapped mount's user namespace is a clone of moatd. If moatd is killed
+// while one exists, the helper must die too and must not keep moatd's files open: it once survived
+// a SIGKILL holding the state directory's lock, and every later moatd was refused.
+TEST(IdmapHelper, DiesWithItsMakerAndHoldsNoneOfItsFiles) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  TempDir dir("moat-idmap-helper");
+  auto lock = dir / "lock";
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans come to us, so we can see them
+  int orphans = 0, locked = 0;
+  for (int round = 0; round < 30; ++round) {
+    pid_t maker = fork();
+    ASSERT_GE(maker, 0);
+    if (maker == 0) {
+      int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0 || flock(fd, LOCK_EX) != 0) _exit(2);
+      // Several makers at once, so that a helper almost always exists when the kill lands.
+      for (int t = 0; t < 3; ++t)
+        std::thread([] {
+          for (;;) (void)moat::make_idmap_userns(pick_uid_base(), kCount);
+        }).detach();
+      for (;;) (void)moat::make_idmap_userns(pick_uid_base(), kCount);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + round * 3));
+    kill(maker, SIGKILL);
+    ASSERT_EQ(waitpid(maker, nullptr, 0), maker);
+    // Whatever the maker left reparents to us: reap the dead, count the living.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    for (auto& e : fs::directory_iterator("/proc")) {
+      auto stat = moat::read_file(e.path() / "stat");
+      if (!stat) continue;
+      auto close_paren = stat->rfind(')');
+      if (close_paren == std::string::npos) continue;
+      int ppid = 0;
+      char state = 0;
+      if (std::sscanf(stat->c_str() + close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() && state != 'Z') {
+        ++orphans;
+        kill(std::stoi(e.path().filename()), SIGKILL);
+      }
+    }
+    int fd = open(lock.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) ++locked;
+    close(fd);
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  EXPECT_EQ(orphans, 0) << "idmap helpers outlived the process that made them";
+  EXPECT_EQ(locked, 0) << "a dead maker's lock was still held (by its helper's copy of the fd)";
 }
 
 }  // namespace

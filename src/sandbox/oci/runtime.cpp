@@ -335,17 +335,23 @@ Status remove_empty_cgroup(std::string_view cgroup_path) {
   return {};
 }
 
-Result<std::vector<std::string>> OciRuntime::list() const {
-  auto r = run("list", "", {"--quiet"});
+Result<std::map<std::string, ContainerState>> OciRuntime::list() const {
+  auto r = run("list", "", {"--format", "json"});
   if (!r) return std::unexpected(r.error());
-  std::vector<std::string> ids;
-  std::istringstream in(*r);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto id = trim(line);
-    if (!id.empty()) ids.push_back(std::move(id));
+  auto j = Json::parse(*r, nullptr, false);
+  // runc prints "null" when it knows no container.
+  if (j.is_null()) return std::map<std::string, ContainerState>{};
+  if (j.is_discarded() || !j.is_array())
+    return fail(ErrorKind::Internal, "{} list printed something that is not a JSON array: {}", name(), cap_length(trim(*r)));
+  std::map<std::string, ContainerState> out;
+  for (const auto& c : j) {
+    if (!c.is_object() || !c.contains("id") || !c["id"].is_string()) continue;
+    ContainerState st;
+    st.status = c.value("status", std::string());
+    st.pid = c.value("pid", 0);
+    out.emplace(c["id"].get<std::string>(), std::move(st));
   }
-  return ids;
+  return out;
 }
 
 }  // namespace moat::oci

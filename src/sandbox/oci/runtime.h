@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,8 +68,9 @@ class OciRuntime {
   // is removed too (runsc leaves one when its sandbox failed to boot), even if the runtime no longer
   // knows the id.
   Status remove(const std::string& id, bool force, std::string_view cgroup_path = {}) const;
-  // Ids the runtime knows under state_root (for reconcile after a moatd restart).
-  Result<std::vector<std::string>> list() const;
+  // Every container the runtime knows under state_root, with its state: one runtime process for all
+  // of them (reconcile after a moatd restart would otherwise pay one `state` per sandbox).
+  Result<std::map<std::string, ContainerState>> list() const;
 
  private:
   std::vector<std::string> base_argv() const;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,8 +52,15 @@ bool is_mount_point(const fs::path& p) {
 
 namespace {
 
-int idmap_helper(void*) {
-  for (;;) pause();  // until SIGKILLed: it only has to exist while its maps are written
+// Runs in the clone, on moatd's memory. It only has to exist while its maps are written, then it is
+// SIGKILLed. It must not outlive moatd: it drops its copy of moatd's fd table (else it would hold the
+// state lock, the API socket and the store open after a moatd crash, and the next moatd would be
+// refused) and asks to be killed when moatd dies.
+int idmap_helper(void* parent) {
+  ::close_range(0, ~0U, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != *static_cast<pid_t*>(parent)) ::_exit(0);  // moatd died before prctl
+  for (;;) pause();  // until SIGKILLed
 }
 
 // The helper's stack; unmapped once the helper is dead (declared before it, so destroyed after it).
@@ -78,7 +86,8 @@ Result<UniqueFd> make_idmap_userns(uint32_t uid_base, uint32_t uid_count) {
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
-  pid_t pid = clone(idmap_helper, stack.top(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, nullptr);
+  pid_t self = ::getpid();
+  pid_t pid = clone(idmap_helper, stack.top(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, &self);
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (pid < 0) {
