@@ -1,130 +1,18 @@
 #include "agent/sandbox_workbench.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "agent/agent_spec.h"
-#include "wire/frame.h"
 #include "wire/messages.h"
 
 namespace moat::agent {
 
 namespace {
 
-using wire::FrameType;
 using Clock = std::chrono::steady_clock;
 
 // moat-init enforces the timeout itself (it kills the whole tree and reports timed_out). This much
 // longer host-side backstop only covers a moat-init that stops answering: closing the connection
 // also kills the command.
 constexpr std::chrono::seconds kBackstopSlack{30};
-
-// Relays one exec: stdin out as frames, interleaved with reading output so neither side can stall
-// the other; output past `limit` per stream is counted and dropped (the head is what a model can use).
-Result<CommandResult> relay(int fd, std::string_view stdin_data, size_t limit, std::chrono::milliseconds timeout,
-                            ExecRecord& rec) {
-  int fl = fcntl(fd, F_GETFL);
-  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-  std::string out_q;
-  size_t out_off = 0, stdin_off = 0;
-  bool eof_queued = false, can_write = true;
-  auto refill = [&] {
-    while (out_q.size() - out_off < wire::kMaxChunk && !eof_queued) {
-      if (stdin_off < stdin_data.size()) {
-        size_t n = std::min(wire::kMaxChunk, stdin_data.size() - stdin_off);
-        wire::append_frame(out_q, FrameType::Stdin, stdin_data.substr(stdin_off, n));
-        stdin_off += n;
-      } else {
-        wire::append_frame(out_q, FrameType::StdinEof);
-        eof_queued = true;
-      }
-    }
-  };
-  CommandResult res;
-  wire::FrameDecoder dec;
-  constexpr size_t kReadSize = 64 << 10;
-  auto deadline = Clock::now() + timeout + kBackstopSlack;
-  for (;;) {
-    refill();
-    pollfd p{fd, POLLIN, 0};
-    if (can_write && out_off < out_q.size()) p.events |= POLLOUT;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) {
-      rec.lost = true;
-      res.timed_out = true;
-      res.exit_code = -1;
-      res.err += "\n[moat-init did not end the command in time; the connection was closed, which kills it]";
-      return res;
-    }
-    int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return fail(ErrorKind::Internal, "poll: {}", strerror(errno));
-    }
-    if (r == 0) continue;
-    if (p.revents & POLLOUT) {
-      ssize_t n = ::send(fd, out_q.data() + out_off, out_q.size() - out_off, MSG_NOSIGNAL);
-      if (n > 0) {
-        out_off += static_cast<size_t>(n);
-        if (out_off == out_q.size()) {
-          out_q.clear();
-          out_off = 0;
-        }
-      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        can_write = false;  // the command ended without reading all its input; its answer follows
-      }
-    }
-    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = ::read(fd, dec.prepare(kReadSize), kReadSize);
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        rec.lost = true;
-        return fail(ErrorKind::Unavailable, "moat-init connection failed during exec: {}", strerror(errno));
-      }
-      if (n == 0) {
-        rec.lost = true;
-        return fail(ErrorKind::Unavailable, "moat-init closed the connection before the command finished");
-      }
-      dec.commit(static_cast<size_t>(n));
-      for (;;) {
-        auto f = dec.next_view();
-        if (!f) return wrap(f.error(), "reading from moat-init");
-        if (!*f) break;
-        auto& fr = **f;
-        if (fr.type == FrameType::Stdout || fr.type == FrameType::Stderr) {
-          bool is_out = fr.type == FrameType::Stdout;
-          std::string& dst = is_out ? res.out : res.err;
-          (is_out ? rec.stdout_bytes : rec.stderr_bytes) += fr.payload.size();
-          (is_out ? res.out_bytes : res.err_bytes) += fr.payload.size();
-          size_t room = limit > dst.size() ? limit - dst.size() : 0;
-          if (fr.payload.size() > room) res.truncated = true;
-          dst.append(fr.payload.substr(0, std::min(room, fr.payload.size())));
-        } else if (fr.type == FrameType::Exit) {
-          auto x = wire::decode<wire::ExecExit>(fr.payload);
-          if (!x) return std::unexpected(x.error());
-          rec.exit = *x;
-          res.exit_code = x->exit_code;
-          res.signal = x->signal;
-          res.timed_out = x->timed_out;
-          return res;
-        } else if (fr.type == FrameType::Error) {
-          auto m = wire::decode<wire::ErrorMsg>(fr.payload);
-          rec.lost = true;
-          return fail(ErrorKind::Internal, "moat-init: {}", m ? m->message : "malformed error");
-        } else {
-          rec.lost = true;
-          return fail(ErrorKind::Internal, "protocol error: unexpected {} from moat-init during exec",
-                      wire::frame_type_name(fr.type));
-        }
-      }
-    }
-  }
-}
 
 // The parent of an absolute sandbox path ("/a/b" -> "/a"; "/a" -> "/").
 std::string parent_of(const std::string& path) {
@@ -189,9 +77,25 @@ Result<CommandResult> SandboxWorkbench::run(const std::vector<std::string>& argv
     }
     if (!ch) return std::unexpected(ch.error());
   }
+  ExecResult got;
+  auto deadline = Clock::now() + timeout + kBackstopSlack;
+  Status relayed = relay_exec(ch->fd.get(), stdin_data, output_limit, got, deadline);
   ExecRecord rec;
-  auto res = relay(ch->fd.get(), stdin_data, output_limit, timeout, rec);
+  rec.stdout_bytes = got.out_bytes;
+  rec.stderr_bytes = got.err_bytes;
+  rec.lost = !relayed;
+  rec.exit = {got.exit_code, got.signal, got.timed_out, got.duration_ms};
   manager_.finish_exec(*ch, req, rec, actor_);
+  const bool truncated = got.truncated();  // before the output is moved out
+  CommandResult res{.exit_code = got.exit_code, .signal = got.signal, .timed_out = got.timed_out,
+                    .out = std::move(got.out), .err = std::move(got.err), .truncated = truncated,
+                    .out_bytes = got.out_bytes, .err_bytes = got.err_bytes};
+  if (!relayed) {
+    if (Clock::now() < deadline) return std::unexpected(relayed.error());
+    res.exit_code = -1;
+    res.timed_out = true;
+    res.err += "\n[moat-init did not end the command in time; the connection was closed, which kills it]";
+  }
   return res;
 }
 

@@ -156,7 +156,13 @@ Result<UniqueFd> InitClient::start_exec(const wire::ExecStart& req) const {
 Result<ExecResult> InitClient::exec(const wire::ExecStart& req, std::string_view stdin_data, size_t max_capture) const {
   auto sock = start_exec(req);
   if (!sock) return std::unexpected(sock.error());
-  int fd = sock->get();
+  ExecResult res;
+  if (auto st = relay_exec(sock->get(), stdin_data, max_capture, res); !st) return std::unexpected(st.error());
+  return res;
+}
+
+Status relay_exec(int fd, std::string_view stdin_data, size_t max_capture, ExecResult& res,
+                  std::chrono::steady_clock::time_point deadline) {
   int fl = fcntl(fd, F_GETFL);
   fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 
@@ -178,19 +184,26 @@ Result<ExecResult> InitClient::exec(const wire::ExecStart& req, std::string_view
     }
   };
 
-  ExecResult res;
   wire::FrameDecoder dec;
   constexpr size_t kReadSize = 256 << 10;
   bool can_write = true;
+  const bool bounded = deadline != std::chrono::steady_clock::time_point::max();
   for (;;) {
     refill();
     pollfd p{fd, POLLIN, 0};
     if (can_write && out_off < out_q.size()) p.events |= POLLOUT;
-    int r = ::poll(&p, 1, -1);
+    int wait_ms = -1;
+    if (bounded) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return fail(ErrorKind::Unavailable, "moat-init did not end the command in time");
+      wait_ms = static_cast<int>(std::min<int64_t>(left, 1000));
+    }
+    int r = ::poll(&p, 1, wait_ms);
     if (r < 0) {
       if (errno == EINTR) continue;
       return fail(ErrorKind::Internal, "poll: {}", strerror(errno));
     }
+    if (r == 0) continue;
     if (p.revents & POLLOUT) {
       ssize_t n = ::send(fd, out_q.data() + out_off, out_q.size() - out_off, MSG_NOSIGNAL);
       if (n > 0) {
@@ -236,7 +249,11 @@ Result<ExecResult> InitClient::exec(const wire::ExecStart& req, std::string_view
             res.signal = x->signal;
             res.timed_out = x->timed_out;
             res.duration_ms = x->duration_ms;
-            return res;
+            return {};
+          }
+          case FrameType::Error: {
+            auto m = wire::decode<wire::ErrorMsg>(fr.payload);
+            return fail(ErrorKind::Internal, "moat-init: {}", m ? m->message : "malformed error");
           }
           default:
             return unexpected_frame(wire::Frame{fr.type, std::string(fr.payload)}, "Stdout, Stderr or Exit");

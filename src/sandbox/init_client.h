@@ -29,6 +29,15 @@ struct ExecResult {
   bool truncated() const { return out_bytes > out.size() || err_bytes > err.size(); }
 };
 
+// Relays one exec on a connection from InitClient::start_exec (or the manager's open_exec): stdin
+// out as frames, interleaved with reading output so neither side can stall the other; output past
+// max_capture per stream is counted in out_bytes/err_bytes and dropped. `res` is filled as frames
+// arrive, so byte counts are right even when this fails. Fails when the connection breaks, moat-init
+// reports an error, or no Exit arrives by `deadline` (the caller then closes the fd, which kills the
+// command's whole tree).
+Status relay_exec(int fd, std::string_view stdin_data, size_t max_capture, ExecResult& res,
+                  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+
 class InitClient {
  public:
   explicit InitClient(std::filesystem::path socket_dir, std::string socket_name = "init.sock");
