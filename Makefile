@@ -7,7 +7,7 @@ STATE_DIR ?= /var/lib/moat
 # sub-make's "Entering directory" chatter is not.
 CMAKE_BUILD = env -u MAKEFLAGS -u MAKELEVEL cmake --build $(BUILD) -j $(JOBS)
 
-.PHONY: deps configure build build-daemon up down test bench fmt clean
+.PHONY: deps configure build build-daemon up down test bench fuzz fmt clean
 
 deps:
 	@scripts/install-deps
@@ -35,8 +35,13 @@ test: build
 bench: build
 	@scripts/run-bench $(BUILD)
 
+# Each libFuzzer target for FUZZ_SECONDS (make test only replays the checked-in corpus).
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	@scripts/fuzz run $(FUZZ_SECONDS) $(BUILD)
+
 fmt:
-	@clang-format -i $$(git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'tests/*.h' 'bench/*.cpp')
+	@clang-format -i $$(git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'tests/*.h' 'bench/*.cpp' 'fuzz/*.cpp')
 
 clean:
 	rm -rf $(BUILD)

@@ -45,6 +45,7 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
+  const std::filesystem::path& state() const { return state_; }
   std::filesystem::path socket() const { return state_ / "moatd.sock"; }
   pid_t pid() const { return pid_; }
   Json call(std::string_view verb, Json args) const;

@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "api/client.h"
+#include "bench_support.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/subprocess.h"
@@ -37,88 +38,25 @@
 #include "support/upstream_server.h"
 
 using namespace moat;
+using namespace moat::bench;
 using namespace std::chrono;
 namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kBuild = MOAT_BUILD_DIR;
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr size_t kIo = 256 * 1024;  // the client's read/write size, the same on both paths
 
-double ms_since(steady_clock::time_point t0) { return duration<double, std::milli>(steady_clock::now() - t0).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
+// `moat exec` through the real CLI (its exit status is the command's); returns the wall time in ms.
+double cli_exec(const Daemon& d, const std::string& name, std::vector<std::string> argv) {
+  std::vector<std::string> cmd{(kBuild / "moat").string(), "--state-dir", d.state().string(), "exec", name, "--"};
+  cmd.insert(cmd.end(), argv.begin(), argv.end());
+  auto t0 = steady_clock::now();
+  auto r = must(run_process(cmd), "moat exec");
+  double ms = ms_since(t0);
+  if (!r.ok()) die(fmt::format("moat exec {} failed ({}): {}", argv.back(), r.exit_code, r.err));
+  return ms;
 }
-double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
-
-fs::path g_daemon_log;  // shown when the bench dies, since the state directory goes away
-
-// Thrown rather than exiting, so the daemon and temp directories are cleaned up on the way out.
-struct BenchFailure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] void die(const std::string& what) {
-  std::string msg = "bench-egress: " + what;
-  if (!g_daemon_log.empty()) {
-    if (auto log = read_file(g_daemon_log)) msg += "\n--- moatd.log ---\n" + *log;
-  }
-  throw BenchFailure(msg);
-}
-
-template <class T>
-T must(Result<T> r, std::string_view what) {
-  if (!r) die(fmt::format("{}: {}", what, r.error().message));
-  return std::move(*r);
-}
-
-class Daemon {
- public:
-  Daemon(const fs::path& state, const std::string& config) : state_(state) {
-    std::ofstream(state / "moat.toml") << config;
-    g_daemon_log = state / "moatd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open((state / "moatd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      execl((kBuild / "moatd").c_str(), "moatd", "--state-dir", state.c_str(), "--init-binary",
-            (kBuild / "moat-init").c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 300; ++i) {
-      if (api::Client::connect(socket())) return;
-      std::this_thread::sleep_for(20ms);
-    }
-    die("moatd did not start; see " + (state / "moatd.log").string());
-  }
-  ~Daemon() {
-    if (!api::call(socket(), "daemon.stop", Json{{"all", true}})) kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
-  }
-  fs::path socket() const { return state_ / "moatd.sock"; }
-  Json call(std::string_view verb, Json args) const { return must(api::call(socket(), verb, std::move(args)), verb); }
-
-  // `moat exec` through the real CLI (its exit status is the command's); returns the wall time in ms.
-  double cli_exec(const std::string& name, std::vector<std::string> argv) const {
-    std::vector<std::string> cmd{(kBuild / "moat").string(), "--state-dir", state_.string(), "exec", name, "--"};
-    cmd.insert(cmd.end(), argv.begin(), argv.end());
-    auto t0 = steady_clock::now();
-    auto r = must(run_process(cmd), "moat exec");
-    double ms = ms_since(t0);
-    if (!r.ok()) die(fmt::format("moat exec {} failed ({}): {}", argv.back(), r.exit_code, r.err));
-    return ms;
-  }
-
- private:
-  fs::path state_;
-  pid_t pid_;
-};
 
 // --- plain sockets, blocking, the same code for both paths ---
 
@@ -323,13 +261,13 @@ int run_bench(int argc, char** argv) {
   std::vector<std::string> wget{"wget", "-q", "-O", "/dev/null", url};
   std::vector<double> exec_true, inside, host_true, host;
   for (int i = 0; i < 5; ++i) {
-    exec_true.push_back(d.cli_exec(sandbox, {"true"}));
+    exec_true.push_back(cli_exec(d, sandbox, {"true"}));
     auto t0 = steady_clock::now();
     must(run_checked({"env", "-u", "http_proxy", "-u", "HTTP_PROXY", "/bin/busybox", "true"}), "busybox true");
     host_true.push_back(ms_since(t0));
   }
   for (int i = 0; i < kInsideRuns; ++i) {
-    inside.push_back(kInsideMiB / ((d.cli_exec(sandbox, wget) - median(exec_true)) / 1000));
+    inside.push_back(kInsideMiB / ((cli_exec(d, sandbox, wget) - median(exec_true)) / 1000));
     auto t0 = steady_clock::now();
     must(run_checked({"env", "-u", "http_proxy", "-u", "HTTP_PROXY", "/bin/busybox", "wget", "-q", "-O", "/dev/null", url}),
          "host wget");
@@ -338,15 +276,11 @@ int run_bench(int argc, char** argv) {
   std::fprintf(stderr, "inside the sandbox: wget %.0f MiB/s through the relay, %.0f MiB/s on the host directly\n",
                median(inside), median(host));
 
-  auto verdict = [](bool ok) { return ok ? "met" : "**not met**"; };
-  std::string hostname = must(run_checked({"uname", "-sr"}), "uname");
-  hostname.erase(hostname.find_last_not_of('\n') + 1);
   std::string section = fmt::format(
       "## Egress gateway\n\n"
-      "Measured by `make bench` (which runs `build/moat-bench-egress docs/benchmarks.md`) on {} cores, {}: a\n"
-      "real moatd and one running sandbox, whose gateway socket a host client uses exactly as moat-init's\n"
-      "relay does; upstreams are local servers on 127.0.0.1. Gateway and direct runs alternate in the same\n"
-      "run. Latest run: {}.\n\n"
+      "Measured by `make bench` (`moat-bench-egress docs/benchmarks.md`), {}: a real moatd and one running\n"
+      "sandbox, whose gateway socket a host client uses exactly as moat-init's relay does; upstreams are\n"
+      "local servers on 127.0.0.1. Gateway and direct runs alternate in the same run.\n\n"
       "| figure | through the gateway | direct (baseline) | ratio | target | |\n"
       "| --- | --- | --- | --- | --- | --- |\n"
       "| throughput up: {} MiB into a CONNECT tunnel to a raw sink (median of {}) | {:.0f} MiB/s | {:.0f} MiB/s | {:.2f}× | ≥ 0.8× | {} |\n"
@@ -367,25 +301,14 @@ int run_bench(int argc, char** argv) {
       "- The in-sandbox figure has the cost of starting the command (`moat exec … true`, `busybox true`)\n"
       "  taken off. It adds a second loopback hop (wget to moat-init's relay, inside the sandbox's 1-CPU\n"
       "  quota) and goes through the gateway's plain HTTP forwarding rather than a tunnel.\n",
-      std::thread::hardware_concurrency(), hostname,
-      must(run_checked({"date", "-u", "+%Y-%m-%d %H:%M UTC"}), "date").substr(0, 20), kTransferMiB, kRuns,
+      machine_line(), kTransferMiB, kRuns,
       median(up.gateway), median(up.direct), up.ratio(), verdict(up.ratio() >= 0.8), kTransferMiB, kRuns,
       median(down.gateway), median(down.direct), down.ratio(), verdict(down.ratio() >= 0.8), kConnects,
       percentile(setup_gw, 0.5), percentile(setup_gw, 0.99), percentile(setup_direct, 0.5),
       percentile(setup_direct, 0.99), added_p50, verdict(added_p50 <= 0.5), kInsideMiB, kInsideRuns,
       median(inside), median(host), median(inside) / median(host), kIo / 1024);
 
-  // Our own section is replaced (or appended); whatever else the file holds (moat-bench's table) stays.
-  std::string md = read_file(out_path).value_or("# Benchmarks\n");
-  auto start = md.find("\n## Egress gateway\n");
-  if (start != std::string::npos) {
-    auto next = md.find("\n## ", start + 1);
-    md = md.substr(0, start + 1) + section + (next == std::string::npos ? "" : md.substr(next));
-  } else {
-    if (!md.ends_with("\n")) md += "\n";
-    md += "\n" + section;
-  }
-  if (auto st = write_file_atomic(out_path, md); !st) die(st.error().message);
+  write_section(out_path, "## Egress gateway", section);
   std::printf("%s", section.c_str());
   return 0;
 }

@@ -10,7 +10,7 @@
 //   bursts       accept_many() of 64 envelopes from 16 threads: what a channel that receives messages
 //                in bursts (webhook batches, long-poll answers) gets; one wake-up per burst
 //
-// Usage: moat-bench-router docs/benchmarks.md [callers=256] [envelopes=200000]
+// Usage: moat-bench-router docs/benchmarks.md [callers=256] [envelopes=200000] [burst_callers=16] [burst=64]
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -165,10 +165,12 @@ Figures concurrent_accept(Router& router, int callers, int64_t total, int64_t ba
 }  // namespace
 
 int run(int argc, char** argv) {
-  if (argc < 2) die("usage: moat-bench-router <benchmarks.md> [callers=256] [envelopes=200000]");
+  if (argc < 2) die("usage: moat-bench-router <benchmarks.md> [callers=256] [envelopes=200000] [burst_callers=16] [burst=64]");
   std::filesystem::path out_path = argv[1];
   int callers = argc > 2 ? std::atoi(argv[2]) : 256;
   int64_t total = argc > 3 ? std::atoll(argv[3]) : 200'000;
+  const int kBurstCallers = argc > 4 ? std::atoi(argv[4]) : 16;
+  const int kBurst = argc > 5 ? std::atoi(argv[5]) : 64;
   constexpr int kBaselineRows = 400;
   std::string cmdline;
   for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
@@ -193,7 +195,6 @@ int run(int argc, char** argv) {
   Figures many = concurrent_accept(router, callers, total, kBaselineRows);
   std::fprintf(stderr, "accept, %d callers: %.0f envelopes/s, p50 %.2f ms, p99 %.2f ms\n", callers, many.per_s,
                many.p50, many.p99);
-  constexpr int kBurst = 64, kBurstCallers = 16;
   Figures bursts = concurrent_accept(router, kBurstCallers, total, kBaselineRows + total, kBurst);
   std::fprintf(stderr, "accept_many, %d callers x %d: %.0f envelopes/s, p50 %.2f ms, p99 %.2f ms per call\n",
                kBurstCallers, kBurst, bursts.per_s, bursts.p50, bursts.p99);

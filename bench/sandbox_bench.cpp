@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "api/client.h"
+#include "bench_support.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/subprocess.h"
@@ -27,42 +28,11 @@
 #include "wire/messages.h"
 
 using namespace moat;
+using namespace moat::bench;
 using namespace std::chrono;
 namespace fs = std::filesystem;
 
 namespace {
-
-const fs::path kBuild = MOAT_BUILD_DIR;
-
-double ms_since(steady_clock::time_point t0) { return duration<double, std::milli>(steady_clock::now() - t0).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
-fs::path g_daemon_log;  // shown when the bench dies, since the state directory goes away
-
-// Thrown rather than exiting, so the daemon and temp directories are cleaned up on the way out.
-struct BenchFailure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] void die(const std::string& what) {
-  std::string msg = "bench: " + what;
-  if (!g_daemon_log.empty()) {
-    if (auto log = read_file(g_daemon_log)) msg += "\n--- moatd.log ---\n" + *log;
-  }
-  throw BenchFailure(msg);
-}
-
-template <class T>
-T must(Result<T> r, std::string_view what) {
-  if (!r) die(fmt::format("{}: {}", what, r.error().message));
-  return std::move(*r);
-}
 
 int64_t mem_available_kib() {
   std::ifstream in("/proc/meminfo");
@@ -101,50 +71,19 @@ void drop_caches() {
   std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
 }
 
-class Daemon {
- public:
-  explicit Daemon(const fs::path& state) : state_(state) {
-    std::ofstream(state / "moat.toml") << "[daemon]\nidle_timeout = \"0\"\n[sandbox]\nimage = \"tiny\"\n"
-                                          "disk = \"64MiB\"\nmemory = \"64MiB\"\n";
-    g_daemon_log = state / "moatd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open((state / "moatd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      execl((kBuild / "moatd").c_str(), "moatd", "--state-dir", state.c_str(), "--init-binary",
-            (kBuild / "moat-init").c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 300; ++i) {
-      if (api::Client::connect(socket())) return;
-      std::this_thread::sleep_for(20ms);
-    }
-    die("moatd did not start; see " + (state / "moatd.log").string());
-  }
-  ~Daemon() {
-    // Stop every sandbox with it: a failed run must not leave sandboxes behind.
-    if (!api::call(socket(), "daemon.stop", Json{{"all", true}})) kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
-  }
-  fs::path socket() const { return state_ / "moatd.sock"; }
-  Json call(std::string_view verb, Json args) const { return must(api::call(socket(), verb, std::move(args)), verb); }
+constexpr const char* kConfig =
+    "[daemon]\nidle_timeout = \"0\"\n[sandbox]\nimage = \"tiny\"\ndisk = \"64MiB\"\nmemory = \"64MiB\"\n";
 
-  // One exec of argv over the API, returning once Exit arrives.
-  void exec(const std::string& name, std::vector<std::string> argv) const {
-    auto c = must(api::Client::connect(socket()), "connect");
-    must(c.call("exec", Json{{"name", name}, {"argv", argv}}), "exec");
-    (void)wire::write_frame(c.fd(), wire::FrameType::StdinEof);
-    for (;;) {
-      auto f = must(wire::read_frame(c.fd()), "exec stream");
-      if (f.type == wire::FrameType::Exit) return;
-    }
+// One exec of argv over the API, returning once Exit arrives.
+void exec_over_api(const Daemon& d, const std::string& name, std::vector<std::string> argv) {
+  auto c = must(api::Client::connect(d.socket()), "connect");
+  must(c.call("exec", Json{{"name", name}, {"argv", argv}}), "exec");
+  (void)wire::write_frame(c.fd(), wire::FrameType::StdinEof);
+  for (;;) {
+    auto f = must(wire::read_frame(c.fd()), "exec stream");
+    if (f.type == wire::FrameType::Exit) return;
   }
-
- private:
-  fs::path state_;
-  pid_t pid_;
-};
+}
 
 // A plain runc bundle of the same busybox root, with runc's own default spec: the baseline.
 struct BareRunc {
@@ -200,7 +139,7 @@ int run_bench(int argc, char** argv) {
   // Each figure and its baseline take turns, run for run, so a change in the machine's load (other
   // work on a shared host) falls on both alike.
   BareRunc bare;
-  Daemon d(state.path());
+  Daemon d(state.path(), kConfig);
   d.call("image.import", Json{{"name", "tiny"}, {"path", tarball.string()}});
 
   // Cold start: moat's create + start + first exec of `true`, and a bare `runc run` of `true`.
@@ -213,7 +152,7 @@ int run_bench(int argc, char** argv) {
     auto name = fmt::format("cold{}", i);
     t0 = steady_clock::now();
     d.call("sandbox.create", Json{{"name", name}, {"start", true}});
-    d.exec(name, {"true"});
+    exec_over_api(d, name, {"true"});
     cold.push_back(ms_since(t0));
     d.call("sandbox.rm", Json{{"name", name}, {"force", true}});
   }
@@ -235,7 +174,7 @@ int run_bench(int argc, char** argv) {
     ~DeleteOnExit() { (void)run_process(bare.runc({"delete", "-f", "bench-exec"})); }
   } delete_bench_exec{bare};
   d.call("sandbox.create", Json{{"name", "hot"}, {"start", true}});
-  for (int i = 0; i < 20; ++i) d.exec("hot", {"true"});
+  for (int i = 0; i < 20; ++i) exec_over_api(d, "hot", {"true"});
   auto true_path = (bare.bundle / "rootfs/bin/busybox").string();
   char arg0[] = "true";
   char* spawn_argv[] = {arg0, nullptr};
@@ -243,7 +182,7 @@ int run_bench(int argc, char** argv) {
   std::vector<double> execs, runc_exec, bare_spawn;
   for (int i = 0; i < kExecRuns; ++i) {
     auto t0 = steady_clock::now();
-    d.exec("hot", {"true"});
+    exec_over_api(d, "hot", {"true"});
     execs.push_back(ms_since(t0));
 
     t0 = steady_clock::now();
@@ -307,24 +246,21 @@ int run_bench(int argc, char** argv) {
     auto c = api::Client::connect(d.socket());
     if (c && c->call("sandbox.inspect", Json{{"name", fmt::format("idle{}", i)}})) ++answering;
   }
-  d.exec(fmt::format("idle{}", started - 1), {"true"});
+  exec_over_api(d, fmt::format("idle{}", started - 1), {"true"});
   std::fprintf(stderr, "density: %d running (%s) in %.0f s\n", started, density_stop.c_str(), density_s);
   for (int i = 0; i < started; ++i) (void)api::call(d.socket(), "sandbox.rm", Json{{"name", fmt::format("idle{}", i)}, {"force", true}});
 
   double cold_ratio = percentile(cold, 0.5) / percentile(runc_run, 0.5);
   double exec_ratio = percentile(execs, 0.5) / percentile(runc_exec, 0.5);
-  auto verdict = [](bool ok) { return ok ? "met" : "**not met**"; };
-  std::string host = must(run_checked({"uname", "-sr"}), "uname");
-  host.erase(host.find_last_not_of('\n') + 1);
   std::string md = fmt::format(
-      "# Benchmarks\n\n"
-      "Measured by `make bench` (which runs `build/moat-bench {} docs/benchmarks.md`) on {} cores, {}, runc as the\n"
-      "runtime, the busybox test image, every protection on. Baselines run on the same machine in the same\n"
-      "run, taking turns with moat run for run. Latest run: {}.\n\n"
+      "## Sandboxes\n\n"
+      "Measured by `make bench` (`moat-bench {} docs/benchmarks.md`), {}: runc as the runtime, the busybox\n"
+      "test image, every protection on. Baselines run on the same machine in the same run, taking turns with\n"
+      "moat run for run.\n\n"
       "| figure | moat | baseline | ratio | target | |\n"
       "| --- | --- | --- | --- | --- | --- |\n"
-      "| cold start: create + start + first exec of `true` (p50 of {}) | {:.1f} ms | bare `runc run` {:.1f} ms | {:.2f}× | ≤ 1.5×, p50 ≤ 40 ms | {} |\n"
-      "| exec round trip on a running sandbox (p50 of {}) | {:.2f} ms (p99 {:.2f}) | `runc exec` {:.1f} ms | {:.3f}× | p50 ≤ 2 ms and ≤ 0.25× | {} |\n"
+      "| cold start: create + start + first exec of `true` (p50 of {}) | {:.1f} ms | bare `runc run` {:.1f} ms | {:.2f}× | ≤ 1.5×, p50 ≤ 40 ms | {} / {} |\n"
+      "| exec round trip on a running sandbox (p50 of {}) | {:.2f} ms (p99 {:.2f}) | `runc exec` {:.1f} ms | {:.3f}× | p50 ≤ 2 ms and ≤ 0.25× | {} / {} |\n"
       "| host memory per idle running sandbox, {} running | {:.0f} KiB | | | ≤ 2 MiB | {} |\n"
       "| idle sandboxes running at once | {} ({}) | | | 500 | {} |\n\n"
       "Notes:\n"
@@ -342,16 +278,15 @@ int run_bench(int argc, char** argv) {
       "  relay), kernel memory for namespaces, mounts, loop devices and ext4 journals. As a cross-check, the\n"
       "  sandboxes' own memory cgroups account for {:.0f} KiB each.\n"
       "- Density stops at the target or the first failure; {} of {} sampled sandboxes answered at full density.\n",
-      density_target, std::thread::hardware_concurrency(), host,
-      must(run_checked({"date", "-u", "+%Y-%m-%d %H:%M UTC"}), "date").substr(0, 20), kColdRuns,
+      density_target, machine_line(), kColdRuns,
       percentile(cold, 0.5), percentile(runc_run, 0.5), cold_ratio,
-      verdict(cold_ratio <= 1.5 && percentile(cold, 0.5) <= 40), kExecRuns, percentile(execs, 0.5),
+      verdict(cold_ratio <= 1.5), verdict(percentile(cold, 0.5) <= 40), kExecRuns, percentile(execs, 0.5),
       percentile(execs, 0.99), percentile(runc_exec, 0.5), exec_ratio,
-      verdict(percentile(execs, 0.5) <= 2 && exec_ratio <= 0.25), memory_count, memory_per_sandbox_kib,
+      verdict(percentile(execs, 0.5) <= 2), verdict(exec_ratio <= 0.25), memory_count, memory_per_sandbox_kib,
       verdict(memory_per_sandbox_kib <= 2048), started, density_stop, verdict(started >= 500), kColdRuns,
       percentile(bare_spawn, 0.5), cgroup_kib, answering,
       (started + std::max(1, started / 20) - 1) / std::max(1, started / 20));
-  if (auto st = write_file_atomic(out_path, md); !st) die(st.error().message);
+  write_section(out_path, "## Sandboxes", md);
   std::printf("%s", md.c_str());
   return 0;
 }

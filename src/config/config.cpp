@@ -313,9 +313,31 @@ Status parse_agent(Config& c, std::string_view origin, std::string_view name, co
   return {};
 }
 
+// toml++ 3.3 (Debian 12's) reaches an "unreachable" point, which is undefined behaviour, when it
+// classifies a code point in U+FE7C..U+FEFE as whitespace or not (fixed upstream after 3.3; found by
+// fuzz/fuzz_config). Such characters are refused before the parser sees them.
+Status refuse_what_toml_mishandles(std::string_view text, std::string_view origin) {
+  int line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto b = static_cast<unsigned char>(text[i]);
+    if (b == '\n') ++line;
+    if (b != 0xEF || i + 2 >= text.size()) continue;
+    auto b1 = static_cast<unsigned char>(text[i + 1]), b2 = static_cast<unsigned char>(text[i + 2]);
+    if ((b1 & 0xC0) != 0x80 || (b2 & 0xC0) != 0x80) continue;
+    unsigned cp = (0xFu << 12) | ((b1 & 0x3Fu) << 6) | (b2 & 0x3Fu);
+    if (cp >= 0xFE7C && cp <= 0xFEFE)
+      return fail(ErrorKind::InvalidInput,
+                  "{}:{}: character U+{:04X} cannot be read safely by the TOML library (toml++ 3.3 mishandles "
+                  "U+FE7C to U+FEFE); inside a string, write it as \\u{:04X}",
+                  origin, line, cp, cp);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<Config> parse_config(std::string_view text, std::string_view origin, Config cfg) {
+  if (auto st = refuse_what_toml_mishandles(text, origin); !st) return std::unexpected(st.error());
   toml::table root;
   try {
     root = toml::parse(text, origin);

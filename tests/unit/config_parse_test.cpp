@@ -155,3 +155,19 @@ preset = "locked"
   ASSERT_FALSE(unknown);
   EXPECT_NE(unknown.error().message.find("max_concurrent_turns"), std::string::npos) << unknown.error().message;
 }
+
+// Found by fuzz/fuzz_config: toml++ 3.3 hits undefined behaviour on U+FE7C..U+FEFE, so they are
+// refused first, naming the line and the escape that works; U+FE7B, U+FEFF (a BOM) and escapes pass.
+TEST(ConfigParse, CharactersTheTomlLibraryMishandlesAreRefusedByLine) {
+  auto bad = parse_config("[sandbox]\nimage = \"tiny\"\n\xef\xb9\xbf\n", "moat.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().kind, ErrorKind::InvalidInput);
+  EXPECT_NE(bad.error().message.find("moat.toml:3: character U+FE7F"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("\\uFE7F"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(parse_config("[sandbox]\nimage = \"\xef\xbb\xbe\"\n", "moat.toml"));  // U+FEFE, the last one
+  auto escaped = parse_config("[sandbox]\nimage = \"a\\uFE7Fb\"\n", "moat.toml");
+  ASSERT_TRUE(escaped) << escaped.error().message;
+  EXPECT_EQ(escaped->sandbox.image, "a\xef\xb9\xbf" "b");
+  auto neighbour = parse_config("[sandbox]\nimage = \"\xef\xb9\xbb\"\n", "moat.toml");  // U+FE7B
+  EXPECT_TRUE(neighbour) << neighbour.error().message;
+}
