@@ -18,6 +18,12 @@ TEST(HttpTarget, ParsesAuthorities) {
   for (auto bad : {"", "example.com", "example.com:0", "example.com:65536", "example.com:8x", "::1:80", "[::1", "[zz]:1",
                    "exa mple.com:80", "a/b:80", "[::1]x80"})
     EXPECT_FALSE(parse_authority(bad)) << bad;
+  // The host's length is limited (253, DNS's), with or without a port (found by fuzz_http_target).
+  std::string longest(253, 'a'), over(254, 'a');
+  EXPECT_TRUE(parse_authority(longest, 443));
+  EXPECT_TRUE(parse_authority(longest + ":65535"));
+  EXPECT_FALSE(parse_authority(over, 443));
+  EXPECT_FALSE(parse_authority(over + ":443"));
 }
 
 TEST(HttpTarget, ParsesAbsoluteUris) {

@@ -239,11 +239,15 @@ class AnthropicProvider final : public detail::HttpProvider {
             anthropic_request_body(req).dump(-1, ' ', false, Json::error_handler_t::replace)};
   }
   std::unique_ptr<detail::ResponseParser> parser(bool streaming, const StreamCallbacks& cb) const override {
-    return std::make_unique<AnthropicParser>(streaming, cb);
+    return make_anthropic_parser(streaming, cb);
   }
 };
 
 }  // namespace
+
+std::unique_ptr<detail::ResponseParser> make_anthropic_parser(bool streaming, const StreamCallbacks& cb) {
+  return std::make_unique<AnthropicParser>(streaming, cb);
+}
 
 Json anthropic_request_body(const ModelRequest& req) {
   Json messages = Json::array();

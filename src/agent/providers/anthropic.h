@@ -11,6 +11,9 @@ namespace moat::agent {
 // The request body the provider sends (exposed for tests and for logging request shapes).
 Json anthropic_request_body(const ModelRequest& req);
 
+// The parser of one response body, streamed or whole (exposed for fuzz/fuzz_provider_stream).
+std::unique_ptr<detail::ResponseParser> make_anthropic_parser(bool streaming, const StreamCallbacks& cb);
+
 std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, Url url, CredentialSource credentials);
 
 }  // namespace moat::agent

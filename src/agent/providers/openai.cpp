@@ -188,11 +188,15 @@ class OpenAiProvider final : public detail::HttpProvider {
             openai_request_body(req).dump(-1, ' ', false, Json::error_handler_t::replace)};
   }
   std::unique_ptr<detail::ResponseParser> parser(bool streaming, const StreamCallbacks& cb) const override {
-    return std::make_unique<OpenAiParser>(streaming, cb);
+    return make_openai_parser(streaming, cb);
   }
 };
 
 }  // namespace
+
+std::unique_ptr<detail::ResponseParser> make_openai_parser(bool streaming, const StreamCallbacks& cb) {
+  return std::make_unique<OpenAiParser>(streaming, cb);
+}
 
 Json openai_request_body(const ModelRequest& req) {
   Json messages = Json::array();
