@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "base/fs.h"
+#include "config/toml_text.h"
 #include "config/units.h"
 
 namespace moat {
@@ -313,117 +314,12 @@ Status parse_agent(Config& c, std::string_view origin, std::string_view name, co
   return {};
 }
 
-// toml++ 3.3 (Debian 12's) reaches an "unreachable" point, undefined behaviour, when it asks whether
-// some non-ASCII characters (U+00A1..U+0499, U+2C8E..U+3087, U+FB46..U+FEFE) are whitespace: where it
-// skips whitespace between tokens, and after a backslash in a string (fixed upstream after 3.3;
-// found by fuzz/fuzz_config). Outside strings and comments TOML allows ASCII only, and a backslash
-// must be followed by an ASCII escape or line end; so anything else is refused here, with its line,
-// before the parser sees it.
-Status refuse_what_toml_mishandles(std::string_view text, std::string_view origin) {
-  enum class In { Code, Comment, Basic, Literal, MultiBasic, MultiLiteral } in = In::Code;
-  int line = 1;
-  auto refuse = [&](size_t at, std::string_view where) -> Status {
-    return fail(ErrorKind::InvalidInput,
-                "{}:{}: a non-ASCII character (byte 0x{:02X}) {}; TOML allows those only inside strings and "
-                "comments (write it as a \\u escape, or quote the key)",
-                origin, line, static_cast<unsigned char>(text[at]), where);
-  };
-  auto ascii = [&](size_t at) { return at >= text.size() || static_cast<unsigned char>(text[at]) < 0x80; };
-  auto run_of = [&](size_t at, char q) {
-    size_t n = 0;
-    while (at + n < text.size() && text[at + n] == q) ++n;
-    return n;
-  };
-  // A quote opens a string only where TOML lets one start (a key or a value: at a line's start, after
-  // '=', '[', ',', '{' or '.'); elsewhere the parser may be scanning a bare token through it (`x = -"é`
-  // reached the bug), so what follows is treated as outside a string.
-  char before = '\n';  // the last ASCII character outside strings and comments that was not a space
-  size_t start = text.starts_with("\xEF\xBB\xBF") ? 3 : 0;  // a byte-order mark, which the parser skips
-  for (size_t i = start; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '\n') {
-      ++line;
-      if (in == In::Comment || in == In::Basic || in == In::Literal) in = In::Code;  // (an unclosed string is the parser's to report)
-      if (in == In::Code) before = '\n';
-      continue;
-    }
-    switch (in) {
-      case In::Code:
-        if (c == '#') {
-          in = In::Comment;
-        } else if ((c == '"' || c == '\'') && std::string_view("\n=[,{.").find(before) != std::string_view::npos) {
-          size_t n = run_of(i, c);
-          if (n >= 3) {
-            in = c == '"' ? In::MultiBasic : In::MultiLiteral;
-            i += 2;
-          } else if (n == 2) {
-            ++i;  // an empty string
-          } else {
-            in = c == '"' ? In::Basic : In::Literal;
-          }
-          before = '"';
-        } else if (!ascii(i)) {
-          return refuse(i, "outside a string");
-        } else if (c != ' ' && c != '\t' && c != '\r') {
-          before = c;
-        }
-        break;
-      case In::Comment:
-        break;
-      case In::Literal:
-        if (c == '\'') in = In::Code;
-        break;
-      case In::MultiLiteral:
-        if (c == '\'' && run_of(i, '\'') >= 3) {
-          i += run_of(i, '\'') - 1;  // up to two quotes before the closing three belong to the string
-          in = In::Code;
-        }
-        break;
-      case In::Basic:
-      case In::MultiBasic:
-        if (c == '\\') {
-          if (!ascii(i + 1)) return refuse(i + 1, "after a backslash");
-          if (in == In::MultiBasic) {
-            // A line-ending backslash: everything up to the next non-whitespace character is skipped,
-            // and the parser asks of that character whether it is whitespace.
-            size_t j = i + 1;
-            while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
-            if (j < text.size() && text[j] == '\n') {
-              while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
-                if (text[j] == '\n') ++line;
-                ++j;
-              }
-              if (!ascii(j)) return refuse(j, "after a line-ending backslash");
-              i = j - 1;
-              break;
-            }
-          }
-          if (i + 1 < text.size() && text[i + 1] == '\n') continue;  // counted by the next turn
-          ++i;  // the escaped character
-        } else if (c == '"') {
-          if (in == In::Basic) {
-            in = In::Code;
-          } else if (run_of(i, '"') >= 3) {
-            i += run_of(i, '"') - 1;
-            in = In::Code;
-          }
-        }
-        break;
-    }
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<Config> parse_config(std::string_view text, std::string_view origin, Config cfg) {
-  if (auto st = refuse_what_toml_mishandles(text, origin); !st) return std::unexpected(st.error());
-  toml::table root;
-  try {
-    root = toml::parse(text, origin);
-  } catch (const toml::parse_error& e) {
-    return fail(ErrorKind::InvalidInput, "{}:{}: {}", origin, e.source().begin.line, e.description());
-  }
+  auto parsed = parse_toml_text(text, origin);
+  if (!parsed) return std::unexpected(parsed.error());
+  toml::table root = std::move(*parsed);
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
     bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents" ||

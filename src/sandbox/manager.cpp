@@ -265,6 +265,13 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
   };
   if (!is_mounted(paths.volume)) {
+    // A moatd killed during this sandbox's create left its record without a disk; it never ran, so a
+    // fresh disk loses nothing.
+    if (std::error_code ec; rec.started_at_ms == 0 && !fs::exists(paths.disk, ec)) {
+      log::warn("sandbox {}: its disk was never made (moatd stopped during its create); making it now", rec.name);
+      if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), opts_.state_dir / "volume-templates"); !st)
+        return fail_start(st.error());
+    }
     if (auto st = mount_volume(paths.disk, paths.volume); !st) return fail_start(st.error());
   }
   if (!is_mounted(paths.rootfs)) {

@@ -282,6 +282,38 @@ Status clone_template(const fs::path& tmpl, const fs::path& image_file, uint64_t
 
 }  // namespace
 
+namespace {
+
+// The file system is made under a temporary name and renamed into place once it is whole and synced:
+// a moatd killed half-way leaves no half-made disk.img (a sandbox whose disk is missing gets it made at
+// its first start; one with a torn file system could never start again).
+Status make_volume_file(const fs::path& tmp, uint64_t size_bytes, const fs::path& template_dir) {
+  // A copy of a template made once per size costs a few small writes; mkfs.ext4 costs a process and
+  // several fsyncs on every create.
+  if (!template_dir.empty()) {
+    auto tmpl = volume_template(template_dir, size_bytes);
+    if (tmpl) {
+      auto cloned = clone_template(*tmpl, tmp, size_bytes);
+      if (cloned) return {};
+      log::warn("cannot clone the volume template {} ({}); making the file system directly", tmpl->string(),
+                cloned.error().message);
+    } else if (tmpl.error().kind == ErrorKind::Unavailable) {
+      return std::unexpected(tmpl.error());  // mkfs.ext4 itself is missing or failing: the same below
+    } else {
+      log::warn("volume template for {} bytes: {}; making the file system directly", size_bytes, tmpl.error().message);
+    }
+  }
+  auto fd = create_sparse(tmp, size_bytes);
+  if (!fd) return std::unexpected(fd.error());
+  PathCleanup remove_file(tmp, false);
+  if (auto s = make_ext4(tmp); !s) return s;
+  if (fsync(fd->get()) != 0) return fail(ErrorKind::Internal, "fsync {}: {}", tmp.string(), strerror(errno));
+  remove_file.release();
+  return {};
+}
+
+}  // namespace
+
 Status create_volume(const fs::path& image_file, uint64_t size_bytes, const fs::path& template_dir) {
   if (size_bytes < kMinVolumeBytes) {
     return fail(ErrorKind::InvalidInput, "disk size {} MiB is too small; use at least {} MiB", size_bytes >> 20,
@@ -295,27 +327,14 @@ Status create_volume(const fs::path& image_file, uint64_t size_bytes, const fs::
   if (!fs::is_directory(image_file.parent_path(), ec)) {
     return fail(ErrorKind::NotFound, "cannot create disk image {}: its directory does not exist", image_file.string());
   }
-
-  // A copy of a template made once per size costs a few small writes; mkfs.ext4 costs a process and
-  // several fsyncs on every create.
-  if (!template_dir.empty()) {
-    auto tmpl = volume_template(template_dir, size_bytes);
-    if (tmpl) {
-      auto cloned = clone_template(*tmpl, image_file, size_bytes);
-      if (cloned) return {};
-      log::warn("cannot clone the volume template {} ({}); making the file system directly", tmpl->string(),
-                cloned.error().message);
-    } else if (tmpl.error().kind == ErrorKind::Unavailable) {
-      return std::unexpected(tmpl.error());  // mkfs.ext4 itself is missing or failing: the same below
-    } else {
-      log::warn("volume template for {} bytes: {}; making the file system directly", size_bytes, tmpl.error().message);
-    }
-  }
-  auto fd = create_sparse(image_file, size_bytes);
-  if (!fd) return std::unexpected(fd.error());
-  PathCleanup remove_file(image_file, false);
-  if (auto s = make_ext4(image_file); !s) return s;
-  remove_file.release();
+  fs::path tmp = image_file.parent_path() / fmt::format(".{}.new-{}", image_file.filename().string(), random_hex_id(4));
+  if (auto st = make_volume_file(tmp, size_bytes, template_dir); !st) return st;
+  PathCleanup remove_tmp(tmp, false);
+  if (::rename(tmp.c_str(), image_file.c_str()) != 0)
+    return fail(ErrorKind::Internal, "cannot move {} into place: {}", image_file.string(), strerror(errno));
+  remove_tmp.release();
+  UniqueFd dir(open(image_file.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir) (void)fsync(dir.get());  // the rename, durable like the file
   return {};
 }
 
