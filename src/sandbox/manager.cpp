@@ -161,19 +161,21 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
       return rollback(Error{ErrorKind::Conflict, fmt::format("{} still has mounts; restart moatd to reconcile", paths.dir.string())});
     (void)remove_tree(paths.dir);
   }
-  for (auto& d : {paths.dir, paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
-    if (auto st = make_dirs(d, 0711); !st) return rollback(st.error());
-  }
-  // The disk is a copy of a per-size template; its layout becomes the sandbox's at its first start.
-  if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), opts_.state_dir / "volume-templates");
-      !st) {
-    return rollback(st.error());
-  }
+  if (auto st = lay_out(rec, paths); !st) return rollback(st.error());
   audit("sandbox.create", actor, rec.name,
         Json{{"image", rec.image}, {"digest", rec.image_digest}, {"runtime", rec.runtime}, {"uid_base", rec.uid_base},
              {"disk_bytes", rec.disk_bytes}, {"memory_bytes", rec.memory_bytes}, {"pids", rec.pids_limit},
              {"cpus", rec.cpus}, {"hardening", hardening_to_json(req.hardening)}});
   return rec;
+}
+
+Status SandboxManager::lay_out(const SandboxRecord& rec, const SandboxPaths& paths) {
+  for (auto& d : {paths.dir, paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
+    if (auto st = make_dirs(d, 0711); !st) return st;
+  }
+  if (std::error_code ec; fs::exists(paths.disk, ec)) return {};
+  // The disk is a copy of a per-size template; its layout becomes the sandbox's at its first start.
+  return create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), opts_.state_dir / "volume-templates");
 }
 
 Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths& paths,
@@ -265,12 +267,11 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
   };
   if (!is_mounted(paths.volume)) {
-    // A moatd killed during this sandbox's create left its record without a disk; it never ran, so a
-    // fresh disk loses nothing.
-    if (std::error_code ec; rec.started_at_ms == 0 && !fs::exists(paths.disk, ec)) {
-      log::warn("sandbox {}: its disk was never made (moatd stopped during its create); making it now", rec.name);
-      if (auto st = create_volume(paths.disk, static_cast<uint64_t>(rec.disk_bytes), opts_.state_dir / "volume-templates"); !st)
-        return fail_start(st.error());
+    // A moatd killed during this sandbox's create may have left its record without its directories
+    // or disk; it never ran, so finishing the lay-out loses nothing.
+    if (std::error_code ec; rec.started_at_ms == 0 && !(fs::exists(paths.bundle, ec) && fs::exists(paths.disk, ec))) {
+      log::warn("sandbox {}: its create was cut short (moatd stopped); finishing it", rec.name);
+      if (auto st = lay_out(rec, paths); !st) return fail_start(st.error());
     }
     if (auto st = mount_volume(paths.disk, paths.volume); !st) return fail_start(st.error());
   }

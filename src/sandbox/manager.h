@@ -129,6 +129,9 @@ class SandboxManager {
   Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);
   // Kills the container if any and unmounts everything; best effort, reports the first failure.
   Status teardown(const SandboxRecord& rec);
+  // The sandbox's directories and its disk (made when missing): at create, and at the first start of
+  // a sandbox whose create a killed moatd cut short.
+  Status lay_out(const SandboxRecord& rec, const SandboxPaths& paths);
   Status write_bundle(const SandboxRecord& rec, const SandboxPaths& paths, const SandboxAttachment& attachment);
   Status wait_healthy(const SandboxRecord& rec, const SandboxPaths& paths);
   void set_running(std::string_view name, bool running);

@@ -32,12 +32,12 @@ size_t count_moat_cgroups(const std::string& prefix) {
   return n;
 }
 
-// A moatd killed during a create, after the record and before the disk was whole (seen in the fleet
-// test under load: a torn disk.img then failed every start with "Bad message"). The disk is now made
-// under a temporary name and renamed into place, so what a crash can leave is a record with no disk:
-// a sandbox that never ran gets a fresh one at its first start; one that ran does not (its data is
-// gone, and saying so beats an empty disk).
-TEST(Recovery, ASandboxWhoseCreateWasCutShortGetsItsDiskAtFirstStart) {
+// A moatd killed during a create, after the record was stored, leaves its lay-out unfinished. The fleet
+// test found two forms under load: a torn disk.img (every start then failed with "Bad message") and
+// no bundle directory. The disk is now made under a temporary name and renamed into place, and a
+// sandbox that never ran has its directories and disk finished at its first start. One that ran
+// does not get a fresh disk: its data is gone, and saying so beats an empty disk.
+TEST(Recovery, ASandboxWhoseCreateWasCutShortIsFinishedAtItsFirstStart) {
   MOAT_REQUIRE_ROOT();
   MoatEnv env;
   env.ok({"sandbox", "create", "cut"});
@@ -51,8 +51,15 @@ TEST(Recovery, ASandboxWhoseCreateWasCutShortGetsItsDiskAtFirstStart) {
     std::ofstream(dir / ".disk.img.new-0bad") << "a torn copy";  // what the crash left being written
   }
   env.start_daemon();
-  env.ok({"sandbox", "start", "cut"});
-  EXPECT_EQ(env.ok({"exec", "cut", "--", "sh", "-c", "echo fine > /workspace/f && cat /workspace/f"}), "fine\n");
+  env.ok({"sandbox", "create", "earlier"});  // cut short sooner: before its directories were all made
+  env.kill_daemon(SIGKILL);
+  std::filesystem::remove_all(env.state_dir() / "sandboxes" / "earlier" / "bundle");
+  std::filesystem::remove(env.state_dir() / "sandboxes" / "earlier" / "disk.img");
+  env.start_daemon();
+  for (auto name : {"cut", "earlier"}) {
+    env.ok({"sandbox", "start", name});
+    EXPECT_EQ(env.ok({"exec", name, "--", "sh", "-c", "echo fine > /workspace/f && cat /workspace/f"}), "fine\n");
+  }
   auto used = env.moat({"sandbox", "start", "used"});
   EXPECT_NE(used.code, 0);
   EXPECT_NE(used.err.find("disk"), std::string::npos) << used.err;
