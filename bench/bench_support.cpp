@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <thread>
 
@@ -28,6 +29,15 @@ void die(const std::string& what) {
     }
   }
   throw BenchFailure(msg);
+}
+
+int run_reporting_failure(int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const BenchFailure& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
 }
 
 double percentile(std::vector<double> v, double p) {

@@ -22,6 +22,10 @@ struct BenchFailure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A bench's main: runs `run`, printing a BenchFailure (after the daemons and temp directories are
+// gone) and returning 1 for it.
+int run_reporting_failure(int (*run)(int, char**), int argc, char** argv);
+
 // Throws BenchFailure with `what` (and the current daemon's log, when there is one).
 [[noreturn]] void die(const std::string& what);
 

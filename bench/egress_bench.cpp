@@ -168,12 +168,7 @@ int run_bench(int argc, char** argv);
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
-  try {
-    return run_bench(argc, argv);
-  } catch (const BenchFailure& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
-  }
+  return run_reporting_failure(run_bench, argc, argv);
 }
 
 int run_bench(int argc, char** argv) {

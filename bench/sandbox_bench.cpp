@@ -116,12 +116,7 @@ struct BareRunc {
 int run_bench(int argc, char** argv);
 
 int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const BenchFailure& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
-  }
+  return run_reporting_failure(run_bench, argc, argv);
 }
 
 int run_bench(int argc, char** argv) {
