@@ -40,7 +40,11 @@ void add_chat_command(CLI::App& app, Globals& g, int& rc);
 // Runs an exec conversation over an API connection already answered OK; returns the command's exit code.
 int run_exec_stream(api::Client& client, bool forward_stdin, bool tty);
 
-// Human formatting.
+// Human formatting. Text from sandboxes and senders reaches the operator's terminal only through
+// printable(): control characters (C0, DEL, C1) come out as visible escapes, never as terminal commands;
+// newlines and tabs are kept in messages and escaped in table cells.
+enum class Lines { Keep, Escape };
+std::string printable(std::string_view text, Lines lines = Lines::Keep);
 std::string format_time_ago(int64_t epoch_ms);
 void print_table(const std::vector<std::vector<std::string>>& rows);
 

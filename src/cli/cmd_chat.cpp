@@ -25,25 +25,28 @@ struct TurnPrinter {
     if (ev == "text") {
       std::string t = d.value("text", std::string());
       streamed += t;
-      std::fwrite(t.data(), 1, t.size(), stdout);
+      auto shown = printable(t);
+      std::fwrite(shown.data(), 1, shown.size(), stdout);
       std::fflush(stdout);
     } else if (ev == "tool_call") {
       std::string input = d.contains("input") ? d["input"].dump() : "{}";
       if (d.contains("input") && d["input"].contains("command")) input = d["input"]["command"].get<std::string>();
       if (input.size() > 200) input = input.substr(0, 197) + "...";
       std::printf("%s%s  > %s: %s%s\n", streamed.empty() || streamed.ends_with('\n') ? "" : "\n", dim(),
-                  d.value("name", std::string("tool")).c_str(), input.c_str(), reset());
+                  printable(d.value("name", std::string("tool")), Lines::Escape).c_str(),
+                  printable(input, Lines::Escape).c_str(), reset());
       streamed.clear();
     } else if (ev == "turn_ended" && d.value("outcome", std::string()) == "retrying") {
       std::printf("%s%s(attempt %d failed: %s; trying again in %.1f s)%s\n", streamed.empty() || streamed.ends_with('\n') ? "" : "\n",
-                  dim(), d.value("attempt", 0), d.value("error", std::string()).c_str(),
+                  dim(), d.value("attempt", 0), printable(d.value("error", std::string()), Lines::Escape).c_str(),
                   d.value("retry_in_ms", 0) / 1000.0, reset());
       streamed.clear();
     } else if (ev == "tool_result") {
       std::string out = d.value("output", std::string());
       size_t lines = std::count(out.begin(), out.end(), '\n') + (out.empty() || out.ends_with('\n') ? 0 : 1);
       std::string first = out.substr(0, std::min(out.find('\n'), size_t{120}));
-      std::printf("%s    %s%s (%zu line%s)%s\n", dim(), d.value("is_error", false) ? "error: " : "", first.c_str(), lines,
+      std::printf("%s    %s%s (%zu line%s)%s\n", dim(), d.value("is_error", false) ? "error: " : "",
+                  printable(first, Lines::Escape).c_str(), lines,
                   lines == 1 ? "" : "s", reset());
     }
     std::fflush(stdout);
@@ -56,7 +59,7 @@ struct TurnPrinter {
     for (auto& r : result.value("replies", Json::array())) {
       std::string text = r.value("text", std::string());
       if (any_streamed && streamed.find(text) != std::string::npos) continue;
-      std::printf("%s%s\n", r.value("is_error", false) ? "error: " : "", text.c_str());
+      std::printf("%s%s\n", r.value("is_error", false) ? "error: " : "", printable(text).c_str());
     }
     if (result.value("outcome", std::string()) != "answered" && result.contains("outcome"))
       std::printf("(message %s: %s)\n", result["outcome"].get<std::string>().c_str(),

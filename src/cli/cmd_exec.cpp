@@ -137,8 +137,15 @@ int run_exec_stream(api::Client& client, bool forward_stdin, bool tty) {
         if (!*f) break;
         auto& frame = **f;
         switch (frame.type) {
-          case wire::FrameType::Stdout: write_out(STDOUT_FILENO, frame.payload); break;
-          case wire::FrameType::Stderr: write_out(STDERR_FILENO, frame.payload); break;
+          case wire::FrameType::Stdout:
+          case wire::FrameType::Stderr:
+            // Whoever reads our output went away (`moat exec ... | head`): end as a local command
+            // would, of SIGPIPE; closing the connection makes moatd kill the command's tree.
+            if (!write_out(frame.type == wire::FrameType::Stdout ? STDOUT_FILENO : STDERR_FILENO, frame.payload)) {
+              raw.reset();
+              return 128 + SIGPIPE;
+            }
+            break;
           case wire::FrameType::Exit: {
             raw.reset();
             auto e = wire::decode<wire::ExecExit>(frame.payload);

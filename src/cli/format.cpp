@@ -16,16 +16,41 @@ std::string format_time_ago(int64_t epoch_ms) {
   return fmt::format("{}d ago", s / 86400);
 }
 
+std::string printable(std::string_view text, Lines lines) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    bool c1 = c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+              static_cast<unsigned char>(text[i + 1]) <= 0x9f;  // U+0080..U+009F in UTF-8 (CSI is U+009B)
+    if (c1) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(text[++i]));
+    } else if ((c == '\n' || c == '\t') && lines == Lines::Keep) {
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 void print_table(const std::vector<std::vector<std::string>>& rows) {
   if (rows.empty()) return;
   std::vector<size_t> width(rows[0].size(), 0);
   for (auto& r : rows)
-    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], printable(r[i], Lines::Escape).size());
   for (auto& r : rows) {
     std::string line;
     for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+      auto cell = printable(r[i], Lines::Escape);
+      line += cell;
+      if (i + 1 < r.size()) line += std::string(width[i] > cell.size() ? width[i] - cell.size() + 2 : 2, ' ');
     }
     std::printf("%s\n", line.c_str());
   }

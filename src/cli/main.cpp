@@ -30,13 +30,13 @@ int exit_code_for(const Error& e) {
 }
 
 int report(const Error& e) {
-  std::fprintf(stderr, "moat: %s\n", e.message.c_str());
+  std::fprintf(stderr, "moat: %s\n", printable(e.message).c_str());
   return exit_code_for(e);
 }
 
 Result<Json> call(const Globals& g, std::string_view verb, Json args) {
   return api::call(g.socket_path(), verb, std::move(args), [](const Json& p) {
-    if (p.contains("line")) std::fprintf(stderr, "%s\n", p["line"].get<std::string>().c_str());
+    if (p.contains("line")) std::fprintf(stderr, "%s\n", printable(p["line"].get<std::string>()).c_str());
   });
 }
 

@@ -144,7 +144,7 @@ Status Daemon::start_egress() {
   auto gateway = egress::Gateway::start(egress::GatewayParts{config_.egress, *policies_, *usage_, *vault_, *ca_, *audit_});
   if (!gateway) return wrap(gateway.error(), "starting the egress gateway");
   gateway_ = std::move(*gateway);
-  door_ = std::make_unique<EgressDoor>(config_.state_dir, config_.egress, *gateway_, *vault_, ca_->ca_cert_pem());
+  door_ = std::make_unique<EgressDoor>(config_.state_dir, config_.egress, *gateway_, *policies_, *vault_, ca_->ca_cert_pem());
   return {};
 }
 

@@ -38,6 +38,10 @@ Result<SandboxAttachment> EgressDoor::attach(const SandboxRecord& rec, const std
 
   SandboxAttachment a;
   a.init_args = {"--proxy-to", std::string(kSocketInside)};
+  // The relay opens no more connections into moatd than the gateway would let the agent keep open
+  // (taken at start: a changed limit reaches the relay at the sandbox's next start).
+  if (auto max = policies_.limits_for(rec.name).max_connections; max > 0)
+    a.init_args.insert(a.init_args.end(), {"--proxy-max-connections", std::to_string(std::min<uint64_t>(max, 65536))});
   a.mounts.push_back({std::string(kMountInside), dir.string(), "bind", {"ro", "nosuid", "nodev", "noexec"}});
   // Tools that read the system store (curl, git, apt, OpenSSL's default) trust the moat CA too.
   if (!system.empty()) a.mounts.push_back({std::string(kSystemBundle), (dir / "ca-bundle.crt").string(), "bind", {"ro", "nosuid", "nodev", "noexec"}});

@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "egress/gateway.h"
+#include "egress/policy_book.h"
 #include "sandbox/manager.h"
 #include "vault/vault.h"
 
@@ -14,9 +15,14 @@ namespace moat {
 
 class EgressDoor : public SandboxObserver {
  public:
-  EgressDoor(std::filesystem::path state_dir, const EgressConfig& config, egress::Gateway& gateway, vault::Vault& vault,
-             std::string ca_cert_pem)
-      : state_dir_(std::move(state_dir)), config_(config), gateway_(gateway), vault_(vault), ca_pem_(std::move(ca_cert_pem)) {}
+  EgressDoor(std::filesystem::path state_dir, const EgressConfig& config, egress::Gateway& gateway,
+             const egress::PolicyBook& policies, vault::Vault& vault, std::string ca_cert_pem)
+      : state_dir_(std::move(state_dir)),
+        config_(config),
+        gateway_(gateway),
+        policies_(policies),
+        vault_(vault),
+        ca_pem_(std::move(ca_cert_pem)) {}
 
   Result<SandboxAttachment> attach(const SandboxRecord& rec, const std::filesystem::path& image_root) override;
   void detach(const SandboxRecord& rec) override;
@@ -32,6 +38,7 @@ class EgressDoor : public SandboxObserver {
   std::filesystem::path state_dir_;
   const EgressConfig& config_;
   egress::Gateway& gateway_;
+  const egress::PolicyBook& policies_;
   vault::Vault& vault_;
   std::string ca_pem_;
 };

@@ -30,9 +30,9 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
     log::warn("exec relay ended before the command's exit: {}", why);
     return rec;
   };
-  bool client_open = true, guest_writable = true;
+  bool guest_writable = true;
   for (;;) {
-    pollfd fds[2] = {{client_open ? client_fd : -1, POLLIN, 0}, {guest_fd, POLLIN, 0}};
+    pollfd fds[2] = {{client_fd, POLLIN, 0}, {guest_fd, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return lost(fmt::format("poll: {}", strerror(errno)));
@@ -66,14 +66,16 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
         auto& frame = **f;
         if (frame.type == wire::FrameType::Stdout) rec.stdout_bytes += frame.payload.size();
         if (frame.type == wire::FrameType::Stderr) rec.stderr_bytes += frame.payload.size();
-        // A vanished CLI does not stop the bookkeeping: keep reading until Exit for the audit record.
-        if (client_open && !wire::write_frame(client_fd, frame.type, frame.payload)) client_open = false;
+        bool delivered = wire::write_frame(client_fd, frame.type, frame.payload).has_value();
         if (frame.type == wire::FrameType::Exit) {
           if (auto e = wire::decode<wire::ExecExit>(frame.payload); e) rec.exit = *e;
           rec.lost = false;
           return rec;
         }
         if (frame.type == wire::FrameType::Error) return lost(fmt::format("moat-init: {}", frame.payload));
+        // Nobody reads the output any more (`moat exec ... | head` ended): stop the command rather than
+        // let it run on unseen until its timeout, or for ever without one.
+        if (!delivered) return lost("the client stopped reading the command's output");
       }
     }
   }

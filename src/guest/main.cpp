@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -15,8 +16,9 @@ namespace {
 int usage(const char* why) {
   if (why) fprintf(stderr, "moat-init: %s\n", why);
   fprintf(stderr, "usage: moat-init --listen /run/moat/init.sock [--log /run/moat/init.log] [--host-peers-only]\n"
-                  "                 [--proxy-to /run/moat-gateway/gateway.sock]\n"
-                  "  --proxy-to  relay TCP connections to 127.0.0.1:3128 to the host's egress gateway at this socket\n");
+                  "                 [--proxy-to /run/moat-gateway/gateway.sock [--proxy-max-connections N]]\n"
+                  "  --proxy-to               relay TCP connections to 127.0.0.1:3128 to the host's egress gateway at this socket\n"
+                  "  --proxy-max-connections  relays open at once (default 4096); more are refused with 503\n");
   return 2;
 }
 
@@ -50,6 +52,12 @@ int main(int argc, char** argv) {
       const char* v = value();
       if (!v) return usage("--proxy-to needs the gateway socket's path");
       opts.proxy.gateway_socket = v;
+    } else if (a == "--proxy-max-connections") {
+      const char* v = value();
+      char* end = nullptr;
+      unsigned long n = v ? strtoul(v, &end, 10) : 0;
+      if (!v || *end != '\0' || n == 0 || n > 65536) return usage("--proxy-max-connections needs a number from 1 to 65536");
+      opts.proxy.max_connections = n;
     } else if (a == "--host-peers-only") {
       opts.host_peers_only = true;
     } else if (a == "--help" || a == "-h") {

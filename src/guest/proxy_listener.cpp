@@ -24,7 +24,6 @@ namespace moat::guest {
 namespace {
 
 constexpr size_t kBufferSize = 64 * 1024;
-constexpr size_t kMaxConnections = 4096;
 constexpr int kGatewaySendBuffer = 1 << 20;  // bench/egress_bench.cpp uses the same for its gateway client
 
 UniqueFd listen_tcp(int family, uint16_t port) {
@@ -177,8 +176,9 @@ class Proxy {
         if (errno != EAGAIN && errno != EWOULDBLOCK) logf("proxy: accept: {}", strerror(errno));
         return;
       }
-      if (relays_.size() >= kMaxConnections) {
-        refuse(client.get(), "503 Service Unavailable", "too many connections through the proxy at once");
+      if (relays_.size() >= opts_.max_connections) {
+        refuse(client.get(), "503 Service Unavailable",
+               fmt::format("too many connections through the proxy at once (this sandbox's limit is {})", opts_.max_connections));
         continue;
       }
       UniqueFd gw = connect_gateway(opts_.gateway_socket);

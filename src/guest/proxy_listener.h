@@ -15,6 +15,10 @@ namespace moat::guest {
 struct ProxyOptions {
   std::string gateway_socket;  // e.g. /run/moat-gateway/gateway.sock; empty = no proxy
   uint16_t port = 3128;
+  // Relays open at once. moatd sets it to the agent's egress max_connections: each relay holds a
+  // connection into moatd, so without it a flood of connections the gateway will refuse anyway
+  // would still pile up file descriptors in moatd while they wait to be refused.
+  size_t max_connections = 4096;
 };
 
 // The relay runs in its own process so that a fault in it never takes PID 1 down; moat-init starts it

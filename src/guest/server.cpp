@@ -35,11 +35,14 @@ Result<UniqueFd> make_listener(const std::string& path, ino_t& inode) {
   if (path.empty() || tmp.size() >= sizeof addr.sun_path)
     return fail(ErrorKind::InvalidInput, "socket path '{}' is empty or longer than {} bytes", path, sizeof addr.sun_path - 5);
   memcpy(addr.sun_path, tmp.data(), tmp.size());
+  // Whatever the agent left at these names in moat-init's own directory (a stale socket, a file, a
+  // symlink planted to lock it out of its sandbox) is removed: unlink takes away the name, never what
+  // a link points at. Only a directory is refused, since removing one could take the agent's files.
   for (const auto& p : {path, tmp}) {
     struct stat st {};
     if (lstat(p.c_str(), &st) != 0) continue;
-    if (!S_ISSOCK(st.st_mode)) return fail(ErrorKind::Conflict, "'{}' exists and is not a socket; refusing to replace it", p);
-    if (unlink(p.c_str()) != 0) return fail(ErrorKind::Internal, "cannot remove stale socket '{}': {}", p, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return fail(ErrorKind::Conflict, "'{}' is a directory; refusing to replace it with a socket", p);
+    if (unlink(p.c_str()) != 0) return fail(ErrorKind::Internal, "cannot remove '{}' to listen there: {}", p, strerror(errno));
   }
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return fail(ErrorKind::Internal, "socket: {}", strerror(errno));
