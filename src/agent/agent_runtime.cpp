@@ -52,8 +52,12 @@ size_t compaction_cut(const std::vector<StoredMessage>& msgs) {
   return msgs.size();  // one long exchange: summarise all of it
 }
 
-std::string time_limit_note(std::chrono::milliseconds wall) {
+// `model_silent`: the limit cut a model call that had produced nothing (a provider that hangs), which
+// the sender should hear rather than guess.
+std::string time_limit_note(std::chrono::milliseconds wall, bool model_silent = false) {
   auto limit = wall.count() % 1000 == 0 ? fmt::format("{} s", wall.count() / 1000) : fmt::format("{} ms", wall.count());
+  if (model_silent)
+    return fmt::format("(I stopped here: the model had not answered when this turn reached its time limit of {}.)", limit);
   return fmt::format("(I stopped here: this turn reached its time limit of {}.)", limit);
 }
 
@@ -219,12 +223,16 @@ Result<router::TurnResult> AgentRuntime::Impl::run_loop(TurnState& st) {
     req.tools = tools.specs();
     req.max_tokens = spec.model.max_tokens;
     StreamCallbacks cb;
-    cb.on_text = [&](std::string_view d) { st.emit("text", Json{{"text", std::string(d)}}); };
     cb.cancelled = [&] { return SteadyClock::now() >= st.deadline; };
+    bool model_spoke = false;
+    cb.on_text = [&](std::string_view d) {
+      model_spoke = true;
+      st.emit("text", Json{{"text", std::string(d)}});
+    };
     auto resp = provider.value()->complete(req, cb);
     if (!resp && SteadyClock::now() >= st.deadline) {
       // We cancelled the call ourselves at the wall-clock limit: that is a limit, not a failure.
-      note = time_limit_note(lim.max_wall);
+      note = time_limit_note(lim.max_wall, !model_spoke);
       break;
     }
     if (!resp) return wrap(resp.error(), fmt::format("calling the model for agent '{}'", spec.name));

@@ -86,6 +86,21 @@ constexpr uint64_t kMaxCopyBytes = 1ull << 30;
 
 std::string actor_of(const Json& args) { return args.value("actor", std::string("cli")); }
 
+// An exec whose moat-init went away before the command's exit: the client is told why in one error
+// frame (instead of finding its connection closed, as if moatd had died), and a sandbox that died
+// under the command is recorded as stopped.
+void report_lost_guest(SandboxManager& m, const std::string& name, int client_fd, const std::string& actor) {
+  std::string why =
+      m.reap_if_died(name, actor)
+          ? fmt::format("sandbox '{}' stopped while the command was running (its processes were killed from outside "
+                        "the sandbox, e.g. by the OOM killer); its files are kept: 'moat sandbox start {}' or the "
+                        "next exec starts it again",
+                        name, name)
+          : fmt::format("moat-init in sandbox '{}' closed the connection before the command finished; see moatd.log",
+                        name);
+  (void)wire::write_frame(client_fd, wire::FrameType::Error, wire::encode(wire::ErrorMsg{why}));
+}
+
 Result<std::optional<uint64_t>> optional_size(const Json& args, const char* key) {
   if (!args.contains(key) || args[key].is_null()) return std::optional<uint64_t>{};
   if (args[key].is_number_unsigned()) return std::optional<uint64_t>(args[key].get<uint64_t>());
@@ -407,6 +422,7 @@ void Daemon::register_handlers() {
     }
     auto rec = relay_exec(session.fd(), ch->fd.get());
     m.finish_exec(*ch, req, rec, actor_of(a));
+    if (rec.guest_gone) report_lost_guest(m, name, session.fd(), actor_of(a));
     return Json();
   });
 

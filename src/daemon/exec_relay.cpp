@@ -56,6 +56,7 @@ ExecRecord relay_exec(int client_fd, int guest_fd) {
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(guest_fd, buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) rec.guest_gone = true;
       if (n < 0) return lost(fmt::format("reading from moat-init: {}", strerror(errno)));
       if (n == 0) return lost("moat-init closed the connection");
       from_guest.feed(std::string_view(buf, n));

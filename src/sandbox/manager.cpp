@@ -530,6 +530,29 @@ Result<ExecChannel> SandboxManager::open_exec(std::string_view name, const wire:
   return ExecChannel{std::string(name), std::move(*fd), std::chrono::steady_clock::now()};
 }
 
+bool SandboxManager::reap_if_died(std::string_view name, std::string_view actor) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec || rec->state != "running") return false;
+  auto rt = runtime(rec->runtime);
+  if (!rt) return false;
+  // moat-init's connections close while the kernel is still killing the sandbox's processes, before
+  // its init has exited: the runtime reports the container running for a moment longer.
+  for (auto deadline = std::chrono::steady_clock::now() + 2s;;) {
+    auto st = (*rt)->state(container_of(*rec));
+    if (!st || st->status != "running") break;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  log::warn("sandbox {}: its container stopped while a command ran in it (killed from outside?); recorded as stopped",
+            rec->name);
+  (void)teardown(*rec);
+  (void)repo_.update_state(rec->name, "stopped");
+  audit("sandbox.stop", actor, rec->name, Json{{"reason", "died"}});
+  return true;
+}
+
 void SandboxManager::finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec,
                                  std::string_view actor) {
   end_use(ch.sandbox);

@@ -52,6 +52,7 @@ struct ExecRecord {
   wire::ExecExit exit;
   uint64_t stdout_bytes = 0, stderr_bytes = 0;
   bool lost = false;  // the connection broke before Exit
+  bool guest_gone = false;  // ...because moat-init's side closed (the sandbox may have died under it)
 };
 
 struct SandboxActivity {
@@ -108,6 +109,10 @@ class SandboxManager {
   Result<ExecChannel> open_exec(std::string_view name, const wire::ExecStart& req, std::string_view actor);
   // Records the end of an exec opened by open_exec (audit event, idle accounting).
   void finish_exec(ExecChannel& ch, const wire::ExecStart& req, const ExecRecord& rec, std::string_view actor);
+  // For an exec whose moat-init went away before the command's exit: if the sandbox's container has
+  // stopped (killed from the host, out of memory), tears it down and records it stopped, so its state
+  // is reported as it is and a start brings it back with its disk. True when the sandbox had died.
+  bool reap_if_died(std::string_view name, std::string_view actor);
   Result<InitClient> init_client(std::string_view name);
 
   // Copies a file into / out of a sandbox. moat-init does the path work inside the sandbox, so a link

@@ -179,6 +179,18 @@ ScriptedReply ScriptedReply::cut_stream() {
   return r;
 }
 
+ScriptedReply ScriptedReply::garbage() {
+  ScriptedReply r;
+  r.fault = Fault::Garbage;
+  return r;
+}
+
+ScriptedReply ScriptedReply::hang() {
+  ScriptedReply r;
+  r.fault = Fault::Hang;
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // ProviderRequest
 
@@ -470,6 +482,17 @@ HttpHeaders stream_headers(const ScriptedReply& reply) {
   return h;
 }
 
+// Garbage: what a captive portal or a misrouted proxy answers, 200 and not the wire format; it lists
+// the request's headers (the API key among them), so a client that quotes answers must redact them.
+void send_garbage(ResponseWriter& w, const RecordedRequest& http) {
+  std::string body = "<html><head><title>Gateway</title></head><body><h1>Welcome!</h1><pre>\n";
+  for (const auto& [name, value] : http.headers) body += fmt::format("{}: {}\n", name, value);
+  body += "</pre></body></html>\n";
+  HttpResponse resp = HttpResponse::text(200, std::move(body));
+  resp.headers = {{"Content-Type", "text/html; charset=utf-8"}};
+  w.send(resp);
+}
+
 // For CutStream: declare a body far longer than what is sent, so closing early is a framing error
 // at the client (as a connection reset mid-answer is).
 constexpr uint64_t kCutLength = 1 << 20;
@@ -682,6 +705,11 @@ void ProviderDouble::State::handle(const RecordedRequest& http, ResponseWriter& 
 
   ScriptedReply reply = next(req);
   if (reply.fault == ScriptedReply::Fault::HttpError) return send_error(w, req.wire, reply);
+  if (reply.fault == ScriptedReply::Fault::Garbage) return send_garbage(w, http);
+  if (reply.fault == ScriptedReply::Fault::Hang) {
+    w.sleep_for(std::chrono::hours(1));  // ends when the double stops
+    return w.close_connection();
+  }
   bool ok = req.wire == ProviderWire::Anthropic ? serve_anthropic(w, req, reply) : serve_openai(w, req, reply);
   if (ok && reply.fault == ScriptedReply::Fault::None) done();
 }

@@ -17,7 +17,8 @@
 // What the model "says" is scripted: a FIFO of ScriptedReply consumed one per request, then a
 // reply function that sees the parsed request (to answer from the conversation), then a default
 // that echoes the last user message. Failures are scripted the same way (429 + retry-after, 500,
-// 529 overloaded, malformed or cut streams, slow chunks).
+// 529 overloaded, malformed or cut streams, slow chunks, an HTML page instead of the wire format,
+// a request never answered).
 //
 //   ProviderDouble model({.api_key = "sk-test"});
 //   model.enqueue(ScriptedReply::call("bash", {{"command", "ls"}}));  // first turn: a tool call
@@ -58,6 +59,9 @@ struct ScriptedReply {
                       // OpenAI a chunk {"error":{...}}) after the first text delta
     MalformedStream,  // 200 event stream whose data is not JSON
     CutStream,        // 200 stream that stops halfway and closes the connection (no message_stop / [DONE])
+    Garbage,          // 200 text/html page that is neither wire format (a captive portal or a misrouted proxy);
+                      // it echoes the request's headers, as such debug pages do, key included
+    Hang,             // reads the request and never answers; the connection stays open until the double stops
   };
 
   std::vector<std::string> text;            // text deltas in order: one event (chunk) each
@@ -88,6 +92,8 @@ struct ScriptedReply {
   static ScriptedReply stream_error(std::string message = "Overloaded");
   static ScriptedReply malformed_stream();
   static ScriptedReply cut_stream();
+  static ScriptedReply garbage();
+  static ScriptedReply hang();
 };
 
 enum class ProviderWire { Anthropic, OpenAi };
