@@ -7,7 +7,7 @@ STATE_DIR ?= /var/lib/moat
 # sub-make's "Entering directory" chatter is not.
 CMAKE_BUILD = env -u MAKEFLAGS -u MAKELEVEL cmake --build $(BUILD) -j $(JOBS)
 
-.PHONY: deps configure build build-daemon up down test bench fuzz fmt clean
+.PHONY: deps configure build build-daemon up down test test-long bench fuzz fmt clean
 
 deps:
 	@scripts/install-deps
@@ -31,6 +31,10 @@ down:
 
 test: build
 	@scripts/run-tests $(BUILD)
+
+# Seeded SIGKILL crash iterations of moatd (50; MOAT_CRASH_ITERATIONS and MOAT_CRASH_SEED override).
+test-long: build
+	@scripts/test-long $(BUILD)
 
 bench: build
 	@scripts/run-bench $(BUILD)
