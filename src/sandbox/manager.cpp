@@ -418,6 +418,9 @@ Status SandboxManager::remove(std::string_view name, bool force, std::string_vie
     return fail(ErrorKind::Conflict, "sandbox '{}' still has mounts under {}; not removing its data", rec->name,
                 paths.dir.string());
   }
+  // Marked first: a moatd killed while the tree is half removed finishes the removal when it starts
+  // again (reconcile), instead of leaving a record whose data is partly gone.
+  if (auto st = repo_.update_state(rec->name, "removing"); !st) return st;
   if (auto st = remove_tree(paths.dir); !st) return st;
   if (auto st = repo_.remove(rec->name); !st) return st;
   {
@@ -629,6 +632,26 @@ bool SandboxManager::image_in_use(const std::string& digest) {
   return !n || *n > 0;  // when unsure, say yes: refusing an image rm is the safe mistake
 }
 
+void SandboxManager::finish_removal(const SandboxRecord& rec) {
+  auto lock = lock_for(rec.name);
+  std::lock_guard g(*lock);
+  if (auto t = teardown(rec); !t) log::warn("reconcile: sandbox {}: {}", rec.name, t.error().message);
+  auto dir = SandboxPaths::for_sandbox(opts_.state_dir, rec.name).dir;
+  if (auto m = mounts_under(dir); m && !m->empty()) {
+    log::warn("reconcile: sandbox {} still has mounts under {}; its removal stays unfinished", rec.name, dir.string());
+    return;
+  }
+  if (auto st = remove_tree(dir); !st) {
+    log::warn("reconcile: finishing the removal of sandbox {}: {}", rec.name, st.error().message);
+    return;
+  }
+  if (auto st = repo_.remove(rec.name); !st) {
+    log::warn("reconcile: finishing the removal of sandbox {}: {}", rec.name, st.error().message);
+    return;
+  }
+  audit("sandbox.remove", "daemon", rec.name, Json{{"reason", "finishing a removal cut short by a crash"}});
+}
+
 Status SandboxManager::reconcile() {
   auto all = repo_.list();
   if (!all) return std::unexpected(all.error());
@@ -649,6 +672,11 @@ Status SandboxManager::reconcile() {
   };
   std::set<std::string> known, known_names;
   for (auto& rec : *all) {
+    if (rec.state == "removing") {
+      known_names.insert(rec.name);  // what finish_removal cannot remove stays, with its record
+      finish_removal(rec);           // its container, if any, goes as an orphan below
+      continue;
+    }
     known.insert(container_of(rec));
     known_names.insert(rec.name);
     auto lock = lock_for(rec.name);

@@ -134,6 +134,9 @@ class SandboxManager {
   Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);
   // Kills the container if any and unmounts everything; best effort, reports the first failure.
   Status teardown(const SandboxRecord& rec);
+  // Reconcile's end of a remove a crash cut short (record in state "removing"): the directory, then
+  // the record. Leaves both, with a warning, while anything is still mounted there.
+  void finish_removal(const SandboxRecord& rec);
   // The sandbox's directories and its disk (made when missing): at create, and at the first start of
   // a sandbox whose create a killed moatd cut short.
   Status lay_out(const SandboxRecord& rec, const SandboxPaths& paths);

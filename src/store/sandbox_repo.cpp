@@ -35,12 +35,12 @@ std::unexpected<Error> not_found(std::string_view name) {
 }  // namespace
 
 bool is_valid_sandbox_state(std::string_view state) {
-  return state == "created" || state == "running" || state == "stopped";
+  return state == "created" || state == "running" || state == "stopped" || state == "removing";
 }
 
 Result<SandboxRecord> SandboxRepo::insert(SandboxRecord rec) {
   if (!is_valid_sandbox_state(rec.state))
-    return fail(ErrorKind::InvalidInput, "sandbox '{}' has unknown state '{}' (expected created, running or stopped)",
+    return fail(ErrorKind::InvalidInput, "sandbox '{}' has unknown state '{}' (expected created, running, stopped or removing)",
                 rec.name, rec.state);
   if (rec.uid_base != 0 && (rec.uid_base < kUidBaseFirst || rec.uid_base > kUidBaseLast ||
                             (rec.uid_base - kUidBaseFirst) % kUidRangeSize != 0))
@@ -133,7 +133,7 @@ Status SandboxRepo::update_one(std::string_view name, std::string_view sql, auto
 
 Status SandboxRepo::update_state(std::string_view name, std::string_view state) {
   if (!is_valid_sandbox_state(state))
-    return fail(ErrorKind::InvalidInput, "unknown sandbox state '{}' (expected created, running or stopped)", state);
+    return fail(ErrorKind::InvalidInput, "unknown sandbox state '{}' (expected created, running, stopped or removing)", state);
   return update_one(name, "UPDATE sandboxes SET state = ?2 WHERE name = ?1", [&](Statement& s) { s.bind(2, state); });
 }
 

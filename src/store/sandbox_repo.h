@@ -33,6 +33,7 @@ inline constexpr int64_t kUidRangeSize = 65536;
 // The last base whose range still ends below 2^32 - 1 (uid_t's "no uid" value).
 inline constexpr int64_t kUidBaseLast = kUidBaseFirst + ((0xFFFFFFFFLL - kUidBaseFirst) / kUidRangeSize - 1) * kUidRangeSize;
 
+// created, running, stopped, or removing (a remove under way, finished by reconcile after a crash).
 bool is_valid_sandbox_state(std::string_view state);
 
 class SandboxRepo {

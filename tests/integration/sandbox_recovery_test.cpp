@@ -2,6 +2,7 @@
 // cleans everything else, leaking no mount, loop device, cgroup or process.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 
 #include <fstream>
 #include <future>
@@ -64,6 +65,39 @@ TEST(Recovery, ASandboxWhoseCreateWasCutShortIsFinishedAtItsFirstStart) {
   EXPECT_NE(used.code, 0);
   EXPECT_NE(used.err.find("disk"), std::string::npos) << used.err;
   env.ok({"audit", "verify"});
+}
+
+// A moatd killed while `sandbox rm` was deleting the sandbox's directory leaves the record marked
+// "removing" and the directory half gone. The next moatd finishes the removal instead of listing a
+// sandbox that can no longer start.
+TEST(Recovery, ARemovalCutShortIsFinishedByTheNextMoatd) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  env.ok({"sandbox", "create", "going", "--start"});
+  env.ok({"exec", "going", "--", "sh", "-c", "echo data > /workspace/f"});
+  env.ok({"sandbox", "create", "staying"});
+  env.ok({"sandbox", "stop", "going"});
+  env.kill_daemon(SIGKILL);
+  // What the crash left: the record marked, the disk already deleted, the rest still there.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(env.db_path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE sandboxes SET state = 'removing' WHERE name = 'going'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto dir = env.state_dir() / "sandboxes" / "going";
+  std::filesystem::remove(dir / "disk.img");
+  ASSERT_TRUE(std::filesystem::exists(dir / "bundle"));
+  env.start_daemon();
+  auto ls = env.ok({"sandbox", "ls"});
+  EXPECT_EQ(ls.find("going"), std::string::npos) << ls;
+  EXPECT_NE(ls.find("staying"), std::string::npos) << ls;
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  EXPECT_NE(env.ok({"audit", "export"}).find("finishing a removal cut short"), std::string::npos);
+  env.ok({"audit", "verify"});
+  // The name is free again.
+  env.ok({"sandbox", "create", "going", "--start"});
+  auto old_file = env.moat({"exec", "going", "--", "cat", "/workspace/f"});
+  EXPECT_NE(old_file.code, 0) << "a new sandbox of the same name sees the old one's data: " << old_file.out;
 }
 
 }  // namespace
