@@ -413,22 +413,24 @@ Status SandboxManager::remove(std::string_view name, bool force, std::string_vie
   } else if (auto st = teardown(*rec); !st) {
     return st;
   }
-  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
-  if (auto m = mounts_under(paths.dir); m && !m->empty()) {
-    return fail(ErrorKind::Conflict, "sandbox '{}' still has mounts under {}; not removing its data", rec->name,
-                paths.dir.string());
-  }
-  // Marked first: a moatd killed while the tree is half removed finishes the removal when it starts
-  // again (reconcile), instead of leaving a record whose data is partly gone.
-  if (auto st = repo_.update_state(rec->name, "removing"); !st) return st;
-  if (auto st = remove_tree(paths.dir); !st) return st;
-  if (auto st = repo_.remove(rec->name); !st) return st;
+  if (auto st = delete_data(*rec); !st) return st;
   {
     std::lock_guard a(activity_mu_);
     activity_.erase(rec->name);
   }
   audit("sandbox.remove", actor, rec->name, Json{{"forced", force}});
   return {};
+}
+
+Status SandboxManager::delete_data(const SandboxRecord& rec) {
+  auto dir = SandboxPaths::for_sandbox(opts_.state_dir, rec.name).dir;
+  if (auto m = mounts_under(dir); m && !m->empty())
+    return fail(ErrorKind::Conflict, "sandbox '{}' still has mounts under {}; not removing its data", rec.name, dir.string());
+  // Marked first: a moatd killed while the tree is half removed finishes the removal when it starts
+  // again (reconcile), instead of leaving a record whose data is partly gone.
+  if (auto st = repo_.update_state(rec.name, "removing"); !st) return st;
+  if (auto st = remove_tree(dir); !st) return st;
+  return repo_.remove(rec.name);
 }
 
 Result<std::vector<SandboxRecord>> SandboxManager::list() { return repo_.list(); }
@@ -636,17 +638,8 @@ void SandboxManager::finish_removal(const SandboxRecord& rec) {
   auto lock = lock_for(rec.name);
   std::lock_guard g(*lock);
   if (auto t = teardown(rec); !t) log::warn("reconcile: sandbox {}: {}", rec.name, t.error().message);
-  auto dir = SandboxPaths::for_sandbox(opts_.state_dir, rec.name).dir;
-  if (auto m = mounts_under(dir); m && !m->empty()) {
-    log::warn("reconcile: sandbox {} still has mounts under {}; its removal stays unfinished", rec.name, dir.string());
-    return;
-  }
-  if (auto st = remove_tree(dir); !st) {
-    log::warn("reconcile: finishing the removal of sandbox {}: {}", rec.name, st.error().message);
-    return;
-  }
-  if (auto st = repo_.remove(rec.name); !st) {
-    log::warn("reconcile: finishing the removal of sandbox {}: {}", rec.name, st.error().message);
+  if (auto st = delete_data(rec); !st) {
+    log::warn("reconcile: the removal of sandbox {} stays unfinished: {}", rec.name, st.error().message);
     return;
   }
   audit("sandbox.remove", "daemon", rec.name, Json{{"reason", "finishing a removal cut short by a crash"}});

@@ -137,6 +137,9 @@ class SandboxManager {
   // Reconcile's end of a remove a crash cut short (record in state "removing"): the directory, then
   // the record. Leaves both, with a warning, while anything is still mounted there.
   void finish_removal(const SandboxRecord& rec);
+  // A removed sandbox's directory, then its record (marked "removing" first); refused while anything
+  // is still mounted there. remove() and finish_removal() share it.
+  Status delete_data(const SandboxRecord& rec);
   // The sandbox's directories and its disk (made when missing): at create, and at the first start of
   // a sandbox whose create a killed moatd cut short.
   Status lay_out(const SandboxRecord& rec, const SandboxPaths& paths);
