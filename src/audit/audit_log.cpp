@@ -43,83 +43,90 @@ Result<int64_t> AuditLog::append(AuditEntry entry) {
 }
 
 Result<int64_t> AuditLog::append_batch(std::vector<AuditEntry> entries) {
+  if (t_delivering == this)  // before waiting for the store, which the publishing thread may hold
+    return fail(ErrorKind::Internal,
+                "an audit subscriber tried to append to the audit log it is listening to; that would deadlock");
+  auto tx = Transaction::begin(db_);
+  if (!tx) return wrap(tx.error(), "appending to the audit log");
+  auto staged = stage(*tx, std::move(entries));
+  if (!staged) return std::unexpected(staged.error());
+  if (auto s = tx->commit(); !s) return wrap(s.error(), "committing to the audit log");
+  return publish(std::move(*staged));
+}
+
+AuditLog::Staged::~Staged() {
+  // Unpublished: the transaction did not commit (or its outcome is unknown), so the tail in memory
+  // may not match the table any more.
+  if (!published_ && lock_.owns_lock()) log_->loaded_ = false;
+}
+
+Result<AuditLog::Staged> AuditLog::stage(Transaction&, std::vector<AuditEntry> entries) {
   if (t_delivering == this)
     return fail(ErrorKind::Internal,
                 "an audit subscriber tried to append to the audit log it is listening to; that would deadlock");
-  std::unique_lock a(append_mu_);
-  return append_locked(entries, a);
-}
-
-Result<int64_t> AuditLog::append_locked(std::vector<AuditEntry>& entries, std::unique_lock<std::mutex>& a) {
+  Staged st(*this, std::unique_lock(append_mu_));
   if (!loaded_) {
     if (auto s = load_tail(); !s) return std::unexpected(s.error());
   }
-  if (entries.empty()) return last_seq_;
+  st.last_seq_ = last_seq_;
+  st.last_hash_ = last_hash_;
+  if (entries.empty()) return st;
 
   bool want_events;
   {
     std::lock_guard g(subs_mu_);
     want_events = !subs_.empty();
   }
-  std::vector<AuditEvent> events;
-  if (want_events) events.reserve(entries.size());
-
-  int64_t seq = last_seq_;
-  std::string prev = last_hash_;
-  std::string data;
-  {
-    auto tx = Transaction::begin(db_);
-    if (!tx) return wrap(tx.error(), "appending to the audit log");
-    if (!insert_) {
-      auto st = db_.prepare(
-          "INSERT INTO audit (seq, time_ns, kind, actor, subject, data, prev_hash, hash) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-      if (!st) return std::unexpected(st.error());
-      insert_.emplace(std::move(*st));
-    }
-    for (auto& e : entries) {
-      ++seq;
-      int64_t t = clock_();
-      data = canonical_json(e.data);
-      std::string_view hash = hasher_.hash(seq, t, e.kind, e.actor, e.subject, data, prev);
-      insert_->reset();
-      insert_->bind(1, seq).bind(2, t).bind(3, e.kind).bind(4, e.actor).bind(5, e.subject).bind(6, data);
-      insert_->bind(7, prev).bind(8, hash);
-      if (auto r = insert_->step(); !r) {
-        insert_->reset();
-        loaded_ = false;  // someone else may have written: re-read the tail next time
-        if (r.error().kind == ErrorKind::Conflict)
-          return fail(ErrorKind::Conflict,
-                      "appending audit record {}: another writer appended to the audit log; retry ({})", seq,
-                      r.error().message);
-        return wrap(r.error(), fmt::format("appending audit record {}", seq));
-      }
-      if (want_events)
-        events.push_back(AuditEvent{seq, t, std::move(e.kind), std::move(e.actor), std::move(e.subject),
-                                    std::move(e.data), prev, std::string(hash)});
-      prev.assign(hash);
-    }
-    insert_->reset();
-    if (auto s = tx->commit(); !s) {
-      loaded_ = false;
-      return wrap(s.error(), "committing to the audit log");
-    }
+  if (want_events) st.events_.reserve(entries.size());
+  if (!insert_) {
+    auto prepared = db_.prepare(
+        "INSERT INTO audit (seq, time_ns, kind, actor, subject, data, prev_hash, hash) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!prepared) return std::unexpected(prepared.error());
+    insert_.emplace(std::move(*prepared));
   }
-  last_seq_ = seq;
-  last_hash_ = std::move(prev);
+  std::string data;
+  for (auto& e : entries) {
+    int64_t seq = ++st.last_seq_;
+    int64_t t = clock_();
+    data = canonical_json(e.data);
+    std::string_view hash = hasher_.hash(seq, t, e.kind, e.actor, e.subject, data, st.last_hash_);
+    insert_->reset();
+    insert_->bind(1, seq).bind(2, t).bind(3, e.kind).bind(4, e.actor).bind(5, e.subject).bind(6, data);
+    insert_->bind(7, st.last_hash_).bind(8, hash);
+    if (auto r = insert_->step(); !r) {
+      insert_->reset();
+      if (r.error().kind == ErrorKind::Conflict)
+        return fail(ErrorKind::Conflict, "appending audit record {}: another writer appended to the audit log; retry ({})",
+                    seq, r.error().message);
+      return wrap(r.error(), fmt::format("appending audit record {}", seq));
+    }
+    if (want_events)
+      st.events_.push_back(AuditEvent{seq, t, std::move(e.kind), std::move(e.actor), std::move(e.subject),
+                                      std::move(e.data), st.last_hash_, std::string(hash)});
+    st.last_hash_.assign(hash);
+  }
+  insert_->reset();
+  return st;
+}
 
-  if (!want_events) return seq;
+int64_t AuditLog::publish(Staged st) {
+  last_seq_ = st.last_seq_;
+  last_hash_ = std::move(st.last_hash_);
+  st.published_ = true;
+  int64_t seq = last_seq_;
+  if (st.events_.empty()) return seq;
   // Hand over from the append lock to the delivery lock so deliveries keep seq order while the next
   // append proceeds.
   std::unique_lock d(deliver_mu_);
-  a.unlock();
+  st.lock_.unlock();
   std::vector<std::shared_ptr<Subscriber>> subs;
   {
     std::lock_guard g(subs_mu_);
     for (auto& [id, s] : subs_) subs.push_back(s);
   }
   t_delivering = this;
-  for (const auto& ev : events) {
+  for (const auto& ev : st.events_) {
     for (const auto& s : subs) {
       try {
         (*s)(ev);
@@ -133,6 +140,7 @@ Result<int64_t> AuditLog::append_locked(std::vector<AuditEntry>& entries, std::u
 }
 
 Result<int64_t> AuditLog::last_seq() {
+  auto l = db_.lock();
   std::lock_guard a(append_mu_);
   if (!loaded_) {
     if (auto s = load_tail(); !s) return std::unexpected(s.error());

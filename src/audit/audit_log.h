@@ -3,14 +3,18 @@
 // store/migrations.cpp, hash defined in audit/event.h).
 //
 // Appends are serialized by the log's own mutex and committed (synchronous=FULL) before append()
-// returns, so an acknowledged event is on disk. The last seq and hash are read from the table once,
+// returns, so an acknowledged event is on disk. A component that changes the store can instead stage
+// its records inside its own transaction (stage(), then publish() after the commit), so the change
+// and its record are durable together or not at all. Lock order: db.lock(), then the log's mutex. The last seq and hash are read from the table once,
 // on first use, and kept in memory; use one AuditLog per store. If another writer appends behind our
 // back, our next insert collides on seq and fails with Conflict, and the log re-reads the tail before
 // the following append.
 //
 // Live subscribers are called after the commit, outside the database lock, in seq order, one event
-// at a time, on the appending thread. A callback must be quick and must not call append() on the
-// same log (that is refused with an error rather than deadlocking); it may subscribe/unsubscribe.
+// at a time, on the appending thread. A callback must be quick, must not use the store (its caller
+// may hold db.lock() and another appender may wait on the delivery for it) and must not call
+// append() on the same log (that is refused with an error rather than deadlocking); it may
+// subscribe/unsubscribe.
 // After unsubscribe(id) returns (outside a callback), that callback is not running and will not run.
 #include <cstdint>
 #include <functional>
@@ -45,6 +49,31 @@ class AuditLog {
   // when `entries` is empty).
   Result<int64_t> append_batch(std::vector<AuditEntry> entries);
 
+  // Records inserted into a caller's open transaction. Holds the log's append lock until published
+  // or dropped, so keep it only until the transaction has committed or failed. Dropped unpublished
+  // (the transaction failed), it leaves the log as it was: the next append re-reads the tail.
+  class Staged {
+   public:
+    Staged(Staged&&) noexcept = default;
+    Staged& operator=(Staged&&) = delete;
+    ~Staged();
+
+   private:
+    friend class AuditLog;
+    Staged(AuditLog& log, std::unique_lock<std::mutex> lock) : log_(&log), lock_(std::move(lock)) {}
+    AuditLog* log_;
+    std::unique_lock<std::mutex> lock_;  // the log's append_mu_
+    bool published_ = false;
+    int64_t last_seq_ = 0;
+    std::string last_hash_;
+    std::vector<AuditEvent> events_;  // for subscribers; empty when there were none
+  };
+  // Inserts `entries` into `tx`, which must be open on this log's database.
+  Result<Staged> stage(Transaction& tx, std::vector<AuditEntry> entries);
+  // After the staging transaction committed: the records become the log's tail and go to subscribers.
+  // Returns the last seq.
+  int64_t publish(Staged staged);
+
   // The seq of the newest record (0 when the log is empty).
   Result<int64_t> last_seq();
   // Up to `limit` records with seq > after_seq, oldest first: what a live tail replays before it
@@ -55,8 +84,7 @@ class AuditLog {
   void unsubscribe(SubscriberId id);
 
  private:
-  Status load_tail();  // append_mu_ held
-  Result<int64_t> append_locked(std::vector<AuditEntry>& entries, std::unique_lock<std::mutex>& append_lock);
+  Status load_tail();  // db.lock() and append_mu_ held
 
   Database& db_;
   Clock clock_;

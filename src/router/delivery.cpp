@@ -1,6 +1,7 @@
 // The outbox thread: delivers undelivered rows in id order per chat through the registered channel,
 // with the row's stable key "o<id>", and marks them delivered. A chat whose row is waiting (backoff,
 // channel not registered) holds back that chat's later rows only; other chats go on.
+#include <optional>
 #include <unordered_set>
 
 #include "base/log.h"
@@ -42,15 +43,29 @@ void Router::Impl::delivery_loop() {
     std::unordered_set<std::string> blocked;  // chats whose next row must wait
     int64_t cursor = 0;
     bool stop_now = false;
-    // Delivered rows are marked in one transaction per page. A crash before that mark means those
-    // rows go out again with the same keys, which channels drop (see Channel::deliver).
+    // Delivered rows are marked, with their audit records, in one transaction per page. A crash
+    // before that mark means those rows go out again with the same keys, which channels drop (see
+    // Channel::deliver), and are audited then.
     std::vector<int64_t> done;
     std::vector<AuditEntry> records;
     auto mark = [&] {
-      if (auto u = outbox_delivered(db, done); !u)
-        log::error("router: cannot mark {} outbox messages delivered: {}", done.size(), u.error().message);
+      if (done.empty()) return;
+      auto tx = Transaction::begin(db);
+      Status s = tx ? outbox_delivered(db, done) : Status(std::unexpected(tx.error()));
+      std::optional<AuditLog::Staged> staged;
+      if (s) {
+        auto st = audit.stage(*tx, std::move(records));
+        if (st)
+          staged.emplace(std::move(*st));
+        else
+          s = std::unexpected(st.error());
+      }
+      if (s) s = tx->commit();
+      if (s)
+        audit.publish(std::move(*staged));
+      else
+        log::error("router: cannot mark {} outbox messages delivered: {}", done.size(), s.error().message);
       done.clear();
-      audit_later(std::move(records));
       records.clear();
     };
     while (!stop_now) {
@@ -61,6 +76,13 @@ void Router::Impl::delivery_loop() {
         break;
       }
       if (rows->empty()) break;
+      // A row may come from a transaction committed but not yet flushed (a group commit's pairing
+      // reply): nothing leaves moat before it is on disk.
+      if (auto synced = db.sync_wal(); !synced) {
+        log::error("router: cannot flush the store before delivering: {}", synced.error().message);
+        wake = now + 1000;
+        break;
+      }
       for (auto& row : *rows) {
         cursor = row.msg.id;
         std::string chat_key = row.msg.channel + '\0' + row.msg.chat;

@@ -274,8 +274,6 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
 
 Status outbox_delivered(Database& db, const std::vector<int64_t>& ids) {
   if (ids.empty()) return {};
-  auto tx = Transaction::begin(db);
-  if (!tx) return std::unexpected(tx.error());
   auto st = db.prepare("UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1");
   if (!st) return std::unexpected(st.error());
   int64_t now = clock::now_ms();
@@ -283,7 +281,7 @@ Status outbox_delivered(Database& db, const std::vector<int64_t>& ids) {
     st->bind(1, id).bind(2, now);
     if (auto s = run(*st, "marking a message delivered"); !s) return s;
   }
-  return tx->commit();
+  return {};
 }
 
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms) {

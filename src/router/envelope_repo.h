@@ -68,7 +68,7 @@ Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::strin
                               std::string_view reply_to = {});
 // Up to `limit` undelivered rows with id > after_id, in id order.
 Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit);
-// Marks rows delivered, all in one transaction (one fsync for a page of deliveries).
+// Marks rows delivered, inside the caller's transaction (which also stages their audit records).
 Status outbox_delivered(Database& db, const std::vector<int64_t>& ids);
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);
 Status outbox_failed(Database& db, int64_t id, std::string_view why);

@@ -18,9 +18,6 @@ constexpr size_t kMaxText = 1 << 20;
 // A group commit writes at most this many envelopes: bounds how long the leader's own caller and the
 // callers queued behind the batch wait, while still amortising the fsync over hundreds of rows.
 constexpr size_t kMaxGroup = 1024;
-// The audit writer appends at most this often, unless this many records are waiting.
-constexpr auto kAuditInterval = std::chrono::milliseconds(20);
-constexpr size_t kAuditBatch = 8192;
 
 // A bare futex rather than std::atomic::wait: libstdc++ 12 spins with sched_yield before it sleeps,
 // which with hundreds of waiting callers burnt a quarter of the CPU in the benchmark.
@@ -62,59 +59,9 @@ Router::Router(Database& db, AuditLog& audit, RouterOptions opts)
     std::lock_guard g(impl_->approvals_mu);
     for (auto& k : *a) impl_->approvals.insert(std::move(k));
   }
-  impl_->audit_running = true;
-  impl_->audit_thread = std::thread([im = impl_.get()] { im->audit_loop(); });
 }
 
-Router::~Router() {
-  stop();
-  impl_->stop_audit();
-}
-
-void Router::Impl::audit_later(std::vector<AuditEntry> entries) {
-  if (entries.empty()) return;
-  {
-    std::lock_guard g(audit_mu);
-    if (audit_running) {
-      if (audit_pending.empty()) {
-        audit_pending = std::move(entries);
-      } else {
-        for (auto& e : entries) audit_pending.push_back(std::move(e));
-      }
-      audit_cv.notify_one();
-      return;
-    }
-  }
-  if (auto r = audit.append_batch(std::move(entries)); !r)
-    log::error("router: cannot append message audit records: {}", r.error().message);
-}
-
-void Router::Impl::audit_loop() {
-  std::unique_lock l(audit_mu);
-  for (;;) {
-    audit_cv.wait(l, [&] { return audit_stopping || !audit_pending.empty(); });
-    if (audit_pending.empty()) return;  // stopping with nothing left
-    auto batch = std::move(audit_pending);
-    audit_pending.clear();
-    l.unlock();
-    if (auto r = audit.append_batch(std::move(batch)); !r)
-      log::error("router: cannot append message audit records: {}", r.error().message);
-    l.lock();
-    // Let records gather for a moment: one append (one fsync) then covers many group commits.
-    audit_cv.wait_for(l, kAuditInterval, [&] { return audit_stopping || audit_pending.size() >= kAuditBatch; });
-  }
-}
-
-void Router::Impl::stop_audit() {
-  {
-    std::lock_guard g(audit_mu);
-    audit_stopping = true;
-  }
-  audit_cv.notify_all();
-  if (audit_thread.joinable()) audit_thread.join();
-  std::lock_guard g(audit_mu);
-  audit_running = false;  // later appends (accept after stop) are written by their caller
-}
+Router::~Router() { stop(); }
 
 Status Router::validate_rules(const std::vector<RouteRule>& rules) {
   auto m = RuleMatcher::build(rules);
@@ -217,7 +164,6 @@ void Router::stop() {
   }
   impl_->out_cv.notify_all();
   if (impl_->delivery.joinable()) impl_->delivery.join();
-  impl_->stop_audit();  // flushes the records still waiting
 }
 
 bool Router::Impl::approved(std::string_view agent, std::string_view channel, std::string_view sender) {
@@ -295,8 +241,8 @@ void Router::Impl::accept_grouped(std::vector<Item>& items) {
       gc_queue.pop_front();
     }
   }
-  auto audit_entries = write_batch(batch);
-  // Hand over before waking anyone, so the next batch starts writing while this one's callers return.
+  write_batch(batch);
+  // Hand over before the fsync: the next leader writes its batch while this one's reaches the disk.
   Pending* next = nullptr;
   {
     std::lock_guard g(gc_mu);
@@ -310,16 +256,22 @@ void Router::Impl::accept_grouped(std::vector<Item>& items) {
     next->state.store(2, std::memory_order_release);
     futex_wake(next->state);
   }
+  // Nobody hears "accepted" before the envelope is on disk. A failed flush fails the whole batch: the
+  // channel does not acknowledge, the sender retries, and the retry is deduplicated by message id.
+  if (Status synced = db.sync_wal(); !synced) {
+    Error e = wrap(synced.error(), "storing inbound messages").error();
+    for (Pending* q : batch)
+      for (Item& it : q->items) it.result = std::unexpected(e);
+  }
   items = std::move(p.items);
   for (Pending* q : batch) {
     if (q == &p) continue;
     q->state.store(1, std::memory_order_release);
     futex_wake(q->state);
   }
-  audit_later(std::move(audit_entries));
 }
 
-std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) {
+void Router::Impl::write_batch(std::vector<Pending*>& batch) {
   std::vector<AuditEntry> entries;
   entries.reserve(batch.size());
   std::vector<QueuedEnvelope> queued;
@@ -327,16 +279,15 @@ std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) 
   auto fail_all = [&](const Error& e) {
     for (Pending* q : batch)
       for (Item& it : q->items) it.result = std::unexpected(e);
-    entries.clear();
   };
 
-  // The outer lock outlives the transaction so that queued envelopes reach the scheduler before any
-  // other writer (start()'s reload, approve()) can run.
+  // The outer lock outlives the transaction so that queued envelopes reach the scheduler, in commit
+  // order, before any other writer (start()'s reload, approve(), the next batch) can run.
   auto l = db.lock();
-  auto tx = Transaction::begin(db);
+  auto tx = Transaction::begin(db, Durability::OnSync);
   if (!tx) {
     fail_all(tx.error());
-    return {};
+    return;
   }
   for (Pending* pend : batch) for (Item& item : pend->items) {
     Envelope& e = item.env;
@@ -350,13 +301,13 @@ std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) 
     auto id = repo.insert(e, state, m.reason);
     if (!id) {
       fail_all(id.error());
-      return {};
+      return;
     }
     if (!*id) {
       auto prev = repo.find(e.channel, e.message_id);
       if (!prev) {
         fail_all(prev.error());
-        return {};
+        return;
       }
       item.result = Acceptance{Acceptance::Outcome::Duplicate, prev->first, prev->second};
       continue;
@@ -376,7 +327,7 @@ std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) 
         auto code = repo.open_code(m.agent, e.channel, e.sender);
         if (!code) {
           fail_all(code.error());
-          return {};
+          return;
         }
         if (!*code) {  // first held message of this sender: a new code, and one reply telling them
           std::string c = new_pairing_code();
@@ -384,7 +335,7 @@ std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) 
           if (s) s = as_status(outbox_insert(db, e.channel, e.chat, m.agent, held_reply(c), e.id, false, e.reply_to));
           if (!s) {
             fail_all(s.error());
-            return {};
+            return;
           }
           outbox_added = true;
           *code = std::move(c);
@@ -404,13 +355,19 @@ std::vector<AuditEntry> Router::Impl::write_batch(std::vector<Pending*>& batch) 
     }
     item.result = std::move(a);
   }
+  // The records go in the same transaction: an accepted message always has its audit record.
+  auto staged = audit.stage(*tx, std::move(entries));
+  if (!staged) {
+    fail_all(staged.error());
+    return;
+  }
   if (auto s = tx->commit(); !s) {
     fail_all(s.error());
-    return {};
+    return;
   }
+  audit.publish(std::move(*staged));
   if (started && !queued.empty()) enqueue(std::move(queued));
-  if (outbox_added) poke_delivery();
-  return entries;
+  if (outbox_added) poke_delivery();  // the delivery thread flushes the log before it sends anything
 }
 
 void Router::Impl::enqueue(std::vector<QueuedEnvelope> qs) {

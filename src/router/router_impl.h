@@ -4,7 +4,9 @@
 //
 // Locks, in the only order they are ever nested:
 //   gc_mu (group-commit queue) — never held across I/O;
-//   db.lock() — the store; a group commit holds it from BEGIN until its envelopes are in the scheduler;
+//   db.lock() — the store; a group commit holds it from BEGIN until its envelopes are in the scheduler
+//     (but not during its fsync, see accept_grouped);
+//   the audit log's append lock — taken inside db.lock() to stage records in the same transaction;
 //   sched_mu — the in-memory queues; never held while calling the store, a runner or a channel.
 // rules_mu, approvals_mu, channels_mu and out_mu are leaves.
 #include <atomic>
@@ -42,7 +44,8 @@ struct Router::Impl {
   bool approved(std::string_view agent, std::string_view channel, std::string_view sender);
 
   // Group commit: callers of accept() queue here; one of them (the leader) writes a whole batch in
-  // one transaction and wakes the others.
+  // one transaction, hands the lead to the next caller, flushes the log to disk while that caller
+  // writes the next batch, and then wakes its batch's callers.
   struct Item {
     Envelope env;
     MatchResult match;
@@ -59,8 +62,9 @@ struct Router::Impl {
   bool gc_leader = false;
   // Writes the items durably with whatever other callers queued meanwhile; fills their results.
   void accept_grouped(std::vector<Item>& items);
-  // Writes `batch` durably and fills each result; returns the audit entries to append.
-  std::vector<AuditEntry> write_batch(std::vector<Pending*>& batch);
+  // Writes `batch` and its audit records in one transaction (durable at the next db.sync_wal()),
+  // queues its envelopes and fills each result.
+  void write_batch(std::vector<Pending*>& batch);
 
   // Turns.
   std::mutex sched_mu;
@@ -73,20 +77,6 @@ struct Router::Impl {
   void worker_loop();
   void run_turn(TurnScheduler::Batch b);
   void enqueue(std::vector<QueuedEnvelope> qs);  // db.lock() held; takes sched_mu
-
-  // Audit records of accepted and delivered messages go through one writer thread that appends them
-  // in batches: an audit append is its own transaction (its own fsync), and paying that per group
-  // commit would halve accept throughput. The envelope is durable first; its record follows within
-  // ~20 ms (lost only if moatd dies in that window; the envelope is not). Closing that window needs
-  // an AuditLog append inside a caller's transaction, which AuditLog does not offer yet.
-  std::mutex audit_mu;
-  std::condition_variable audit_cv;
-  std::vector<AuditEntry> audit_pending;
-  bool audit_running = false, audit_stopping = false;
-  std::thread audit_thread;
-  void audit_later(std::vector<AuditEntry> entries);
-  void audit_loop();
-  void stop_audit();
 
   // Outbox delivery.
   std::mutex channels_mu;

@@ -2,17 +2,21 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "base/log.h"
 #include "base/unique_fd.h"
 #include "store/migrations.h"
+#include "store/wal_checkpointer.h"
 
 namespace moat {
 
 namespace store_detail {
 Connection::~Connection() {
+  checkpointer.reset();  // its thread uses the store; the close below checkpoints what is left
   // close_v2 defers the close until every statement is finalized, so order of destruction is free.
   if (db) sqlite3_close_v2(db);
 }
@@ -178,6 +182,7 @@ Result<Database> Database::open(const std::filesystem::path& path) {
   if (auto s = db->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !s)
     return wrap(s.error(), fmt::format("configuring the store {}", path.string()));
   if (auto s = apply_migrations(*db, builtin_migrations()); !s) return std::unexpected(s.error());
+  db->conn_->checkpointer = std::make_unique<store_detail::WalCheckpointer>(db->conn_->db, path);
   return db;
 }
 
@@ -193,6 +198,55 @@ Result<Database> Database::open_reader(const std::filesystem::path& path) {
   if (!db) return db;
   if (auto s = db->exec("PRAGMA query_only=1; PRAGMA mmap_size=1073741824;"); !s) return std::unexpected(s.error());
   return db;
+}
+
+Status Database::sync_wal() {
+  auto& f = conn_->wal_flush;
+  std::unique_lock l(f.mu);
+  // A flush already running may have begun before our commit: we need one that begins after now.
+  const uint64_t need = f.started + 1;
+  while (f.finished < need) {
+    if (f.running) {
+      f.done.wait(l);
+      continue;
+    }
+    const uint64_t id = ++f.started;
+    f.running = true;
+    l.unlock();
+    Status s = flush_wal(f.fd);
+    l.lock();
+    f.running = false;
+    f.finished = id;
+    if (!s) {
+      f.failed = id;
+      f.error = s.error();
+    }
+    f.done.notify_all();
+  }
+  // Flush `need` covered us; a later one failing says the log may have lost what we wrote too.
+  if (f.failed >= need) return std::unexpected(f.error);
+  return {};
+}
+
+Status Database::flush_wal(UniqueFd& fd) {
+  std::filesystem::path wal = conn_->path;
+  wal += "-wal";
+  // Reopen if the log was never opened or is no longer the file at that name: flushing a stale inode
+  // would report success for writes that went elsewhere.
+  struct stat now {}, held {};
+  bool same = fd && ::stat(wal.c_str(), &now) == 0 && ::fstat(fd.get(), &held) == 0 && now.st_dev == held.st_dev &&
+              now.st_ino == held.st_ino;
+  if (!same) {
+    fd = UniqueFd(::open(wal.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd)
+      return fail(ErrorKind::ResourceLimit, "cannot open the store's write-ahead log {} to flush it: {}", wal.string(),
+                  strerror(errno));
+  }
+  if (::fdatasync(fd.get()) != 0)
+    return fail(ErrorKind::ResourceLimit,
+                "flushing the store's write-ahead log {} to disk failed: {}; check that its disk is not full or failing",
+                wal.string(), strerror(errno));
+  return {};
 }
 
 Status Database::exec(std::string_view sql) {
@@ -238,28 +292,45 @@ Result<std::string> Database::query_text(std::string_view sql) {
 
 // ---------------------------------------------------------------- Transaction
 
-Result<Transaction> Transaction::begin(Database& db) {
+Result<Transaction> Transaction::begin(Database& db, Durability durability) {
   auto lock = db.lock();
   if (sqlite3_get_autocommit(db.handle()) == 0)
     return fail(ErrorKind::Internal, "a transaction is already open on the store {} (transactions do not nest)",
                 db.path().string());
+  if (durability == Durability::OnSync) {
+    if (auto s = db.exec("PRAGMA synchronous=NORMAL"); !s) return std::unexpected(s.error());
+  }
+  Transaction tx(db, std::move(lock), durability);  // from here on, the destructor restores FULL
   if (auto s = db.exec("BEGIN IMMEDIATE"); !s) return std::unexpected(s.error());
-  return Transaction(db, std::move(lock));
+  return tx;
 }
 
 Transaction::Transaction(Transaction&& o) noexcept
-    : db_(o.db_), lock_(std::move(o.lock_)), open_(std::exchange(o.open_, false)) {}
+    : db_(o.db_), lock_(std::move(o.lock_)), durability_(o.durability_), open_(std::exchange(o.open_, false)) {
+  o.durability_ = Durability::OnCommit;  // the moved-from shell restores nothing
+}
+
+Status Transaction::restore_full_sync() {
+  if (durability_ != Durability::OnSync) return {};
+  durability_ = Durability::OnCommit;
+  return db_->exec("PRAGMA synchronous=FULL");
+}
 
 Status Transaction::commit() {
   if (!open_) return fail(ErrorKind::Internal, "commit of a transaction that is no longer open");
   if (auto s = db_->exec("COMMIT"); !s) return s;  // still open: the destructor rolls back
   open_ = false;
+  // Every other writer relies on FULL; failing to restore it must not pass silently.
+  Status restored = restore_full_sync();
   lock_ = {};
+  if (!restored) return wrap(restored.error(), "restoring synchronous=FULL after a group commit");
   return {};
 }
 
 Transaction::~Transaction() {
   if (open_ && sqlite3_get_autocommit(db_->handle()) == 0) (void)db_->exec("ROLLBACK");
+  if (auto s = restore_full_sync(); !s)
+    log::error("store: cannot restore synchronous=FULL on {}: {}", db_->path().string(), s.error().message);
 }
 
 }  // namespace moat

@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include <concepts>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -26,16 +27,28 @@
 #include <string_view>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 
 namespace moat {
 
 namespace store_detail {
+class WalCheckpointer;
 // The connection and its lock live on the heap so that a Database can move while Statements
 // (which share ownership) stay valid; the connection closes when the last of them goes.
 struct Connection {
   sqlite3* db = nullptr;
   std::recursive_mutex mu;
   std::filesystem::path path;
+  // sync_wal()'s state: one flush at a time, shared by every caller that arrived before it began.
+  struct WalFlush {
+    std::mutex mu;
+    std::condition_variable done;
+    UniqueFd fd;  // our descriptor of the write-ahead log; used by the running flush only
+    uint64_t started = 0, finished = 0, failed = 0;  // flush numbers
+    bool running = false;
+    Error error;  // why flush `failed` failed
+  } wal_flush;
+  std::unique_ptr<WalCheckpointer> checkpointer;  // a writer's only (see wal_checkpointer.h)
   ~Connection();
 };
 }  // namespace store_detail
@@ -93,7 +106,8 @@ class Database {
   using Lock = std::unique_lock<std::recursive_mutex>;
 
   // Opens (creating with mode 0600 if absent) the store at `path`, configures WAL, synchronous=FULL,
-  // foreign keys and a 5 s busy timeout, then applies pending migrations (see migrations.h).
+  // foreign keys and a 5 s busy timeout, applies pending migrations (see migrations.h) and hands
+  // checkpointing to a thread of its own (see wal_checkpointer.h).
   static Result<Database> open(const std::filesystem::path& path);
   // A second, read-only connection to an existing store (no migrations), for long scans that must
   // not hold the shared connection's lock; statements run between exec("BEGIN") and exec("COMMIT")
@@ -118,6 +132,13 @@ class Database {
   Result<std::string> query_text(std::string_view sql);
 
   // Rows changed by the last INSERT/UPDATE/DELETE on this connection (hold lock() across both).
+  // Makes every transaction committed so far durable (fdatasync of the write-ahead log). Needed only
+  // after a Transaction begun with Durability::OnSync; everything else commits with synchronous=FULL.
+  // Takes no database lock: other transactions are written while the disk flushes, which is what lets
+  // a group commit write the next batch during this one's flush. Callers share flushes: one runs at a
+  // time, and whoever arrives meanwhile waits for the next, which covers all of them.
+  Status sync_wal();
+
   int64_t changes() const { return sqlite3_changes64(conn_->db); }
   int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(conn_->db); }
   const std::filesystem::path& path() const { return conn_->path; }
@@ -126,14 +147,24 @@ class Database {
  private:
   explicit Database(std::shared_ptr<store_detail::Connection> conn) : conn_(std::move(conn)) {}
   static Result<Database> open_connection(const std::filesystem::path& path, int flags);
+  Status flush_wal(UniqueFd& fd);  // one fdatasync of the log, reopening `fd` if the log was replaced
   std::shared_ptr<store_detail::Connection> conn_;
+};
+
+enum class Durability {
+  OnCommit,  // commit() returns once the transaction is on disk (synchronous=FULL)
+  // commit() returns once the transaction is in the write-ahead log (synchronous=NORMAL for this
+  // transaction only); it is durable when a later Database::sync_wal() returns, and nothing it wrote
+  // may be acknowledged before then. A crash before that loses it together with every later
+  // transaction: the log is replayed in order, up to the first frame that is not on disk.
+  OnSync,
 };
 
 // BEGIN IMMEDIATE ... COMMIT, holding the database lock throughout; rolls back when dropped
 // uncommitted. Not nestable: do not begin a Transaction while one is open on the same Database.
 class Transaction {
  public:
-  static Result<Transaction> begin(Database& db);
+  static Result<Transaction> begin(Database& db, Durability durability = Durability::OnCommit);
   Transaction(Transaction&&) noexcept;
   Transaction& operator=(Transaction&&) = delete;
   Transaction(const Transaction&) = delete;
@@ -143,9 +174,11 @@ class Transaction {
   Status commit();
 
  private:
-  Transaction(Database& db, Database::Lock lock) : db_(&db), lock_(std::move(lock)) {}
+  Transaction(Database& db, Database::Lock lock, Durability d) : db_(&db), lock_(std::move(lock)), durability_(d) {}
+  Status restore_full_sync();  // back to synchronous=FULL after an OnSync transaction ends
   Database* db_;
   Database::Lock lock_;
+  Durability durability_;
   bool open_ = true;
 };
 

@@ -271,3 +271,37 @@ TEST(AuditLog, LargeBatchedChainVerifiesQuickly) {
   EXPECT_EQ(rep->first_bad_seq, 100000);
   EXPECT_EQ(rep->problem, "record 100000 is missing");
 }
+
+TEST(AuditLog, StagedRecordsAreDurableExactlyWithTheirTransaction) {
+  Fixture f;
+  ASSERT_TRUE(f.db.exec("CREATE TABLE work (x)"));
+  f.fill(2);
+  std::vector<int64_t> seen;
+  f.log.subscribe([&](const AuditEvent& ev) { seen.push_back(ev.seq); });
+  {
+    // Rolled back: neither the change nor its records exist, and the chain goes on from seq 2.
+    auto tx = Transaction::begin(f.db);
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE(f.db.exec("INSERT INTO work VALUES (1)"));
+    auto staged = f.log.stage(*tx, {{"work.done", "cli", "w1", {}}, {"work.done", "cli", "w2", {}}});
+    ASSERT_TRUE(staged) << staged.error().message;
+  }
+  EXPECT_EQ(*f.db.query_int64("SELECT count(*) FROM audit"), 2);
+  EXPECT_TRUE(seen.empty());
+  ASSERT_EQ(f.log.append("exec", "cli", "box").value(), 3);
+  {
+    auto tx = Transaction::begin(f.db);
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE(f.db.exec("INSERT INTO work VALUES (2)"));
+    auto staged = f.log.stage(*tx, {{"work.done", "cli", "w3", {}}});
+    ASSERT_TRUE(staged);
+    ASSERT_TRUE(tx->commit());
+    EXPECT_EQ(f.log.publish(std::move(*staged)), 4);
+  }
+  EXPECT_EQ(seen, (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(*f.db.query_int64("SELECT count(*) FROM work"), 1);
+  ASSERT_EQ(f.log.append("exec", "cli", "box").value(), 5);
+  auto rep = f.verify();
+  EXPECT_TRUE(rep.ok) << rep.problem;
+  EXPECT_EQ(rep.records, 5);
+}
