@@ -154,8 +154,11 @@ TEST_P(HostileFiles, DotDotLongAndControlCharacterPaths) {
   std::string deep = "/workspace";
   for (int i = 0; i < 19; ++i) deep += fmt::format("/{:0200}", i);
   r = get(deep + "/file", out);
-  report_.add("files", fmt::format("get a file {} characters deep", deep.size() + 5), outcome(r).substr(0, 160),
-              r.code == 0 || !r.err.empty());
+  // Either the sandbox's own file arrives whole, or one line says why not; nothing else is acceptable.
+  bool whole = r.code == 0 && read_file(out).value_or("") == "deep\n";
+  bool one_line = r.code != 0 && !r.err.empty() && r.err.find('\n') == r.err.size() - 1;
+  report_.add("files", fmt::format("get a file {} characters deep", deep.size() + 5),
+              whole ? "got the sandbox's file, whole" : outcome(r).substr(0, 160), whole || one_line);
   std::filesystem::remove(out);
 
   // File names with control characters: copied like any other, and never echoed raw to the operator.

@@ -34,6 +34,7 @@
 #include <sys/time.h>
 #include <sys/timex.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <glob.h>
 
 static int failures;
@@ -282,6 +283,37 @@ static int proxyflood(int count, const char* target) {
   return 0;
 }
 
+// Connects to moat-init's socket at PATH as a process inside the sandbox would, and reports what
+// moat-init does: refuse at once (an Error frame naming the refusal) or wait for a Hello (served).
+static int initsock(const char* path) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    printf("initsock: connect failed: %s\n", strerror(errno));
+    return 0;
+  }
+  struct timeval tv = {.tv_sec = 3};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[512];
+  long n = read(fd, buf, sizeof buf - 1);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    printf("initsock: served (moat-init waited for a Hello)\n");
+    return 0;
+  }
+  if (n <= 0) {
+    printf("initsock: closed without a word\n");
+    return 0;
+  }
+  buf[n] = 0;
+  for (long i = 0; i < n; i++)
+    if (buf[i] < 0x20 || buf[i] > 0x7e) buf[i] = '.';  // the frame header is binary
+  char* msg = strstr(buf, "moat-init:");
+  if (msg) msg[strcspn(msg, "\"")] = 0;  // the message ends where its JSON string does
+  printf("initsock: %s: %s\n", strstr(buf, "refused") ? "refused" : "answered", msg ? msg : buf);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   // The probes really do these things where they are allowed: never run them on the host.
@@ -305,6 +337,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "fdbomb") == 0) return fdbomb();
   if (argc > 2 && strcmp(argv[1], "inodebomb") == 0) return inodebomb(argv[2]);
   if (argc > 3 && strcmp(argv[1], "proxyflood") == 0) return proxyflood(atoi(argv[2]), argv[3]);
+  if (argc > 2 && strcmp(argv[1], "initsock") == 0) return initsock(argv[2]);
   report("mount", mount("none", "/mnt", "tmpfs", 0, NULL));
   report("unshare-userns", unshare(CLONE_NEWUSER));
   report("unshare-mountns", unshare(CLONE_NEWNS));
