@@ -80,7 +80,10 @@ WalCheckpointer::Outcome WalCheckpointer::checkpoint(int log_pages) {
       own_ = nullptr;
       return {};
     }
-    sqlite3_busy_timeout(own_, 5000);  // a restart checkpoint waits this long for writers
+    // A restart checkpoint holds writers back while it waits for a writer to finish or for readers to
+    // leave the log; it gives up well inside a writer's own 5 s busy timeout, so that a restart that
+    // cannot finish (a reader pins the log) delays writes but never fails one.
+    sqlite3_busy_timeout(own_, 1000);
     // A connection learns that the store is in WAL mode only by reading it; until then a checkpoint
     // does nothing.
     if (sqlite3_exec(own_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr) != SQLITE_OK) {
