@@ -221,6 +221,17 @@ Status Daemon::start_channels() {
   webhook_ = std::make_unique<channels::WebhookChannel>(accept, [this](std::string_view agent) {
     return agents_->exists(agent) ? std::vector<std::string>{webhook_token(agent)} : std::vector<std::string>{};
   });
+  // What the two channels had shown before a restart; replies still undelivered come when the
+  // router starts. Without it the web chat would open empty and a reply nobody polled would be gone.
+  constexpr size_t kRestored = 20'000;
+  if (auto h = router_->channel_history("web", kRestored, kRestored); h)
+    web_->restore(*h);
+  else
+    log::warn("web chat: cannot read its history from the store ({}); conversations start empty", h.error().message);
+  if (auto h = router_->channel_history("webhook", 0, kRestored); h)  // it shows replies only
+    webhook_->restore(*h);
+  else
+    log::warn("webhook: cannot read its replies from the store ({}); polling starts empty", h.error().message);
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
   if (config_.web.listen == "off") return {};
@@ -283,7 +294,7 @@ Status Daemon::run() {
     if (auto st = http_->start(); !st) {
       stop();
       if (http_) http_->stop();
-  router_->stop();
+      router_->stop();
       return wrap(st.error(), fmt::format("serving the web chat on {} (set [web] listen in moat.toml, or \"off\")",
                                           config_.web.listen));
     }

@@ -48,6 +48,7 @@ struct Outbound {
   int64_t in_reply_to = 0;   // envelope id (the last of the batch), 0 when unsolicited
   bool is_error = false;     // an honest failure notice after the last retry
   std::string reply_to;      // the answered envelope's reply_to (the last of the batch); may be empty
+  int64_t created_ms = 0;    // when the reply was written (wall clock): the same on every delivery
 };
 
 // Live, best effort, never stored: text as the model streams it, tool calls and results as they

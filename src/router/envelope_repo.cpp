@@ -1,5 +1,9 @@
 #include "router/envelope_repo.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+
 #include "router/envelope_codec.h"
 #include "store/clock.h"
 
@@ -245,7 +249,8 @@ Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::strin
 Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit) {
   auto l = db.lock();
   auto st = db.prepare(
-      "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to FROM outbox "
+      "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to, created_ms "
+      "FROM outbox "
       "WHERE delivered_at_ms = 0 AND failed = '' AND id > ?1 ORDER BY id LIMIT ?2");
   if (!st) return std::unexpected(st.error());
   st->bind(1, after_id).bind(2, static_cast<int64_t>(limit));
@@ -257,7 +262,7 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
     OutboxRow row;
     auto& m = row.msg;
     m.id = st->column_int64(0);
-    m.key = fmt::format("o{}", m.id);
+    m.key = outbox_key(m.id);
     m.channel = st->column_text(1);
     m.chat = st->column_text(2);
     m.agent = st->column_text(3);
@@ -267,6 +272,7 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
     row.attempts = static_cast<int>(st->column_int64(7));
     row.next_attempt_ms = st->column_int64(8);
     m.reply_to = st->column_text(9);
+    m.created_ms = st->column_int64(10);
     out.push_back(std::move(row));
   }
   return out;
@@ -302,6 +308,59 @@ Status outbox_failed(Database& db, int64_t id, std::string_view why) {
 
 Result<int64_t> outbox_undelivered_count(Database& db) {
   return db.query_int64("SELECT count(*) FROM outbox WHERE delivered_at_ms = 0 AND failed = ''");
+}
+
+std::string outbox_key(int64_t id) { return fmt::format("o{}", id); }
+
+Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_view channel, size_t inbound,
+                                                    size_t replies) {
+  auto l = db.lock();
+  std::vector<ChannelMessage> out;
+  // Found through the (channel, message_id) index, then sorted: costs what the channel holds.
+  auto in = db.prepare(
+      "SELECT message_id, agent, chat, body_json, received_ms, id FROM envelopes WHERE channel = ?1 "
+      "AND state != 'dropped' "
+      "ORDER BY id DESC LIMIT ?2");
+  if (!in) return std::unexpected(in.error());
+  in->bind(1, channel).bind(2, static_cast<int64_t>(inbound));
+  for (;;) {  // LIMIT 0 reads nothing
+    auto r = in->step();
+    if (!r) return wrap(r.error(), "reading a channel's messages");
+    if (!*r) break;
+    Envelope e;
+    if (auto b = envelope_body_from_json(in->column_text(3), e); !b) return std::unexpected(b.error());
+    out.push_back(ChannelMessage{.role = "user", .key = std::string(in->column_text(0)),
+                                 .agent = std::string(in->column_text(1)), .chat = std::string(in->column_text(2)),
+                                 .text = std::move(e.text), .envelope_id = in->column_int64(5),
+                                 .at_ms = in->column_int64(4)});
+  }
+  std::reverse(out.begin(), out.end());  // oldest first within each kind, for the stable sort below
+  size_t users = out.size();
+  // Newest first by id: stops after `replies` rows of this channel.
+  auto rows = db.prepare(
+      "SELECT id, agent, chat, text, in_reply_to, is_error, created_ms FROM outbox WHERE channel = ?1 "
+      "AND delivered_at_ms != 0 ORDER BY id DESC LIMIT ?2");
+  if (!rows) return std::unexpected(rows.error());
+  rows->bind(1, channel).bind(2, static_cast<int64_t>(replies));
+  for (;;) {
+    auto r = rows->step();
+    if (!r) return wrap(r.error(), "reading a channel's replies");
+    if (!*r) break;
+    out.push_back(ChannelMessage{.role = "agent", .key = outbox_key(rows->column_int64(0)),
+                                 .agent = std::string(rows->column_text(1)), .chat = std::string(rows->column_text(2)),
+                                 .text = std::string(rows->column_text(3)), .in_reply_to = rows->column_int64(4),
+                                 .is_error = rows->column_int64(5) != 0, .at_ms = rows->column_int64(6)});
+  }
+  std::reverse(out.begin() + static_cast<std::ptrdiff_t>(users), out.end());
+  // By time. Within one millisecond a reply comes after the message it answers and before later ones.
+  auto order = [](const ChannelMessage& m) {
+    bool user = m.role == "user";
+    int64_t after = user ? m.envelope_id : m.in_reply_to != 0 ? m.in_reply_to : INT64_MAX;
+    return std::tuple(m.at_ms, after, user ? 0 : 1);
+  };
+  std::stable_sort(out.begin(), out.end(),
+                   [&](const ChannelMessage& a, const ChannelMessage& b) { return order(a) < order(b); });
+  return out;
 }
 
 }  // namespace moat::router

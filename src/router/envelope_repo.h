@@ -73,6 +73,11 @@ Status outbox_delivered(Database& db, const std::vector<int64_t>& ids);
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);
 Status outbox_failed(Database& db, int64_t id, std::string_view why);
 Result<int64_t> outbox_undelivered_count(Database& db);
+// An outbound message's delivery key ("o17"): the same for every delivery attempt of one row.
+std::string outbox_key(int64_t id);
+// What `channel` has shown, oldest first (see Router::channel_history).
+Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_view channel, size_t inbound,
+                                                    size_t replies);
 
 // g++ 12's std::expected has no transform(): drops the value, keeps the error.
 inline Status as_status(const Result<int64_t>& r) {

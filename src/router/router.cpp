@@ -421,6 +421,11 @@ Result<std::vector<EnvelopeStatus>> Router::messages(std::string_view state_filt
   return impl_->repo.list(state_filter, agent, limit);
 }
 
+Result<std::vector<ChannelMessage>> Router::channel_history(std::string_view channel, size_t inbound,
+                                                            size_t replies) {
+  return router::channel_history(impl_->db, channel, inbound, replies);
+}
+
 Result<int64_t> Router::send(std::string agent, std::string channel, std::string chat, std::string text) {
   if (channel.empty()) return fail(ErrorKind::InvalidInput, "send: no channel given");
   if (chat.empty()) return fail(ErrorKind::InvalidInput, "send: no chat given");

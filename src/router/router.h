@@ -48,6 +48,17 @@ struct EnvelopeStatus {  // for `moat messages`
   std::string error;  // last error, for failed
 };
 
+// A message as a channel showed it, read back from the store after a restart: an inbound envelope
+// the channel accepted (role "user", key = its message id) or a reply delivered to the channel
+// (role "agent", key = its outbox key, as Outbound::key had it).
+struct ChannelMessage {
+  std::string role, key, agent, chat, text;
+  int64_t envelope_id = 0;  // user: the envelope's id
+  int64_t in_reply_to = 0;  // agent: the envelope it answers (0 when unsolicited)
+  bool is_error = false;
+  int64_t at_ms = 0;  // received (user) or written (agent), wall clock
+};
+
 class Router {
  public:
   Router(Database& db, AuditLog& audit, RouterOptions opts = {});
@@ -79,6 +90,11 @@ class Router {
   Result<Json> approve(std::string_view code, std::string_view actor);
 
   Result<std::vector<EnvelopeStatus>> messages(std::string_view state_filter, std::string_view agent, size_t limit);
+  // What `channel` has shown so far, for a channel that keeps its own history (the web chat's
+  // conversations, the webhook's replies for polling) to take back after a restart: the newest
+  // `inbound` envelopes it accepted (not dropped ones) and the newest `replies` delivered to it,
+  // merged oldest first. Replies not yet delivered are not here: start() delivers them.
+  Result<std::vector<ChannelMessage>> channel_history(std::string_view channel, size_t inbound, size_t replies);
   // Sends an unsolicited message (e.g. a scheduled task's result) through the outbox.
   Result<int64_t> send(std::string agent, std::string channel, std::string chat, std::string text);
 

@@ -1,7 +1,8 @@
 // Agents end to end through a real moatd: the terminal channel (`moat chat`), the agent loop calling
 // a provider double over real HTTP, tools running in the agent's real sandbox, memory and history
 // surviving a restart, a command agent reaching its model through the egress gateway with a
-// placeholder key, and senders held until the owner approves a pairing code (webhook channel).
+// placeholder key, senders held until the owner approves a pairing code (webhook channel), and the
+// web chat's conversations and the webhook's polled replies surviving a moatd crash.
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -10,6 +11,7 @@
 #include "base/subprocess.h"
 #include "support/moat_env.h"
 #include "support/provider_double.h"
+#include "support/temp_dir.h"
 #include "support/test_ca.h"
 
 namespace moat::testing {
@@ -237,6 +239,89 @@ TEST(AgentChat, UnknownSendersAreHeldOrDroppedAndAPairingCodeApprovesOne) {
   // A wrong token is refused.
   auto bad = post_json(url, "not-the-token", {{"chat", "c1"}, {"sender", "alice"}, {"message_id", "m5"}, {"text", "x"}});
   EXPECT_FALSE(bad.contains("outcome")) << bad.dump();
+}
+
+// The web chat as the page speaks it, through curl with a cookie jar (the session is the cookie).
+struct WebChatClient {
+  std::string base;
+  std::filesystem::path jar;
+
+  Json call(const std::vector<std::string>& extra) const {
+    std::vector<std::string> argv{"curl", "-sS", "-m", "20", "-b", jar.string(), "-c", jar.string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = run_process(argv);
+    if (!r || r->exit_code != 0) return Json{{"curl_failed", true}};
+    auto j = Json::parse(r->out, nullptr, false);
+    return j.is_discarded() ? Json{{"raw", r->out}} : j;
+  }
+  void open_page() const { call({"-o", "/dev/null", base + "/"}); }
+  Json post(const std::string& agent, const std::string& text, const std::string& client_id) const {
+    Json body{{"agent", agent}, {"text", text}, {"client_id", client_id}};
+    return call({"-H", "X-Moat: 1", "-H", "Content-Type: application/json", "--data-binary", body.dump(),
+                 base + "/api/messages"});
+  }
+  Json history() const { return call({base + "/api/history"}).value("messages", Json::array()); }
+  // The history once it holds an agent message containing `needle` (or as it is after 30 s).
+  Json history_with(std::string_view needle) const {
+    Json h;
+    for (int i = 0; i < 300; ++i, std::this_thread::sleep_for(100ms)) {
+      h = history();
+      for (const auto& m : h)
+        if (m.value("role", "") == "agent" && m.value("text", "").find(needle) != std::string::npos) return h;
+    }
+    return h;
+  }
+};
+
+// A reply the channel already showed, and the question before it, are still there after moatd is
+// killed: the web chat opens with the conversation, and a webhook caller that polls only now still
+// gets its reply, under the key it would have had.
+TEST(AgentChat, WebChatAndPolledWebhookRepliesSurviveACrash) {
+  MOAT_REQUIRE_ROOT();
+  ProviderDouble model({.api_key = "k"});
+  model.set_reply_function(scripted_assistant);
+  MoatEnv env(fmt::format("[agents.keeper]\nmodel = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", "
+                          "base_url = \"{}\" }}\n",
+                          model.anthropic_base_url()));
+  env.ok({"secret", "set", "model-key", "--host", fmt::format("127.0.0.1:{}", model.port()), "--header", "x-api-key: {}"},
+         "k");
+  TempDir tmp("moat-webchat-jar");
+  WebChatClient web{env.web_url(), tmp / "cookies"};
+  ASSERT_FALSE(web.base.empty());
+  web.open_page();
+  EXPECT_EQ(web.post("keeper", "hello from the browser", "c1")["outcome"], "queued");
+  Json before = web.history_with("echo: ");
+  ASSERT_EQ(before.size(), 2u) << before.dump();
+  EXPECT_EQ(before[0]["role"], "user");
+  EXPECT_EQ(before[0]["key"], "u:c1");
+  EXPECT_EQ(before[1]["role"], "agent");
+
+  auto hook = Json::parse(env.ok({"--json", "agent", "webhook", "keeper"}));
+  std::string url = hook["url"], token = hook["token"];
+  auto a = post_json(url, token, {{"chat", "t1"}, {"sender", "ci"}, {"message_id", "e1"}, {"text", "hello from ci"}});
+  EXPECT_EQ(a["outcome"], "queued") << a.dump();
+  ASSERT_EQ(wait_reply(url, token, "t1", "hello from ci"), "echo: ci: hello from ci");
+  Json polled = get_json(url + "/replies?chat=t1", token)["replies"];
+
+  env.kill_daemon(SIGKILL);
+  env.start_daemon();
+
+  web.base = env.web_url();
+  Json after = web.history();
+  EXPECT_EQ(after, before) << "the web chat's conversation after the crash: " << after.dump();
+  // The page resubmitting its message (same client id) is a duplicate, shown once.
+  EXPECT_EQ(web.post("keeper", "hello from the browser", "c1")["outcome"], "duplicate");
+  EXPECT_EQ(web.history().size(), 2u);
+
+  hook = Json::parse(env.ok({"--json", "agent", "webhook", "keeper"}));
+  url = hook["url"];
+  Json replies = get_json(url + "/replies?chat=t1", token)["replies"];
+  EXPECT_EQ(replies, polled) << "the webhook's replies after the crash: " << replies.dump();
+  // Polling after the key the caller last saw gives nothing new, not the same reply again.
+  ASSERT_FALSE(polled.empty());
+  EXPECT_EQ(get_json(fmt::format("{}/replies?chat=t1&after={}", url, polled.back()["key"].get<std::string>()), token)
+                .value("replies", Json{{"missing", true}}),
+            Json::array());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Turns and delivery: per-chat order under concurrency, batching while busy, the global cap, agent
 // fairness, retries with backoff then an error reply, InvalidInput not retried, resume after the
-// router is destroyed and re-created on the same file, outbox retries/failures, live events, send().
+// router is destroyed and re-created on the same file, outbox retries/failures, live events, send(),
+// and what a channel showed read back for it after a restart (channel_history).
 #include <atomic>
 #include <map>
 
@@ -418,4 +419,54 @@ TEST(RouterTurns, RemovedAgentsQueuedMessagesFail) {
   ASSERT_TRUE(failed);
   ASSERT_EQ(failed->size(), 1u);
   EXPECT_NE((*failed)[0].error.find("removed"), std::string::npos);
+}
+
+TEST(RouterTurns, ChannelHistoryIsWhatTheChannelShowedInOrder) {
+  Store s;
+  RecordingChannel web;
+  web.hook = [](const Outbound& o) -> Status {
+    if (o.text == "r-never") return fail(ErrorKind::Unavailable, "the channel is down");
+    return {};
+  };
+  {
+    Router r(*s.db, *s.audit, RouterOptions{.delivery_retry_base = 10s});
+    r.set_rules({catch_all()});
+    r.add_channel(web);
+    r.set_turn_runner([](const Turn& t, const LiveSink&) -> Result<TurnResult> {
+      TurnResult res;
+      for (auto& e : t.envelopes) res.replies.push_back("r-" + e.text);
+      return res;
+    });
+    ASSERT_TRUE(r.start());
+    ASSERT_TRUE(r.accept(msg("c1", "m1", "first")));
+    ASSERT_TRUE(wait_for([&] { return web.size() == 1; }));
+    ASSERT_TRUE(r.accept(msg("c2", "m2", "second")));
+    ASSERT_TRUE(wait_for([&] { return web.size() == 2; }));
+    ASSERT_TRUE(r.accept(msg("c1", "m3", "never")));  // its reply is refused: not shown, so not history
+    ASSERT_TRUE(wait_for([&] { return s.count("SELECT count(*) FROM outbox WHERE attempts > 0") == 1; }));
+    ASSERT_TRUE(r.accept(msg("c9", "m4", "elsewhere", "alice", "terminal")));  // another channel
+  }
+  Router again(*s.db, *s.audit);
+  auto h = again.channel_history("web", 100, 100);
+  ASSERT_TRUE(h) << h.error().message;
+  std::vector<std::string> seen;
+  for (auto& m : *h) seen.push_back(fmt::format("{} {} {} {}", m.role, m.chat, m.key, m.text));
+  auto delivered = web.delivered();
+  ASSERT_EQ(delivered.size(), 2u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"user c1 m1 first", fmt::format("agent c1 {} r-first", delivered[0].key),
+                                            "user c2 m2 second", fmt::format("agent c2 {} r-second", delivered[1].key),
+                                            "user c1 m3 never"}));
+  EXPECT_EQ((*h)[1].in_reply_to, 1);
+  EXPECT_EQ((*h)[1].at_ms, delivered[0].created_ms);
+  EXPECT_GT((*h)[1].at_ms, 0);
+  // The newest of each kind, as many as asked for.
+  auto last = again.channel_history("web", 1, 1);
+  ASSERT_TRUE(last);
+  ASSERT_EQ(last->size(), 2u);
+  EXPECT_EQ((*last)[0].text, "r-second");
+  EXPECT_EQ((*last)[1].text, "never");
+  auto replies_only = again.channel_history("web", 0, 5);
+  ASSERT_TRUE(replies_only);
+  ASSERT_EQ(replies_only->size(), 2u);
+  EXPECT_EQ((*replies_only)[0].role, "agent");
 }

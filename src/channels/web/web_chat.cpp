@@ -30,6 +30,10 @@ bool valid_client_id(std::string_view s) {
   });
 }
 
+// The key of the web user's own message: the page's client id, which is the tail of its message id
+// ("<session>:<client_id>").
+std::string user_key(std::string_view client_id) { return fmt::format("u:{}", client_id); }
+
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -188,6 +192,8 @@ http::Response WebChat::post_message(const http::Request& req, const std::string
   e.text = text;
   e.direct = true;
   e.agent = agent;
+  e.received_ms = now_ms();  // what the history shows, now and after a restart (from the store)
+  int64_t received_ms = e.received_ms;
   auto acc = accept_(std::move(e));
   if (!acc) {
     int status = acc.error().kind == ErrorKind::InvalidInput ? 400 : 503;
@@ -195,10 +201,10 @@ http::Response WebChat::post_message(const http::Request& req, const std::string
     return http::Response::error(status, fmt::format("message not accepted: {}", acc.error().message));
   }
   using O = router::Acceptance::Outcome;
-  std::string key = fmt::format("u:{}", client_id);
+  std::string key = user_key(client_id);
   if (acc->outcome != O::Dropped) {
     StoredMessage m{.key = key, .role = "user", .agent = agent, .chat = chat_id(agent, session), .text = text,
-                    .at_ms = now_ms()};
+                    .at_ms = received_ms};
     std::lock_guard lock(mu_);
     chats_of_session_[session].insert(m.chat);
     Json j = stored_message_to_json(m);
@@ -262,13 +268,30 @@ Status WebChat::deliver(const router::Outbound& msg) {
     return fail(ErrorKind::InvalidInput, "web chat: '{}' is not a web chat id (<agent>/web-<session>)", msg.chat);
   }
   StoredMessage m{.key = msg.key, .role = "agent", .agent = msg.agent, .chat = msg.chat, .text = msg.text,
-                  .in_reply_to = msg.in_reply_to, .is_error = msg.is_error, .at_ms = now_ms()};
+                  .in_reply_to = msg.in_reply_to, .is_error = msg.is_error, .at_ms = msg.created_ms};
   std::lock_guard lock(mu_);
   chats_of_session_[session].insert(msg.chat);
   Json j = stored_message_to_json(m);
   if (!store_.add(std::move(m))) return {};  // a repeat of a message already delivered
   publish(session, "message", j, msg.key);
   return {};
+}
+
+void WebChat::restore(const std::vector<router::ChannelMessage>& history) {
+  std::lock_guard lock(mu_);
+  for (const auto& h : history) {
+    std::string session = session_of_chat(h.chat);
+    if (session.empty()) continue;
+    std::string key = h.key;
+    if (h.role == "user") {
+      size_t colon = h.key.find(':');
+      if (colon == std::string::npos) continue;
+      key = user_key(std::string_view(h.key).substr(colon + 1));
+    }
+    chats_of_session_[session].insert(h.chat);
+    store_.add(StoredMessage{.key = std::move(key), .role = h.role, .agent = h.agent, .chat = h.chat, .text = h.text,
+                             .in_reply_to = h.in_reply_to, .is_error = h.is_error, .at_ms = h.at_ms});
+  }
 }
 
 void WebChat::live(const router::LiveEvent& ev) {

@@ -22,6 +22,8 @@
 //                          Last-Event-ID (or ?after=KEY) replays the messages after that key.
 //   message = {"key", "role": "agent"|"user", "agent", "chat", "text", "in_reply_to", "is_error", "at_ms"}
 // Requests whose Host is not an allowed name are refused (DNS rebinding).
+// History is kept in memory (the last history_per_chat messages of each conversation) and taken
+// back from the store when moatd starts (restore()), so a restart loses neither side of a conversation.
 #include <functional>
 #include <map>
 #include <memory>
@@ -34,6 +36,7 @@
 #include "channels/http/http_server.h"
 #include "channels/message_ring.h"
 #include "router/channel.h"
+#include "router/router.h"
 
 namespace moat::channels {
 
@@ -61,6 +64,10 @@ class WebChat : public router::Channel {
   std::string_view name() const override { return "web"; }
   Status deliver(const router::Outbound& msg) override;
   void live(const router::LiveEvent& ev) override;
+
+  // Takes back what a restart would otherwise lose: the conversations the store kept
+  // (Router::channel_history("web")), oldest first. Call before serving.
+  void restore(const std::vector<router::ChannelMessage>& history);
 
   // Routes "/" (everything the other channels do not claim) to this chat.
   void register_routes(http::HttpServer& server);

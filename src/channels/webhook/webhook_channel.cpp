@@ -35,11 +35,6 @@ http::Response unauthorized() {
   return r;
 }
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 WebhookChannel::WebhookChannel(AcceptFn accept, WebhookTokensFn tokens, WebhookOptions opts)
@@ -162,6 +157,15 @@ http::Response WebhookChannel::replies(const http::Request& req, const std::stri
   return http::Response::json(200, Json{{"replies", list}});
 }
 
+void WebhookChannel::restore(const std::vector<router::ChannelMessage>& history) {
+  std::lock_guard lock(mu_);
+  for (const auto& h : history) {
+    if (h.role != "agent") continue;
+    store_.add(StoredMessage{.key = h.key, .role = h.role, .agent = h.agent, .chat = h.chat, .text = h.text,
+                             .in_reply_to = h.in_reply_to, .is_error = h.is_error, .at_ms = h.at_ms});
+  }
+}
+
 Status WebhookChannel::deliver(const router::Outbound& msg) {
   size_t slash = msg.chat.find('/');
   if (slash == std::string::npos || slash == 0 || slash + 1 == msg.chat.size()) {
@@ -172,7 +176,7 @@ Status WebhookChannel::deliver(const router::Outbound& msg) {
   {
     std::lock_guard lock(mu_);
     store_.add(StoredMessage{.key = msg.key, .role = "agent", .agent = msg.agent, .chat = msg.chat, .text = msg.text,
-                             .in_reply_to = msg.in_reply_to, .is_error = msg.is_error, .at_ms = now_ms()});
+                             .in_reply_to = msg.in_reply_to, .is_error = msg.is_error, .at_ms = msg.created_ms});
     if (posted_.contains(msg.key)) return {};  // the callback already has it
     if (auto it = callbacks_.find(msg.chat); it != callbacks_.end()) callback = it->second;
   }

@@ -27,7 +27,8 @@
 // "<agent>/<message_id>", direct, agent preset: the chat id carries the agent so a route rule with
 // chats "webhook:<agent>/*" matches it, and two agents' callers cannot collide on ids.
 // A message's callback_url is stored with it (Envelope::reply_to) and its replies go there, across
-// restarts too. Replies kept for polling live in memory only.
+// restarts too. Replies kept for polling live in memory and are taken back from the store when
+// moatd starts (restore()), so a restart does not lose a reply nobody has polled yet.
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -42,6 +43,7 @@
 #include "channels/http/url.h"
 #include "channels/message_ring.h"
 #include "router/channel.h"
+#include "router/router.h"
 
 namespace moat::channels {
 
@@ -63,6 +65,10 @@ class WebhookChannel : public router::Channel {
   // Stores the reply for polling and, when the chat has a callback, POSTs it there (blocking, up to
   // callback_timeout: this runs on the router's delivery thread).
   Status deliver(const router::Outbound& msg) override;
+
+  // Takes back the replies kept for polling from the store (Router::channel_history("webhook")),
+  // oldest first; inbound messages, which polling never shows, are ignored. Call before serving.
+  void restore(const std::vector<router::ChannelMessage>& history);
 
   // Routes "/hooks".
   void register_routes(http::HttpServer& server);
