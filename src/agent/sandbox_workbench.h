@@ -21,6 +21,9 @@ class SandboxWorkbench : public Workbench {
   Result<std::string> read_file(const std::string& path, size_t max_size = 8 << 20) override;
   Status write_file(const std::string& path, std::string_view data) override;
 
+  // What a sandbox made now would be made from (with its name forced to the sandbox's).
+  const CreateRequest& create_request() const { return create_; }
+
  private:
   Status ensure_sandbox();
 

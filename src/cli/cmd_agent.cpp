@@ -164,7 +164,10 @@ void add_agent_commands(CLI::App& app, Globals& g, int& rc) {
       return;
     }
     auto r = call_or_report(g, "agent.edit", Json{{"name", *name}, {"changes", changes}}, rc);
-    if (r) print_or_json(g, *r, print_agent);
+    if (r) print_or_json(g, *r, [](const Json& j) {
+      print_agent(j);
+      if (j.contains("sandbox_note")) std::printf("note: %s\n", j["sandbox_note"].get<std::string>().c_str());
+    });
   });
 
   auto* rm = a->add_subcommand("rm", "remove an agent and (unless --keep-sandbox) its sandbox");

@@ -34,14 +34,17 @@ agent::RuntimeHooks make_runtime_hooks(const Config& config, vault::Vault& vault
     };
     return agent::make_provider(pc, credentials);
   };
-  // One workbench per agent, kept: it is cheap, and keeping it keeps the sandbox's name resolved once.
-  auto benches = std::make_shared<std::pair<std::mutex, std::map<std::string, std::shared_ptr<agent::Workbench>>>>();
+  // One workbench per agent, kept while the agent's sandbox settings stay the same: after an edit of
+  // its image, runtime or limits, a sandbox made from then on (the first, or one made again after
+  // `moat rm`) follows the edit rather than the settings of the agent's first turn.
+  using Benches = std::map<std::string, std::shared_ptr<agent::SandboxWorkbench>>;
+  auto benches = std::make_shared<std::pair<std::mutex, Benches>>();
   hooks.workbench = [&sandboxes, benches](const agent::AgentSpec& spec) -> Result<std::shared_ptr<agent::Workbench>> {
+    CreateRequest wanted = agent::sandbox_request_for(spec);
     std::lock_guard l(benches->first);
     auto& slot = benches->second[spec.name];
-    if (!slot) {
-      slot = std::make_shared<agent::SandboxWorkbench>(sandboxes, spec.name, agent::sandbox_request_for(spec));
-    }
+    if (!slot || !(slot->create_request() == wanted))
+      slot = std::make_shared<agent::SandboxWorkbench>(sandboxes, spec.name, std::move(wanted));
     return slot;
   };
   hooks.command_env = {};

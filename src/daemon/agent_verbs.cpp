@@ -1,5 +1,6 @@
 #include "daemon/agent_verbs.h"
 
+#include "agent/sandbox_workbench.h"
 #include "base/ids.h"
 
 namespace moat {
@@ -114,10 +115,23 @@ void register_agent_verbs(api::Server& s, AgentVerbParts parts) {
   });
   s.handle("agent.edit", [p](const Json& a, api::Session&) -> Result<Json> {
     std::string name = a.at("name").get<std::string>();
+    auto before = p->agents.get(name);
     auto spec = p->agents.edit(name, a.value("changes", Json::object()));
     if (!spec) return std::unexpected(spec.error());
     (void)p->audit.append("agent.edit", actor_of(a), name, a.value("changes", Json::object()));
-    return agent::agent_spec_to_json(*spec);
+    Json out = agent::agent_spec_to_json(*spec);
+    // A sandbox is a persistent machine: an edit does not rebuild it behind the owner's back (that
+    // would lose its files). Say so, and how to get one made with the new settings.
+    bool sandbox_settings_changed =
+        before && !(agent::sandbox_request_for(*before) == agent::sandbox_request_for(*spec));
+    if (sandbox_settings_changed && p->sandboxes.get(name)) {
+      out["sandbox_note"] = fmt::format(
+          "agent '{}' already has a sandbox; it keeps its image, runtime and limits (and its files) as they were. "
+          "To have the next turn make one with the new settings, remove it: 'moat sandbox rm -f {}' (its /workspace, "
+          "MEMORY.md included, is lost)",
+          name, name);
+    }
+    return out;
   });
   s.handle("agent.rm", [p](const Json& a, api::Session&) -> Result<Json> {
     std::string name = a.at("name").get<std::string>();
@@ -125,7 +139,7 @@ void register_agent_verbs(api::Server& s, AgentVerbParts parts) {
     bool sandbox_removed = false;
     if (!a.value("keep_sandbox", false) && p->sandboxes.get(name)) {
       if (auto st = p->sandboxes.remove(name, true, actor_of(a)); !st)
-        return fail(st.error().kind, "agent '{}' removed, but its sandbox was not: {}; remove it with 'moat rm -f {}'",
+        return fail(st.error().kind, "agent '{}' removed, but its sandbox was not: {}; remove it with 'moat sandbox rm -f {}'",
                     name, st.error().message, name);
       sandbox_removed = true;
     }

@@ -39,6 +39,7 @@ struct CreateRequest {
   std::optional<uint64_t> disk_bytes, memory_bytes, pids;
   std::optional<double> cpus;
   oci::Hardening hardening;  // explicit opt-outs only
+  bool operator==(const CreateRequest&) const = default;
 };
 
 // An exec in flight: the connection to moat-init, for the caller to relay frames on.

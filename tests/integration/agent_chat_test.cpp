@@ -60,12 +60,21 @@ TEST(AgentChat, MakeUpsAssistantAnswersRunsBashInItsSandboxAndRemembersAcrossRes
   model.set_reply_function(scripted_assistant);
   MoatEnv env;
   env.ok({"image", "import", "default", busybox_tarball().string()});  // so up does not build Debian
-  auto up = run_process({"bash", std::string(MOAT_SOURCE_DIR) + "/scripts/up", MOAT_BUILD_DIR, env.state_dir().string()},
-                        {.env_extra = {{"ANTHROPIC_API_KEY", key}, {"ANTHROPIC_BASE_URL", model.anthropic_base_url()}}});
+  std::vector<std::string> up_cmd{"bash", std::string(MOAT_SOURCE_DIR) + "/scripts/up", MOAT_BUILD_DIR,
+                                  env.state_dir().string()};
+  // First with no provider in the environment: the assistant is made, and up says what is missing.
+  auto bare = run_process(up_cmd, {.env_extra = {{"ANTHROPIC_API_KEY", ""}, {"OPENAI_API_KEY", ""}}});
+  ASSERT_TRUE(bare && bare->ok()) << (bare ? bare->out + bare->err : bare.error().message);
+  EXPECT_NE(bare->out.find("no model provider found"), std::string::npos) << bare->out;
+  EXPECT_NE(bare->out.find(fmt::format("web chat        : {}/\n", env.web_url())), std::string::npos) << bare->out;
+  // Then again with a key: the same assistant now thinks with it, and the image is not built again.
+  auto up = run_process(up_cmd, {.env_extra = {{"ANTHROPIC_API_KEY", key}, {"ANTHROPIC_BASE_URL", model.anthropic_base_url()}}});
   ASSERT_TRUE(up && up->ok()) << (up ? up->out + up->err : up.error().message);
   EXPECT_NE(up->out.find(fmt::format("assistant, thinking with anthropic (claude-sonnet-4-5) at {}", model.anthropic_base_url())),
             std::string::npos)
       << up->out;
+  for (const auto& run : {bare->out, up->out})
+    EXPECT_EQ(run.find("building the default image"), std::string::npos) << "the imported default image was built again:\n" << run;
   auto secrets = env.ok({"secret", "ls"});
   EXPECT_NE(secrets.find("anthropic-api-key"), std::string::npos) << secrets;
   EXPECT_EQ(secrets.find(key), std::string::npos) << "secret ls shows the value";
@@ -109,6 +118,23 @@ TEST(AgentChat, MakeUpsAssistantAnswersRunsBashInItsSandboxAndRemembersAcrossRes
   EXPECT_GE(usage[0]["turns"].get<int>(), 4);
   EXPECT_GE(usage[0]["tool_calls"].get<int>(), 2);
   EXPECT_GT(usage[0]["input_tokens"].get<int>(), 0);
+
+  // Editing the agent's limits leaves its sandbox (a persistent machine) as it is and says so; once
+  // the owner removes it, the next turn makes one with the new limits, not those of the first turn.
+  auto limit_of = [&] {
+    return Json::parse(env.ok({"--json", "sandbox", "inspect", "assistant"}))["limits"]["memory_bytes"].get<int64_t>();
+  };
+  int64_t old_limit = limit_of();
+  ASSERT_NE(old_limit, 200ll << 20);
+  std::string edited = env.ok({"agent", "edit", "assistant", "--memory", "200MiB"});
+  EXPECT_NE(edited.find("note: agent 'assistant' already has a sandbox"), std::string::npos) << edited;
+  EXPECT_NE(edited.find("moat sandbox rm -f assistant"), std::string::npos) << edited;
+  EXPECT_EQ(limit_of(), old_limit);
+  auto same = Json::parse(env.ok({"--json", "agent", "edit", "assistant", "--system-prompt", "still you"}));
+  EXPECT_FALSE(same.contains("sandbox_note")) << "a prompt edit does not touch the sandbox: " << same.dump();
+  env.ok({"sandbox", "rm", "-f", "assistant"});
+  EXPECT_NE(env.ok({"chat", "assistant", "-m", "please run it"}).find("hello-from-"), std::string::npos);
+  EXPECT_EQ(limit_of(), 200ll << 20);
 }
 
 TEST(AgentChat, WithoutAProviderTheAnswerSaysHowToConfigureOne) {

@@ -27,6 +27,7 @@ struct Hardening {
   bool drop_capabilities = true;  // default_capabilities(); false = all capabilities (still namespaced)
   bool no_new_privileges = true;  // setuid binaries and file caps cannot raise privileges
   bool mask_paths = true;         // Docker's masked and read-only /proc and /sys paths
+  bool operator==(const Hardening&) const = default;
 };
 
 struct Mount {
