@@ -63,8 +63,8 @@ struct Figures {
   size_t n = 0;
 };
 
-// CPU time this process has used so far, in microseconds. Per envelope it is a steadier figure than
-// throughput on a VM whose neighbours move the disk's latency from run to run.
+// CPU time this process has used so far, in microseconds: per envelope, how much work a row cost
+// rather than how long its callers waited.
 double process_cpu_us() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -276,7 +276,8 @@ int run(int argc, char** argv) {
       "  and flushed every 2.4 ms, with the callers' own work sharing the two cores.\n"
       "- CPU per envelope is the whole process's CPU time (user and kernel, every thread: the callers\n"
       "  building envelopes, matching, the group commit, flushes, checkpoints) over the row, per envelope;\n"
-      "  two cores give 40 µs per envelope at 50,000/s. It moves less from run to run than throughput.\n"
+      "  two cores give 40 µs per envelope at 50,000/s. It moves with the host too: the hypervisor's work\n"
+      "  in each syscall and wake-up counts as the process's CPU time.\n"
       "- Group commit: one caller at a time writes everything queued in one transaction, hands the lead on,\n"
       "  and flushes the log while the next batch is written. Checkpoints run on their own thread and\n"
       "  connection (`src/store/wal_checkpointer.h`), never inside a commit.\n"

@@ -35,10 +35,8 @@ CreateRequest sandbox_request_for(const AgentSpec& spec) {
   return r;
 }
 
-SandboxWorkbench::SandboxWorkbench(SandboxManager& manager, std::string sandbox, CreateRequest create)
-    : manager_(manager), sandbox_(std::move(sandbox)), actor_("agent:" + sandbox_), create_(std::move(create)) {
-  create_.name = sandbox_;
-}
+SandboxWorkbench::SandboxWorkbench(SandboxManager& manager, std::string sandbox, CreateRequestFn create)
+    : manager_(manager), sandbox_(std::move(sandbox)), actor_("agent:" + sandbox_), create_(std::move(create)) {}
 
 Status SandboxWorkbench::ensure_sandbox() {
   std::lock_guard g(mu_);
@@ -46,7 +44,9 @@ Status SandboxWorkbench::ensure_sandbox() {
   auto rec = manager_.get(sandbox_);
   if (!rec) {
     if (rec.error().kind != ErrorKind::NotFound) return std::unexpected(rec.error());
-    auto made = manager_.create(create_, actor_);
+    CreateRequest req = create_();
+    req.name = sandbox_;
+    auto made = manager_.create(req, actor_);
     // Someone else (the owner through the CLI, another turn) may have created it meanwhile: fine.
     if (!made && made.error().kind != ErrorKind::Conflict)
       return wrap(made.error(), fmt::format("creating the sandbox for agent '{}'", sandbox_));

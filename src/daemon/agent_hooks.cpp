@@ -13,7 +13,8 @@ std::string default_base_url(const Config& config, std::string_view provider) {
   return "https://api.anthropic.com";
 }
 
-agent::RuntimeHooks make_runtime_hooks(const Config& config, vault::Vault& vault, SandboxManager& sandboxes) {
+agent::RuntimeHooks make_runtime_hooks(const Config& config, vault::Vault& vault, SandboxManager& sandboxes,
+                                       CurrentSpecFn current_spec) {
   agent::RuntimeHooks hooks;
   hooks.provider = [&config, &vault](const agent::AgentSpec& spec) -> Result<std::unique_ptr<agent::Provider>> {
     agent::ProviderConfig pc;
@@ -34,17 +35,21 @@ agent::RuntimeHooks make_runtime_hooks(const Config& config, vault::Vault& vault
     };
     return agent::make_provider(pc, credentials);
   };
-  // One workbench per agent, kept while the agent's sandbox settings stay the same: after an edit of
-  // its image, runtime or limits, a sandbox made from then on (the first, or one made again after
-  // `moat rm`) follows the edit rather than the settings of the agent's first turn.
-  using Benches = std::map<std::string, std::shared_ptr<agent::SandboxWorkbench>>;
-  auto benches = std::make_shared<std::pair<std::mutex, Benches>>();
-  hooks.workbench = [&sandboxes, benches](const agent::AgentSpec& spec) -> Result<std::shared_ptr<agent::Workbench>> {
-    CreateRequest wanted = agent::sandbox_request_for(spec);
+  // One workbench per agent, kept: it is cheap, and keeping it keeps the sandbox's name resolved once.
+  // It asks for the agent's settings only when it has to create the sandbox, so an edit made since
+  // (even during a running turn) is what a new sandbox gets.
+  auto benches = std::make_shared<std::pair<std::mutex, std::map<std::string, std::shared_ptr<agent::Workbench>>>>();
+  hooks.workbench = [&sandboxes, benches, current_spec](const agent::AgentSpec& spec)
+      -> Result<std::shared_ptr<agent::Workbench>> {
     std::lock_guard l(benches->first);
     auto& slot = benches->second[spec.name];
-    if (!slot || !(slot->create_request() == wanted))
-      slot = std::make_shared<agent::SandboxWorkbench>(sandboxes, spec.name, std::move(wanted));
+    if (!slot) {
+      auto create = [current_spec, first = spec] {
+        auto now = current_spec(first.name);
+        return agent::sandbox_request_for(now ? *now : first);  // removed meanwhile: as the turn knew it
+      };
+      slot = std::make_shared<agent::SandboxWorkbench>(sandboxes, spec.name, std::move(create));
+    }
     return slot;
   };
   hooks.command_env = {};

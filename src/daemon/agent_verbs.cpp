@@ -122,11 +122,10 @@ void register_agent_verbs(api::Server& s, AgentVerbParts parts) {
     Json out = agent::agent_spec_to_json(*spec);
     // A sandbox is a persistent machine: an edit does not rebuild it behind the owner's back (that
     // would lose its files). Say so, and how to get one made with the new settings.
-    bool sandbox_settings_changed =
-        before && !(agent::sandbox_request_for(*before) == agent::sandbox_request_for(*spec));
+    bool sandbox_settings_changed = before && agent::sandbox_request_for(*before) != agent::sandbox_request_for(*spec);
     if (sandbox_settings_changed && p->sandboxes.get(name)) {
       out["sandbox_note"] = fmt::format(
-          "agent '{}' already has a sandbox; it keeps its image, runtime and limits (and its files) as they were. "
+          "agent '{}' already has a sandbox; it keeps the image, runtime and limits it was made with (and its files). "
           "To have the next turn make one with the new settings, remove it: 'moat sandbox rm -f {}' (its /workspace, "
           "MEMORY.md included, is lost)",
           name, name);

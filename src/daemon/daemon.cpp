@@ -169,7 +169,9 @@ Status Daemon::start_agents() {
   auto agents = AgentDirectory::open(*db_, config_);
   if (!agents) return std::unexpected(agents.error());
   agents_ = std::move(*agents);
-  runtime_ = std::make_unique<agent::AgentRuntime>(*db_, *audit_, make_runtime_hooks(config_, *vault_, *manager_));
+  auto current_spec = [this](const std::string& name) { return agents_->get(name); };
+  runtime_ = std::make_unique<agent::AgentRuntime>(*db_, *audit_,
+                                                   make_runtime_hooks(config_, *vault_, *manager_, current_spec));
   router::RouterOptions ro;
   ro.max_concurrent_turns = config_.router.max_concurrent_turns;
   ro.max_attempts = static_cast<int>(config_.router.max_attempts);
@@ -221,8 +223,9 @@ Status Daemon::start_channels() {
   webhook_ = std::make_unique<channels::WebhookChannel>(accept, [this](std::string_view agent) {
     return agents_->exists(agent) ? std::vector<std::string>{webhook_token(agent)} : std::vector<std::string>{};
   });
-  // What the two channels had shown before a restart; replies still undelivered come when the
-  // router starts. Without it the web chat would open empty and a reply nobody polled would be gone.
+  // What the two channels had shown before a restart (their latest messages and replies, up to
+  // kRestored of each); replies still undelivered come when the router starts. Without it the web
+  // chat would open empty and a reply nobody polled would be gone.
   constexpr size_t kRestored = 20'000;
   if (auto h = router_->channel_history("web", kRestored, kRestored); h)
     web_->restore(*h);

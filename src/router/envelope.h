@@ -51,6 +51,17 @@ struct Outbound {
   int64_t created_ms = 0;    // when the reply was written (wall clock): the same on every delivery
 };
 
+// A message as a channel showed it, read back from the store after a restart: an inbound envelope
+// the channel accepted (role "user", key = its message id) or a reply delivered to the channel
+// (role "agent", key = its outbox key, as Outbound::key had it).
+struct ChannelMessage {
+  std::string role, key, agent, chat, text;
+  int64_t envelope_id = 0;  // user: the envelope's id
+  int64_t in_reply_to = 0;  // agent: the envelope it answers (0 when unsolicited)
+  bool is_error = false;
+  int64_t at_ms = 0;  // received (user) or written (agent), wall clock
+};
+
 // Live, best effort, never stored: text as the model streams it, tool calls and results as they
 // happen. Lost on a crash, which is fine: the durable reply follows through the outbox.
 struct LiveEvent {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <tuple>
 
+#include "base/log.h"
 #include "router/envelope_codec.h"
 #include "store/clock.h"
 
@@ -312,23 +313,43 @@ Result<int64_t> outbox_undelivered_count(Database& db) {
 
 std::string outbox_key(int64_t id) { return fmt::format("o{}", id); }
 
+void sort_channel_history(std::vector<ChannelMessage>& messages) {
+  // By time. Within one millisecond a reply comes after the message it answers and before later ones;
+  // unsolicited replies after every message of that millisecond; the rest keep the order given.
+  auto order = [](const ChannelMessage& m) {
+    bool user = m.role == "user";
+    int64_t after = user ? m.envelope_id : m.in_reply_to != 0 ? m.in_reply_to : INT64_MAX;
+    return std::tuple(m.at_ms, after, user ? 0 : 1);
+  };
+  std::stable_sort(messages.begin(), messages.end(),
+                   [&](const ChannelMessage& a, const ChannelMessage& b) { return order(a) < order(b); });
+}
+
 Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_view channel, size_t inbound,
                                                     size_t replies) {
+  // Only the newest kRecentRows rows of each table are looked at (a rowid range; `+channel` keeps
+  // SQLite off the (channel, message_id) index, which would read and sort every row the channel ever
+  // had): a start costs the same however much the store has kept.
+  constexpr int64_t kRecentRows = 200'000;
   auto l = db.lock();
   std::vector<ChannelMessage> out;
-  // Found through the (channel, message_id) index, then sorted: costs what the channel holds.
   auto in = db.prepare(
-      "SELECT message_id, agent, chat, body_json, received_ms, id FROM envelopes WHERE channel = ?1 "
-      "AND state != 'dropped' "
+      "SELECT message_id, agent, chat, body_json, received_ms, id FROM envelopes "
+      "WHERE id > (SELECT coalesce(max(id), 0) FROM envelopes) - ?3 AND +channel = ?1 AND state != 'dropped' "
       "ORDER BY id DESC LIMIT ?2");
   if (!in) return std::unexpected(in.error());
-  in->bind(1, channel).bind(2, static_cast<int64_t>(inbound));
+  in->bind(1, channel).bind(2, static_cast<int64_t>(inbound)).bind(3, kRecentRows);
   for (;;) {  // LIMIT 0 reads nothing
     auto r = in->step();
     if (!r) return wrap(r.error(), "reading a channel's messages");
     if (!*r) break;
     Envelope e;
-    if (auto b = envelope_body_from_json(in->column_text(3), e); !b) return std::unexpected(b.error());
+    if (auto b = envelope_body_from_json(in->column_text(3), e); !b) {
+      // One unreadable row costs that message's line in the history, not the whole history.
+      log::warn("router: message {} of channel {} is left out of its history: {}", in->column_int64(5), channel,
+                b.error().message);
+      continue;
+    }
     out.push_back(ChannelMessage{.role = "user", .key = std::string(in->column_text(0)),
                                  .agent = std::string(in->column_text(1)), .chat = std::string(in->column_text(2)),
                                  .text = std::move(e.text), .envelope_id = in->column_int64(5),
@@ -336,12 +357,12 @@ Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_vi
   }
   std::reverse(out.begin(), out.end());  // oldest first within each kind, for the stable sort below
   size_t users = out.size();
-  // Newest first by id: stops after `replies` rows of this channel.
   auto rows = db.prepare(
-      "SELECT id, agent, chat, text, in_reply_to, is_error, created_ms FROM outbox WHERE channel = ?1 "
-      "AND delivered_at_ms != 0 ORDER BY id DESC LIMIT ?2");
+      "SELECT id, agent, chat, text, in_reply_to, is_error, created_ms FROM outbox "
+      "WHERE id > (SELECT coalesce(max(id), 0) FROM outbox) - ?3 AND channel = ?1 AND delivered_at_ms != 0 "
+      "ORDER BY id DESC LIMIT ?2");
   if (!rows) return std::unexpected(rows.error());
-  rows->bind(1, channel).bind(2, static_cast<int64_t>(replies));
+  rows->bind(1, channel).bind(2, static_cast<int64_t>(replies)).bind(3, kRecentRows);
   for (;;) {
     auto r = rows->step();
     if (!r) return wrap(r.error(), "reading a channel's replies");
@@ -352,14 +373,7 @@ Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_vi
                                  .is_error = rows->column_int64(5) != 0, .at_ms = rows->column_int64(6)});
   }
   std::reverse(out.begin() + static_cast<std::ptrdiff_t>(users), out.end());
-  // By time. Within one millisecond a reply comes after the message it answers and before later ones.
-  auto order = [](const ChannelMessage& m) {
-    bool user = m.role == "user";
-    int64_t after = user ? m.envelope_id : m.in_reply_to != 0 ? m.in_reply_to : INT64_MAX;
-    return std::tuple(m.at_ms, after, user ? 0 : 1);
-  };
-  std::stable_sort(out.begin(), out.end(),
-                   [&](const ChannelMessage& a, const ChannelMessage& b) { return order(a) < order(b); });
+  sort_channel_history(out);
   return out;
 }
 

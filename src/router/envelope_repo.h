@@ -75,6 +75,8 @@ Status outbox_failed(Database& db, int64_t id, std::string_view why);
 Result<int64_t> outbox_undelivered_count(Database& db);
 // An outbound message's delivery key ("o17"): the same for every delivery attempt of one row.
 std::string outbox_key(int64_t id);
+// Puts a channel's messages in the order it showed them (each kind given oldest first).
+void sort_channel_history(std::vector<ChannelMessage>& messages);
 // What `channel` has shown, oldest first (see Router::channel_history).
 Result<std::vector<ChannelMessage>> channel_history(Database& db, std::string_view channel, size_t inbound,
                                                     size_t replies);

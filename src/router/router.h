@@ -48,17 +48,6 @@ struct EnvelopeStatus {  // for `moat messages`
   std::string error;  // last error, for failed
 };
 
-// A message as a channel showed it, read back from the store after a restart: an inbound envelope
-// the channel accepted (role "user", key = its message id) or a reply delivered to the channel
-// (role "agent", key = its outbox key, as Outbound::key had it).
-struct ChannelMessage {
-  std::string role, key, agent, chat, text;
-  int64_t envelope_id = 0;  // user: the envelope's id
-  int64_t in_reply_to = 0;  // agent: the envelope it answers (0 when unsolicited)
-  bool is_error = false;
-  int64_t at_ms = 0;  // received (user) or written (agent), wall clock
-};
-
 class Router {
  public:
   Router(Database& db, AuditLog& audit, RouterOptions opts = {});
@@ -93,7 +82,8 @@ class Router {
   // What `channel` has shown so far, for a channel that keeps its own history (the web chat's
   // conversations, the webhook's replies for polling) to take back after a restart: the newest
   // `inbound` envelopes it accepted (not dropped ones) and the newest `replies` delivered to it,
-  // merged oldest first. Replies not yet delivered are not here: start() delivers them.
+  // merged oldest first, from among the store's newest 200,000 envelopes and outbox rows (so the
+  // cost does not grow with the store). Replies not yet delivered are not here: start() delivers them.
   Result<std::vector<ChannelMessage>> channel_history(std::string_view channel, size_t inbound, size_t replies);
   // Sends an unsolicited message (e.g. a scheduled task's result) through the outbox.
   Result<int64_t> send(std::string agent, std::string channel, std::string chat, std::string text);

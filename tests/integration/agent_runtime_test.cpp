@@ -49,7 +49,7 @@ struct World {
     if (auto st = manager->prepare(); !st) return st.error().message;
     AgentSpec spec;
     spec.name = kAgent;
-    bench = std::make_shared<SandboxWorkbench>(*manager, kAgent, sandbox_request_for(spec));
+    bench = std::make_shared<SandboxWorkbench>(*manager, kAgent, [spec] { return sandbox_request_for(spec); });
     return "";
   }
 

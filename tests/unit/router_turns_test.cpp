@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 
+#include "router/envelope_repo.h"
 #include "router_test_util.h"
 
 using namespace moat;
@@ -469,4 +470,22 @@ TEST(RouterTurns, ChannelHistoryIsWhatTheChannelShowedInOrder) {
   ASSERT_TRUE(replies_only);
   ASSERT_EQ(replies_only->size(), 2u);
   EXPECT_EQ((*replies_only)[0].role, "agent");
+}
+
+// Within one millisecond (the clock's grain), replies still follow the message they answer: two
+// replies of one turn in their own order, an unsolicited one after the messages of its millisecond.
+TEST(RouterTurns, ChannelHistoryTiesInOneMillisecondKeepQuestionBeforeAnswer) {
+  auto user = [](int64_t id, int64_t ms) {
+    return ChannelMessage{.role = "user", .key = fmt::format("m{}", id), .envelope_id = id, .at_ms = ms};
+  };
+  auto agent = [](int64_t outbox, int64_t answers, int64_t ms) {
+    return ChannelMessage{.role = "agent", .key = fmt::format("o{}", outbox), .in_reply_to = answers, .at_ms = ms};
+  };
+  // Each kind oldest first, as channel_history reads them; everything in millisecond 7 but the last.
+  std::vector<ChannelMessage> h{user(1, 7), user(2, 7), user(3, 7), user(4, 9),
+                                agent(10, 2, 7), agent(11, 2, 7), agent(12, 0, 7), agent(13, 1, 7)};
+  sort_channel_history(h);
+  std::vector<std::string> keys;
+  for (auto& m : h) keys.push_back(m.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"m1", "o13", "m2", "o10", "o11", "m3", "o12", "m4"}));
 }

@@ -23,7 +23,8 @@
 //   message = {"key", "role": "agent"|"user", "agent", "chat", "text", "in_reply_to", "is_error", "at_ms"}
 // Requests whose Host is not an allowed name are refused (DNS rebinding).
 // History is kept in memory (the last history_per_chat messages of each conversation) and taken
-// back from the store when moatd starts (restore()), so a restart loses neither side of a conversation.
+// back from the store when moatd starts (restore(): the channel's recent messages and replies, see
+// Daemon::start_channels), so a restart does not empty the conversations people are having.
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,7 +37,6 @@
 #include "channels/http/http_server.h"
 #include "channels/message_ring.h"
 #include "router/channel.h"
-#include "router/router.h"
 
 namespace moat::channels {
 

@@ -43,7 +43,6 @@
 #include "channels/http/url.h"
 #include "channels/message_ring.h"
 #include "router/channel.h"
-#include "router/router.h"
 
 namespace moat::channels {
 
