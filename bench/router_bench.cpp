@@ -67,7 +67,7 @@ struct Figures {
 // rather than how long its callers waited.
 double process_cpu_us() {
   rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
+  if (getrusage(RUSAGE_SELF, &ru) != 0) die("getrusage failed");
   auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
   return us(ru.ru_utime) + us(ru.ru_stime);
 }
