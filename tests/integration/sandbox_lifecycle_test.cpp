@@ -194,7 +194,9 @@ TEST(SandboxLifecycle, AuditRecordsLifecycleAndExecAndDetectsTampering) {
 
   EXPECT_NE(env.ok({"audit", "verify"}).find("ok"), std::string::npos);
   int64_t seq = (*exec)["seq"];
-  auto edit = run_process({"sqlite3", env.db_path().string(),
+  // moatd is still running and writes now and then (usage, last-use times): wait for its lock as any
+  // second writer must, rather than failing the edit on the first busy moment.
+  auto edit = run_process({"sqlite3", "-cmd", ".timeout 10000", env.db_path().string(),
                            fmt::format("UPDATE audit SET data = replace(data, 'sh', 'ls') WHERE seq = {}", seq)});
   ASSERT_TRUE(edit && edit->ok()) << (edit ? edit->err : edit.error().message);
   auto broken = env.moat({"audit", "verify"});
