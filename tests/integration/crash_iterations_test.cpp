@@ -197,7 +197,7 @@ std::vector<std::string> host_leftovers(const std::string& path, const std::stri
   }
   std::vector<std::string> out;
   for (auto& m : mounts_containing(path)) out.push_back("mount: " + m);
-  for (auto& l : loops_containing(path)) out.push_back("loop device: " + l);
+  for (auto& l : loops_left(path)) out.push_back("loop device: " + l);
   for (auto& c : cgroups_containing("moat-" + name_prefix)) out.push_back("cgroup: " + c);
   for (int p : procs) {
     auto cmd = read_file(fmt::format("/proc/{}/cmdline", p));

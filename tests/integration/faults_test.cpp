@@ -133,7 +133,7 @@ void expect_nothing_left_of(const MoatEnv& env, const std::string& name) {
   EXPECT_FALSE(fs::exists(env.state_dir() / "sandboxes" / name)) << "its directory was left";
   auto dir = (env.state_dir() / "sandboxes" / name).string();
   EXPECT_TRUE(mounts_containing(dir).empty()) << "a mount was left";
-  EXPECT_TRUE(loops_containing(dir).empty()) << "a loop device was left";
+  EXPECT_TRUE(loops_left(dir).empty()) << "a loop device was left";
   auto cgroups = cgroups_containing("moat-" + name + "-");
   EXPECT_TRUE(cgroups.empty()) << "a cgroup was left: " << cgroups.front();
 }
@@ -407,7 +407,7 @@ TEST(Faults, AMissingOrFailingRuntimeGivesOneClearErrorLeavesNothingAndMoatdKeep
   EXPECT_EQ(box["state"], "stopped") << box.dump();
   auto dir = (env.state_dir() / "sandboxes/fault-rt").string();
   EXPECT_TRUE(mounts_containing(dir).empty()) << "a failed start left a mount";
-  EXPECT_TRUE(loops_containing(dir).empty()) << "a failed start left a loop device";
+  EXPECT_TRUE(loops_left(dir).empty()) << "a failed start left a loop device";
   EXPECT_TRUE(cgroups_containing("moat-fault-rt-").empty()) << "a failed start left a cgroup";
   // An exec (which starts a stopped sandbox) fails the same way, and so does create --start, which
   // then leaves no sandbox behind.

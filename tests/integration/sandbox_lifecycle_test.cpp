@@ -93,7 +93,7 @@ TEST(SandboxLifecycle, BadInputGetsOneClearErrorAndLeavesNothing) {
 
   env.ok({"sandbox", "rm", "-f", "dup"});
   EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
-  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_left(env.state_dir().string()).empty());
 }
 
 TEST(SandboxLifecycle, CliSaysHowToStartMoatdWhenItIsNotRunning) {
@@ -212,7 +212,7 @@ TEST(SandboxLifecycle, RunIsOneShotAndRmLeavesNothing) {
   EXPECT_EQ(r.out, "one-shot\n/workspace\n");
   EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "ls"})).size(), 0u);
   EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
-  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_left(env.state_dir().string()).empty());
 
   auto kept = env.moat({"run", "--name", "kept", "--", "true"});
   EXPECT_EQ(kept.code, 0);

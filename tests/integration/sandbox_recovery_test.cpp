@@ -144,7 +144,7 @@ TEST(Recovery, KilledDaemonAdoptsRunningSandboxesAndLeaksNothing) {
   // Everything removed: nothing left behind on the host.
   env.remove_all_sandboxes();
   EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
-  EXPECT_TRUE(loops_containing(env.state_dir().string()).empty());
+  EXPECT_TRUE(loops_left(env.state_dir().string()).empty());
   EXPECT_EQ(count_moat_cgroups(prefix), 0u) << "leaked cgroups";
   // Processes of a just-killed sandbox may take a moment to be reaped by the kernel.
   auto leaked = sandbox_processes(prefix);

@@ -153,6 +153,15 @@ std::vector<std::string> loops_containing(const std::string& needle) {
   return out;
 }
 
+std::vector<std::string> loops_left(const std::string& needle) {
+  auto left = loops_containing(needle);
+  for (int i = 0; i < 40 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = loops_containing(needle);
+  }
+  return left;
+}
+
 std::vector<std::string> cgroups_containing(const std::string& needle) {
   std::vector<std::string> out;
   std::error_code ec;

@@ -56,6 +56,9 @@ const std::filesystem::path& busybox_tarball();
 std::vector<std::string> mounts_containing(const std::string& needle);
 // Loop devices backed by files whose path contains `needle`.
 std::vector<std::string> loops_containing(const std::string& needle);
+// The same, for asserting that none is left: a loop device detaches asynchronously after its last
+// unmount (the kernel's autoclear), so this looks again for up to 2 s before answering.
+std::vector<std::string> loops_left(const std::string& needle);
 // cgroup directories (v1 controllers and unified) named under moat/ whose name contains `needle`.
 std::vector<std::string> cgroups_containing(const std::string& needle);
 
