@@ -63,6 +63,19 @@ Status make_dirs(const std::filesystem::path& path, mode_t mode) {
   return {};
 }
 
+Status make_fenced_dir(const std::filesystem::path& path, gid_t gid, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);  // parents keep whatever mode they have
+  if (ec) return fail(ErrorKind::Internal, "cannot create directory {}: {}", path.parent_path().string(), ec.message());
+  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+    return fail(ErrorKind::Internal, "cannot create directory {}: {}", path.string(), strerror(errno));
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd || fchown(fd.get(), 0, gid) != 0 || fchmod(fd.get(), mode) != 0)
+    return fail(ErrorKind::Internal, "cannot fence directory {} (root:{} {:04o}): {}", path.string(), gid, mode,
+                strerror(errno));
+  return {};
+}
+
 Status remove_tree(const std::filesystem::path& path) {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);

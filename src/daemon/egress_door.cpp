@@ -34,7 +34,8 @@ Result<SandboxAttachment> EgressDoor::attach(const SandboxRecord& rec, const std
     if (auto cur = read_file(dir / name); cur && *cur == *text) continue;
     if (auto st = write_file_atomic(dir / name, *text, 0644); !st) return std::unexpected(st.error());
   }
-  if (auto st = gateway_.attach(rec.name, dir / "gw.sock"); !st) return std::unexpected(st.error());
+  if (auto st = gateway_.attach(rec.name, dir / "gw.sock",
+                                 egress::PeerUids{static_cast<uint32_t>(rec.uid_base), static_cast<uint32_t>(kUidRangeSize)}); !st) return std::unexpected(st.error());
 
   SandboxAttachment a;
   a.init_args = {"--proxy-to", std::string(kSocketInside)};

@@ -21,6 +21,7 @@ void AuditQueue::push(AuditEntry entry) {
   {
     std::lock_guard g(mu_);
     pending_.push_back(std::move(entry));
+    waiting_.fetch_add(1, std::memory_order_relaxed);
   }
   cv_.notify_one();
 }
@@ -48,6 +49,7 @@ void AuditQueue::run() {
       log::error("egress audit: cannot append {} record(s): {}", count, r.error().message);
     }
     l.lock();
+    waiting_.fetch_sub(count, std::memory_order_relaxed);
     writing_ = false;
     drained_.notify_all();
   }

@@ -1,5 +1,6 @@
 #include "egress/gateway.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,11 +30,13 @@ struct Gateway::Impl {
 
   GatewayParts parts;
   AuditQueue audit;
+  RefusalLedger refusals{RefusalLedger::Limits{}};
   std::unique_ptr<TlsContexts> tls;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   std::unique_ptr<GatewayContext> ctx;
   std::map<std::string, std::shared_ptr<Acceptor>> listeners;  // loop thread only
+  std::map<std::string, std::filesystem::path> socket_paths;  // each listener's socket (bound elsewhere, renamed)
   std::thread thread;
 
   // Runs `fn` on the loop thread and waits for its result: listeners are only touched there.
@@ -45,7 +48,22 @@ struct Gateway::Impl {
     return fut.get();
   }
 
-  static asio::awaitable<void> accept_loop(GatewayContext& ctx, std::shared_ptr<Acceptor> acceptor, std::string agent) {
+  // The peer of an accepted connection, if `peers` does not admit it: what its refusal says.
+  static std::optional<Json> stranger(Acceptor::protocol_type::socket& sock, PeerUids peers) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+      return Json{{"reason", fmt::format("cannot read the peer's credentials: {}", strerror(errno))}};
+    if (peers.admits(cred.uid)) return std::nullopt;
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink(fmt::format("/proc/{}/exe", cred.pid), ec);
+    return Json{{"reason", fmt::format("a connection from host uid {} (pid {}), which is neither root nor this sandbox's",
+                                       cred.uid, cred.pid)},
+                {"peer_uid", cred.uid}, {"peer_pid", cred.pid}, {"peer_exe", ec ? std::string() : exe.string()}};
+  }
+
+  static asio::awaitable<void> accept_loop(GatewayContext& ctx, std::shared_ptr<Acceptor> acceptor, std::string agent,
+                                           PeerUids peers) {
     for (;;) {
       boost::system::error_code ec;
       auto sock = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
@@ -57,7 +75,27 @@ struct Gateway::Impl {
         co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         continue;
       }
+      if (auto refusal = stranger(sock, peers)) {
+        log::warn("egress: {}'s gateway socket: refused {}", agent, (*refusal)["reason"].get<std::string>());
+        (*refusal)["mode"] = "socket";
+        (*refusal)["decision"] = "deny";
+        (*refusal)["rule"] = "peer";
+        record_refusal(ctx, agent, std::move(*refusal));
+        continue;  // closed as `sock` goes
+      }
       asio::co_spawn(acceptor->get_executor(), serve_connection(ctx, std::move(sock), agent), asio::detached);
+    }
+  }
+
+  // Ends each coalescing interval: repeated refusals become one record each.
+  static asio::awaitable<void> roll_refusals(GatewayContext& ctx) {
+    asio::steady_timer t(ctx.io);
+    for (;;) {
+      t.expires_after(ctx.refusals.limits().interval);
+      boost::system::error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      for (auto& e : ctx.refusals.roll(utc_day())) ctx.audit.push(std::move(e));
     }
   }
 
@@ -74,6 +112,11 @@ struct Gateway::Impl {
   }
 };
 
+void record_refusal(GatewayContext& ctx, const std::string& agent, Json refusal) {
+  for (auto& e : ctx.refusals.note(agent, std::move(refusal), std::chrono::steady_clock::now(), utc_day()))
+    ctx.audit.push(std::move(e));
+}
+
 Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Gateway>> Gateway::start(GatewayParts parts) {
@@ -81,8 +124,9 @@ Result<std::unique_ptr<Gateway>> Gateway::start(GatewayParts parts) {
   auto tls = TlsContexts::create(parts.config.upstream_ca_file, parts.ca);
   if (!tls) return std::unexpected(tls.error());
   impl->tls = std::move(*tls);
-  impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, host_own_addresses()});
+  impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, impl->refusals, host_own_addresses()});
   asio::co_spawn(impl->io, Impl::refresh_own_addresses(*impl->ctx), asio::detached);
+  asio::co_spawn(impl->io, Impl::roll_refusals(*impl->ctx), asio::detached);
   impl->thread = std::thread([io = &impl->io] {
     for (;;) {
       try {
@@ -105,6 +149,8 @@ Gateway::~Gateway() {
       acc->close(ignore);
     }
     impl_->listeners.clear();
+    // Repeats counted in the unfinished interval are recorded too.
+    for (auto& e : impl_->refusals.roll(utc_day(), true)) impl_->audit.push(std::move(e));
     return 0;
   });
   impl_->work.reset();
@@ -113,33 +159,37 @@ Gateway::~Gateway() {
   impl_->audit.flush();
 }
 
-Status Gateway::attach(const std::string& agent, const std::filesystem::path& socket_path) {
+Status Gateway::attach(const std::string& agent, const std::filesystem::path& socket_path, PeerUids peers) {
   return impl_->on_loop([&]() -> Status {
     if (auto it = impl_->listeners.find(agent); it != impl_->listeners.end()) {
       boost::system::error_code ignore;
       it->second->close(ignore);
       impl_->listeners.erase(it);
     }
-    // The directory is host-owned and only mounted (read-only) into the sandbox, so a plain unlink of
-    // a stale socket here cannot be redirected by the agent.
+    // The directory is host-owned and only mounted (read-only) into the sandbox, so names in it cannot
+    // be redirected by the agent. The socket is bound under a temporary name, given its owner and mode,
+    // and renamed over the old one: at its final name it never has another mode.
     struct stat st {};
-    if (lstat(socket_path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode))
-        return fail(ErrorKind::Conflict, "'{}' exists and is not a socket; remove it and start the sandbox again", socket_path.string());
-      unlink(socket_path.c_str());
-    }
+    if (lstat(socket_path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+      return fail(ErrorKind::Conflict, "'{}' exists and is not a socket; remove it and start the sandbox again", socket_path.string());
+    auto fresh = socket_path;
+    fresh += ".new";
+    unlink(fresh.c_str());
     auto acc = std::make_shared<Acceptor>(impl_->io);
     boost::system::error_code ec;
-    asio::local::stream_protocol::endpoint ep(socket_path.string());
+    asio::local::stream_protocol::endpoint ep(fresh.string());
     acc->open(ep.protocol(), ec);
     if (!ec) acc->bind(ep, ec);
     if (!ec) acc->listen(1024, ec);
     if (ec) return fail(ErrorKind::Internal, "cannot listen on the gateway socket '{}': {}", socket_path.string(), ec.message());
-    // Root in the sandbox is an unprivileged host uid; it must be able to connect.
-    if (chmod(socket_path.c_str(), 0666) != 0)
-      return fail(ErrorKind::Internal, "cannot chmod '{}': {}", socket_path.string(), strerror(errno));
+    if (chown(fresh.c_str(), 0, peers.first) != 0 || chmod(fresh.c_str(), 0660) != 0 || rename(fresh.c_str(), socket_path.c_str()) != 0) {
+      int e = errno;
+      unlink(fresh.c_str());
+      return fail(ErrorKind::Internal, "cannot put the gateway socket in place at '{}': {}", socket_path.string(), strerror(e));
+    }
     impl_->listeners[agent] = acc;
-    asio::co_spawn(impl_->io, Impl::accept_loop(*impl_->ctx, acc, agent), asio::detached);
+    impl_->socket_paths[agent] = socket_path;
+    asio::co_spawn(impl_->io, Impl::accept_loop(*impl_->ctx, acc, agent, peers), asio::detached);
     return {};
   });
 }
@@ -148,10 +198,9 @@ void Gateway::detach(const std::string& agent) {
   impl_->on_loop([&] {
     if (auto it = impl_->listeners.find(agent); it != impl_->listeners.end()) {
       boost::system::error_code ignore;
-      auto path = it->second->local_endpoint(ignore).path();
       it->second->close(ignore);
       impl_->listeners.erase(it);
-      if (!path.empty()) unlink(path.c_str());
+      if (auto p = impl_->socket_paths.extract(agent)) unlink(p.mapped().c_str());
     }
     return 0;
   });

@@ -36,15 +36,25 @@ struct GatewayParts {
   AuditLog& audit;
 };
 
+// Who may connect to a sandbox's gateway socket: root, and the host uids of the sandbox's own range
+// (its root is `first`). Anyone else on the host is refused at accept and the refusal audited.
+struct PeerUids {
+  uint32_t first = 0;
+  uint32_t count = 0;
+  bool admits(uint32_t uid) const { return uid == 0 || (count > 0 && uid >= first && uid - first < count); }
+};
+
 class Gateway {
  public:
   // Starts the event loop thread. Fails when the upstream trust store or CA file cannot be loaded.
   static Result<std::unique_ptr<Gateway>> start(GatewayParts parts);
   ~Gateway();  // stops the loop; open connections are closed; audit records are flushed
 
-  // Listens for `agent` on `socket_path` (mode 0666 — the sandbox's own processes must connect — in a
-  // host-owned directory that only that sandbox mounts). A stale socket there is replaced. Idempotent.
-  Status attach(const std::string& agent, const std::filesystem::path& socket_path);
+  // Listens for `agent` on `socket_path`, in a host-owned directory that only that sandbox mounts and
+  // that no other host user may enter (see make_fenced_dir). The socket appears with its final owner
+  // and mode (root:peers.first 0660: the sandbox's root may connect) by a rename, and a stale one is
+  // replaced the same way. Connections from a uid `peers` does not admit are refused. Idempotent.
+  Status attach(const std::string& agent, const std::filesystem::path& socket_path, PeerUids peers);
   // Stops listening for `agent` and removes its socket; connections already open finish.
   void detach(const std::string& agent);
 

@@ -9,6 +9,7 @@
 #include "egress/address.h"
 #include "egress/audit_queue.h"
 #include "egress/gateway.h"
+#include "egress/refusal_ledger.h"
 #include "egress/tls_contexts.h"
 
 namespace moat::egress {
@@ -18,8 +19,13 @@ struct GatewayContext {
   GatewayParts parts;
   TlsContexts& tls;
   AuditQueue& audit;
+  RefusalLedger& refusals;
   std::vector<IpAddress> own_addresses;  // refreshed by the gateway every minute
 };
+
+// Records a refusal by `agent` (an egress record's data with "decision": "deny") through the ledger:
+// coalesced, capped, never one durable row per attempt.
+void record_refusal(GatewayContext& ctx, const std::string& agent, Json refusal);
 
 // Serves one connection from `agent`'s sandbox until it closes.
 boost::asio::awaitable<void> serve_connection(GatewayContext& ctx, boost::asio::local::stream_protocol::socket client,

@@ -23,6 +23,7 @@
 #include "egress/http_target.h"
 #include "egress/injection.h"
 #include "egress/policy_book.h"
+#include "egress/request_form.h"
 #include "egress/usage_meter.h"
 #include "store/clock.h"
 
@@ -171,8 +172,21 @@ class Session : public std::enable_shared_from_this<Session> {
     route_.reset();
   }
 
+  // A refusal's answer waits while the agent is over its refusal rate (RefusalLedger): the flooding
+  // sandbox is slowed, and nobody else.
+  awaitable<void> tarpit() {
+    auto wait = ctx_.refusals.admit(agent_, Clock::now());
+    if (wait.count() == 0) co_return;
+    asio::steady_timer t(client_.get_executor(), wait);
+    error_code ec;
+    co_await t.async_wait(nothrow(ec));
+  }
+
   template <class Stream>
   awaitable<void> respond(Stream& s, http::status status, std::string body, bool keep_alive) {
+    if (status == http::status::forbidden || status == http::status::bad_request || status == http::status::not_found ||
+        status == http::status::too_many_requests)
+      co_await tarpit();
     http::response<http::string_body> res{status, 11};
     res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.set(http::field::server, "moat-egress");
@@ -181,6 +195,19 @@ class Session : public std::enable_shared_from_this<Session> {
     res.prepare_payload();
     error_code ec;
     co_await http::async_write(s, res, nothrow(ec));
+  }
+
+  // A request refused before any credential was put into it: a record of its own (the connection's
+  // record says what the connection did), a 403, and the connection is not used again.
+  // (Arguments by reference or view: g++ 12 mishandles string temporaries in a co_await expression.)
+  template <class Stream>
+  awaitable<void> refuse_request(Stream& s, std::string_view mode, const std::string& host, uint16_t port,
+                                 const std::string& reason) {
+    std::string body = fmt::format("moat egress: refused: {}\n", reason);
+    record_refusal(ctx_, agent_,
+                   Json{{"mode", mode}, {"host", host}, {"port", port}, {"decision", "deny"}, {"rule", "request form"},
+                        {"reason", reason}});
+    co_await respond(s, http::status::forbidden, std::move(body), false);
   }
 
   // Appends the audit record of an upstream connection and gives back its slot. Called once.
@@ -195,6 +222,10 @@ class Session : public std::enable_shared_from_this<Session> {
               {"credentials", std::vector<std::string>(rec.credentials.begin(), rec.credentials.end())}};
     if (!rec.reason.empty()) data["reason"] = rec.reason;
     if (!rec.error.empty()) data["error"] = rec.error;
+    if (rec.decision == "deny") {
+      record_refusal(ctx_, agent_, std::move(data));
+      return;
+    }
     ctx_.audit.push(AuditEntry{"egress", agent_, agent_, std::move(data)});
   }
 
@@ -248,6 +279,12 @@ class Session : public std::enable_shared_from_this<Session> {
       rec.rule = refused ? refused->rule : d.rule;
       rec.reason = refused ? refused->reason : fmt::format("{} has no address", host);
       co_return std::unexpected(Refusal{http::status::forbidden, rec.rule, rec.reason});
+    }
+    if (ctx_.audit.saturated()) {
+      // Fail closed: an allowed connection is always recorded, so one that could not be is not made.
+      rec.rule = "audit saturated";
+      rec.reason = "the audit trail is behind; refusing new connections until it catches up";
+      co_return std::unexpected(Refusal{http::status::service_unavailable, rec.rule, rec.reason});
     }
     rec.decision = "allow";
     if (auto why = ctx_.parts.usage.try_open(agent_, limits_)) {
@@ -403,8 +440,10 @@ class Session : public std::enable_shared_from_this<Session> {
       auto opened = co_await open_upstream(target->host, target->port, rec);
       if (!opened) {
         finish(rec);
-        co_await respond(client_, opened.error().status, iso_reason(opened.error()), keep_alive);
-        co_return keep_alive && !closed_;
+        // A refusal ends the connection: a sandbox may not pipeline refused requests on one
+        // keep-alive connection at no cost to itself.
+        co_await respond(client_, opened.error().status, iso_reason(opened.error()), false);
+        co_return false;
       }
       plain_.emplace(PlainUpstream{std::move(opened->socket), std::move(rec), true, {}});
     }
@@ -438,13 +477,17 @@ class Session : public std::enable_shared_from_this<Session> {
           "moat egress: no route '/{}' on the gateway; routes:{} (see [egress.routes] in moat.toml). "
           "To reach other hosts, use the proxy (HTTP_PROXY/HTTPS_PROXY).\n",
           name, known.empty() ? std::string(" none") : known);
-      co_await respond(client_, http::status::not_found, std::move(body), keep_alive);
-      co_return keep_alive;
+      co_await respond(client_, http::status::not_found, std::move(body), false);
+      co_return false;
     }
     auto upstream = parse_https_url(it->second.upstream);
     if (!upstream) {
       co_await respond(client_, http::status::bad_gateway,
                        fmt::format("moat egress: route '{}' has a bad upstream: {}\n", name, upstream.error().message), false);
+      co_return false;
+    }
+    if (auto why = credential_request_refusal(hp.get(), {upstream->host, upstream->port, false})) {
+      co_await refuse_request(client_, "route", upstream->host, upstream->port, *why);
       co_return false;
     }
     std::string prefix = upstream->path == "/" ? "" : upstream->path;
@@ -461,8 +504,10 @@ class Session : public std::enable_shared_from_this<Session> {
       auto opened = co_await open_upstream(upstream->host, upstream->port, rec);
       if (!opened) {
         finish(rec);
-        co_await respond(client_, opened.error().status, iso_reason(opened.error()), keep_alive);
-        co_return keep_alive && !closed_;
+        // A refusal ends the connection: a sandbox may not pipeline refused requests on one
+        // keep-alive connection at no cost to itself.
+        co_await respond(client_, opened.error().status, iso_reason(opened.error()), false);
+        co_return false;
       }
       auto r = std::make_unique<RouteUpstream>(RouteUpstream{name, {std::move(opened->socket), ctx_.tls.upstream()}, {}, std::move(rec), true});
       auto failure = co_await upstream_handshake(r->stream, upstream->host, r->rec);
@@ -556,6 +601,7 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       co_await tunnel(std::move(up), *target, rec);
     }
+    if (rec.decision == "deny") co_await tarpit();
     finish(rec);
   }
 
@@ -808,12 +854,10 @@ class Session : public std::enable_shared_from_this<Session> {
       touch();
       auto& req = hp.get();
       bool keep_alive = req.keep_alive();
-      // Inside the tunnel the Host must still be the CONNECT host, or the credential could be aimed elsewhere.
-      auto host = parse_authority(std::string_view(req[http::field::host].data(), req[http::field::host].size()), target.port);
-      if (!host || host->host != target.host || host->port != target.port) {
-        rec.reason = fmt::format("a request inside the tunnel to {} named Host '{}'", authority_text(target.host, target.port),
-                                 std::string_view(req[http::field::host].data(), req[http::field::host].size()).substr(0, 200));
-        co_await respond(down, http::status::forbidden, fmt::format("moat egress: refused: {}\n", rec.reason), false);
+      // Inside the tunnel the request must still be for the CONNECT host, and say so one way only, or
+      // the credential could be aimed elsewhere (request_form.h).
+      if (auto why = credential_request_refusal(req, {target.host, target.port, true})) {
+        co_await refuse_request(down, rec.mode, rec.host, rec.port, *why);
         break;
       }
       // Rebuilt in order only when a placeholder was swapped; nothing else of the request changes.

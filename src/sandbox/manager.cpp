@@ -23,7 +23,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr uint32_t kUidCount = 65536;
+constexpr uint32_t kUidCount = kUidRangeSize;
 constexpr uint64_t kRunscPidsOverhead = 192;
 constexpr uint64_t kRunscMemoryOverhead = 128ull << 20;
 constexpr std::string_view kInitInside = "/.moat/init";
@@ -170,7 +170,10 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
 }
 
 Status SandboxManager::lay_out(const SandboxRecord& rec, const SandboxPaths& paths) {
-  for (auto& d : {paths.dir, paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
+  // root:<sandbox root gid> 0710 (see start): the sandbox's runtime must pass through to its mount
+  // sources; no other host user may enter, so nothing below depends on its own mode for secrecy.
+  if (auto st = make_fenced_dir(paths.dir, static_cast<gid_t>(rec.uid_base)); !st) return st;
+  for (auto& d : {paths.volume, paths.lower, paths.rootfs, paths.bundle}) {
     if (auto st = make_dirs(d, 0711); !st) return st;
   }
   if (std::error_code ec; fs::exists(paths.disk, ec)) return {};
@@ -266,6 +269,10 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     audit("sandbox.start_failed", actor, rec.name, Json{{"error", e.message}});
     return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
   };
+  // The fence that keeps other host users out of everything below (disk, workspace, root, sockets):
+  // root and the sandbox's own root group only. Applied at every start, so sandboxes made before the
+  // fence existed get it too.
+  if (auto st = make_fenced_dir(paths.dir, static_cast<gid_t>(rec.uid_base)); !st) return fail_start(st.error());
   if (!is_mounted(paths.volume)) {
     // A moatd killed during this sandbox's create may have left its record without its directories
     // or disk; it never ran, so finishing the lay-out loses nothing.

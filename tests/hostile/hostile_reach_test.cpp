@@ -75,13 +75,13 @@ TEST_P(HostileReach, OnlyLoopbackAndNothingDirect) {
   report_.add("reach", "list network interfaces", fmt::format("{} interface(s): {}", interfaces, interfaces == 1 ? "lo" : dev),
               interfaces == 1 && dev.find("lo:") != std::string::npos);
   auto t0 = std::chrono::steady_clock::now();
-  auto tcp = sh("box", "echo hi | nc -w 3 1.1.1.1 80 2>&1; echo \"exit $?\"", "10s");
+  auto tcp = sh("box", "echo hi | nc -w 3 192.0.2.1 80 2>&1; echo \"exit $?\"", "10s");
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
-  report_.add("reach", "direct TCP to a public address (1.1.1.1:80)",
+  report_.add("reach", "direct TCP to an outside address (192.0.2.1:80, reserved for documentation)",
               fmt::format("failed in {} ms: {}", took.count(), first_line(tcp.out)),
               failed(last_line(tcp.out)) && tcp.code != 124);
-  auto udp = sh("box", "timeout 10 nslookup example.com 8.8.8.8 2>&1; echo \"exit $?\"");
-  report_.add("reach", "direct UDP: a DNS query to a public server (8.8.8.8:53)",
+  auto udp = sh("box", "timeout 10 nslookup example.com 198.51.100.53 2>&1; echo \"exit $?\"");
+  report_.add("reach", "direct UDP: a DNS query to an outside server (198.51.100.53:53, reserved for documentation)",
               first_line(udp.out) + " / " + last_line(udp.out), failed(last_line(udp.out)));
 }
 

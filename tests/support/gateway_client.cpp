@@ -165,9 +165,13 @@ std::string GatewayClient::start_tls(const std::filesystem::path& ca_file, const
 }
 
 bool GatewayClient::closed_within(std::chrono::milliseconds timeout) {
+  char c;
+  // TLS may already hold the peer's close_notify (or the bytes carrying it) from an earlier read.
+  if (ssl_ && ((SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) || SSL_has_pending(ssl_))) return SSL_peek(ssl_, &c, 1) <= 0;
   pollfd p{fd_.get(), POLLIN, 0};
   if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-  char c;
+  // Inside TLS the peer's close_notify is bytes on the socket: closed is what the TLS layer says.
+  if (ssl_) return SSL_peek(ssl_, &c, 1) <= 0;
   ssize_t n = ::recv(fd_.get(), &c, 1, MSG_PEEK);
   return n <= 0;
 }
