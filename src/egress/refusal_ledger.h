@@ -24,8 +24,10 @@ class RefusalLedger {
  public:
   using Time = std::chrono::steady_clock::time_point;
   struct Limits {
-    double per_second = 2000;
-    double burst = 2000;
+    // Far above what a working agent is refused (a few a minute), low enough that a flooding sandbox's
+    // own relay and connection churn leave the host's other sandboxes their share of 2 cores.
+    double per_second = 1000;
+    double burst = 1000;
     std::chrono::seconds interval{10};
     uint64_t rows_per_day = 10000;
     size_t kinds_per_agent = 256;  // distinct refusals tracked per interval; more are pooled as one kind

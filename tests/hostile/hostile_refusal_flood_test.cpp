@@ -67,9 +67,10 @@ TEST_P(HostileRefusalFlood, RefusalsCostTheAttackerNotTheHost) {
   env_->ok({"cp", MOAT_BUILD_DIR "/moat-flood", "box:/usr/local/bin/moat-flood"});
   (void)exec_p50_ms(5);  // warm-up
   double unloaded = exec_p50_ms(31);
+  // (The export is read first: serving it is moatd's own biggest allocation here, not the flood's.)
+  size_t records_before = egress_records("box");
   int64_t rss_before = rss_kib();
   uint64_t store_before = store_bytes();
-  size_t records_before = egress_records("box");
 
   auto flood = std::async(std::launch::async, [&] {
     return env_->moat({"exec", "--timeout", "900s", "box", "--", "/usr/local/bin/moat-flood", std::to_string(kRequests), "16"});
@@ -118,6 +119,8 @@ TEST_P(HostileRefusalFlood, RefusalsCostTheAttackerNotTheHost) {
   EXPECT_LE(loaded, 1.5 * unloaded);
 }
 
-MOAT_HOSTILE_ON_EVERY_RUNTIME(HostileRefusalFlood);
+// runc only: the gateway, the ledger and the store are the same whatever runs the sandbox, and
+// under runsc's ptrace platform 16 flooding processes are 16 host processes that its pids limit ends.
+INSTANTIATE_TEST_SUITE_P(Runtimes, HostileRefusalFlood, ::testing::Values("runc"), [](const auto& info) { return info.param; });
 
 }  // namespace
