@@ -1,4 +1,4 @@
-// moat sandbox create|start|stop|restart|reset|rm|ls|inspect
+// moat sandbox create|start|stop|restart|reset|rm|migrate-ids|ls|inspect
 #include <cstdio>
 
 #include "cli/cli.h"
@@ -88,6 +88,29 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
     auto force = std::make_shared<bool>(false);
     cmd.add_flag("--force,-f", *force, "stop it first if running");
     cmd.parse_complete_callback([&args, force] { args["force"] = *force; });
+  });
+
+  auto* migrate = sb->add_subcommand(
+      "migrate-ids",
+      "move a sandbox made before moat's own id region into it (re-owns its files; resumable)\n"
+      "  moat sandbox stop box && moat sandbox migrate-ids box && moat sandbox start box");
+  auto mname = std::make_shared<std::string>();
+  migrate->add_option("name", *mname, "sandbox name (stopped)")->required();
+  migrate->callback([&g, &rc, mname] {
+    auto r = call_or_report(g, "sandbox.migrate-ids", Json{{"name", *mname}}, rc);
+    if (!r) return;
+    if (g.json) {
+      std::printf("%s\n", r->dump(2).c_str());
+    } else if (r->value("moved", false)) {
+      std::printf("%s: host ids %lld-%lld -> %lld-%lld, %llu of %llu files re-owned\n", (*r)["name"].get<std::string>().c_str(),
+                  static_cast<long long>((*r)["from"].get<int64_t>()), static_cast<long long>((*r)["from"].get<int64_t>() + 65535),
+                  static_cast<long long>((*r)["uid_base"].get<int64_t>()),
+                  static_cast<long long>((*r)["uid_base"].get<int64_t>() + 65535),
+                  static_cast<unsigned long long>((*r)["reowned"].get<uint64_t>()),
+                  static_cast<unsigned long long>((*r)["files"].get<uint64_t>()));
+    } else {
+      std::printf("%s: %s\n", (*r)["name"].get<std::string>().c_str(), (*r)["note"].get<std::string>().c_str());
+    }
   });
 
   auto* ls = sb->add_subcommand("ls", "list sandboxes");

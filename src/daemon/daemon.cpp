@@ -405,6 +405,10 @@ void Daemon::register_handlers() {
   simple("sandbox.rm", [](SandboxManager& m, const std::string& n, const Json& a) {
     return m.remove(n, a.value("force", false), actor_of(a));
   });
+  s.handle("sandbox.migrate-ids", [&m](const Json& a, api::Session& session) -> Result<Json> {
+    return m.migrate_ids(a.at("name").get<std::string>(), actor_of(a),
+                         [&](std::string_view line) { session.progress_line(line); });
+  });
   s.handle("sandbox.inspect", [&m](const Json& a, api::Session&) { return m.inspect(a.at("name").get<std::string>()); });
   s.handle("sandbox.ls", [&m](const Json&, api::Session&) -> Result<Json> {
     auto all = m.list();

@@ -13,6 +13,8 @@
 #include "base/log.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
+#include "sandbox/id_ranges.h"
+#include "sandbox/storage/id_shift.h"
 #include "sandbox/storage/rootfs.h"
 #include "sandbox/storage/volume.h"
 #include "store/clock.h"
@@ -79,7 +81,78 @@ void SandboxManager::audit(std::string_view kind, std::string_view actor, std::s
   if (!r) log::error("audit append failed: {}", r.error().message);
 }
 
+// A sandbox's ids must be its own: nobody else on the host may hold one of them as a user, a group or a
+// subordinate range (newuidmap would let them act as the sandbox's root), and a move between ranges
+// must have finished. Read at every start: users come and go.
+Status SandboxManager::check_id_range(const SandboxRecord& rec) const {
+  Json options = Json::parse(rec.options_json, nullptr, false);
+  if (options.is_object() && options.contains("migrating_from"))
+    return fail(ErrorKind::Conflict,
+                "sandbox '{}' was being moved to moat's id region when it was interrupted; finish with "
+                "'moat sandbox migrate-ids {}'",
+                rec.name, rec.name);
+  auto ids = read_host_ids(opts_.etc_dir);
+  if (!ids) return std::unexpected(ids.error());
+  if (auto holder = foreign_holder(*ids, rec.uid_base, kUidCount)) {
+    if (is_legacy_uid_base(rec.uid_base))
+      return fail(ErrorKind::Conflict,
+                  "sandbox '{}' runs as host ids {}-{}, and {} holds some of them (it could act as the sandbox's root); "
+                  "move the sandbox into moat's own id region with 'moat sandbox migrate-ids {}'",
+                  rec.name, rec.uid_base, rec.uid_base + kUidCount - 1, *holder, rec.name);
+    return fail(ErrorKind::Conflict,
+                "sandbox '{}' runs as host ids {}-{} in moat's own id region, and {} holds some of them (it could act "
+                "as the sandbox's root); remove or move that entry",
+                rec.name, rec.uid_base, rec.uid_base + kUidCount - 1, *holder);
+  }
+  return {};
+}
+
+Result<Json> SandboxManager::migrate_ids(std::string_view name, std::string_view actor,
+                                         const std::function<void(std::string_view)>& progress) {
+  auto lock = lock_for(name);
+  std::lock_guard g(*lock);
+  auto rec = repo_.get(name);
+  if (!rec) return std::unexpected(rec.error());
+  Json options = Json::parse(rec->options_json, nullptr, false);
+  if (!options.is_object()) options = Json::object();
+  int64_t from = options.value("migrating_from", int64_t{0});
+  if (from == 0) {
+    if (!is_legacy_uid_base(rec->uid_base))
+      return Json{{"name", rec->name}, {"uid_base", rec->uid_base}, {"moved", false},
+                  {"note", "already in moat's own id region; nothing to do"}};
+    if (rec->state == "running")
+      return fail(ErrorKind::Conflict, "sandbox '{}' is running; stop it first ('moat sandbox stop {}')", rec->name, rec->name);
+    // The new range is taken before any file changes (the table's UNIQUE holds it), and the old one
+    // is kept in the record until every file is moved: a crash in between is finished by a rerun.
+    auto to = repo_.allocate_uid_base();
+    if (!to) return std::unexpected(to.error());
+    from = rec->uid_base;
+    options["migrating_from"] = from;
+    if (auto st = repo_.set_uid_base(rec->name, *to, options.dump()); !st) return std::unexpected(st.error());
+    rec->uid_base = *to;
+    audit("sandbox.migrate_ids.begin", actor, rec->name, Json{{"from", from}, {"to", *to}});
+  }
+  if (auto st = teardown(*rec); !st) return std::unexpected(st.error());
+  auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
+  if (progress) progress(fmt::format("moving sandbox '{}' from host ids {}-{} to {}-{}", rec->name, from,
+                                     from + kUidCount - 1, rec->uid_base, rec->uid_base + kUidCount - 1));
+  if (auto st = mount_volume(paths.disk, paths.volume); !st) return std::unexpected(st.error());
+  auto moved = shift_ids(paths.volume, static_cast<uint32_t>(from), static_cast<uint32_t>(rec->uid_base), kUidCount,
+                         [&](const IdShiftCount& n) {
+                           if (progress) progress(fmt::format("{} files looked at, {} re-owned", n.seen, n.shifted));
+                         });
+  (void)unmount(paths.volume);
+  if (!moved) return std::unexpected(moved.error());
+  options.erase("migrating_from");
+  if (auto st = repo_.set_uid_base(rec->name, rec->uid_base, options.dump()); !st) return std::unexpected(st.error());
+  audit("sandbox.migrate_ids", actor, rec->name,
+        Json{{"from", from}, {"to", rec->uid_base}, {"files", moved->seen}, {"reowned", moved->shifted}});
+  return Json{{"name", rec->name}, {"uid_base", rec->uid_base}, {"from", from}, {"moved", true},
+              {"files", moved->seen}, {"reowned", moved->shifted}};
+}
+
 Status SandboxManager::prepare() {
+  if (auto st = register_id_region(opts_.etc_dir); !st) return st;
   // 0711: sandboxes' mapped roots must traverse to their bind-mount sources, but may list nothing.
   for (auto dir : {opts_.state_dir, opts_.state_dir / "sandboxes", opts_.state_dir / "bin", opts_.state_dir / "runtime"}) {
     if (auto st = make_dirs(dir, 0711); !st) return st;
@@ -269,6 +342,7 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     audit("sandbox.start_failed", actor, rec.name, Json{{"error", e.message}});
     return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
   };
+  if (auto st = check_id_range(rec); !st) return fail_start(st.error());
   // The fence that keeps other host users out of everything below (disk, workspace, root, sockets):
   // root and the sandbox's own root group only. Applied at every start, so sandboxes made before the
   // fence existed get it too.

@@ -30,6 +30,9 @@ struct ManagerOptions {
   std::chrono::milliseconds stop_grace{10000};
   std::chrono::milliseconds idle_timeout{0};  // 0 = never
   std::chrono::milliseconds start_timeout{20000};
+  // Where passwd, group, subuid and subgid live: moat registers its id region there and checks every
+  // sandbox's range against what others hold (sandbox/id_ranges.h).
+  std::filesystem::path etc_dir = "/etc";
 };
 
 struct CreateRequest {
@@ -101,6 +104,10 @@ class SandboxManager {
   // Drops the writable layer (back to the image); /workspace is kept unless `wipe_workspace`.
   Status reset(std::string_view name, bool wipe_workspace, std::string_view actor);
   Status remove(std::string_view name, bool force, std::string_view actor);
+  // Moves a stopped sandbox made before moat's id region into it: a new range, its disk's files
+  // re-owned to match (with `progress` lines). Resumable: run again after a crash to finish.
+  Result<Json> migrate_ids(std::string_view name, std::string_view actor,
+                           const std::function<void(std::string_view)>& progress = {});
 
   Result<std::vector<SandboxRecord>> list();
   Result<SandboxRecord> get(std::string_view name);
@@ -130,6 +137,7 @@ class SandboxManager {
   Result<const oci::OciRuntime*> runtime(std::string_view kind);
 
  private:
+  Status check_id_range(const SandboxRecord& rec) const;
   std::shared_ptr<std::mutex> lock_for(std::string_view name);
   Status start_locked(const SandboxRecord& rec, std::string_view actor);
   Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);

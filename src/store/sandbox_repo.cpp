@@ -42,11 +42,10 @@ Result<SandboxRecord> SandboxRepo::insert(SandboxRecord rec) {
   if (!is_valid_sandbox_state(rec.state))
     return fail(ErrorKind::InvalidInput, "sandbox '{}' has unknown state '{}' (expected created, running, stopped or removing)",
                 rec.name, rec.state);
-  if (rec.uid_base != 0 && (rec.uid_base < kUidBaseFirst || rec.uid_base > kUidBaseLast ||
-                            (rec.uid_base - kUidBaseFirst) % kUidRangeSize != 0))
+  if (rec.uid_base != 0 && !is_valid_uid_base(rec.uid_base))
     return fail(ErrorKind::InvalidInput,
                 "sandbox '{}': uid base {} is not an aligned range ({} + k * {}); pass 0 to allocate one", rec.name,
-                rec.uid_base, kUidBaseFirst, kUidRangeSize);
+                rec.uid_base, kIdRegionFirst, kUidRangeSize);
 
   auto tx = Transaction::begin(db_);
   if (!tx) return wrap(tx.error(), fmt::format("creating sandbox '{}'", rec.name));
@@ -148,6 +147,18 @@ Status SandboxRepo::mark_started(std::string_view name, int64_t ms) {
                     [&](Statement& s) { s.bind(2, ms); });
 }
 
+Status SandboxRepo::set_uid_base(std::string_view name, int64_t uid_base, std::string_view options_json) {
+  if (!is_valid_uid_base(uid_base))
+    return fail(ErrorKind::InvalidInput, "sandbox '{}': uid base {} is not an aligned range", name, uid_base);
+  auto st = update_one(name, "UPDATE sandboxes SET uid_base = ?2, options_json = ?3 WHERE name = ?1", [&](Statement& s) {
+    s.bind(2, uid_base);
+    s.bind(3, options_json);
+  });
+  if (!st && st.error().kind != ErrorKind::NotFound && st.error().message.find("UNIQUE") != std::string::npos)
+    return fail(ErrorKind::Conflict, "sandbox '{}': uid range {} is taken by another sandbox; try again", name, uid_base);
+  return st;
+}
+
 Status SandboxRepo::remove(std::string_view name) {
   return update_one(name, "DELETE FROM sandboxes WHERE name = ?1", [](Statement&) {});
 }
@@ -156,8 +167,8 @@ Result<int64_t> SandboxRepo::allocate_uid_base() {
   auto l = db_.lock();
   auto st = db_.prepare("SELECT uid_base FROM sandboxes WHERE uid_base >= ?1 ORDER BY uid_base");
   if (!st) return std::unexpected(st.error());
-  st->bind(1, kUidBaseFirst);
-  int64_t candidate = kUidBaseFirst;
+  st->bind(1, kIdRegionFirst);
+  int64_t candidate = kIdRegionFirst;
   for (;;) {
     auto row = st->step();
     if (!row) return wrap(row.error(), "allocating a uid range");
@@ -166,8 +177,8 @@ Result<int64_t> SandboxRepo::allocate_uid_base() {
     // A base inside the candidate's range (only possible for rows written by hand) also blocks it.
     if (used >= candidate + kUidRangeSize) break;
     if (used + kUidRangeSize > candidate)
-      candidate = kUidBaseFirst + ((used + kUidRangeSize - kUidBaseFirst + kUidRangeSize - 1) / kUidRangeSize) *
-                                      kUidRangeSize;
+      candidate = kIdRegionFirst + ((used + kUidRangeSize - kIdRegionFirst + kUidRangeSize - 1) / kUidRangeSize) *
+                                       kUidRangeSize;
   }
   if (candidate > kUidBaseLast)
     return fail(ErrorKind::ResourceLimit, "no free uid range is left for another sandbox; remove unused sandboxes");

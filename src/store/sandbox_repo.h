@@ -26,12 +26,23 @@ struct SandboxRecord {
 };
 
 // Each sandbox maps its uid/gid 0..65535 onto its own host range [uid_base, uid_base + 65536).
-// Ranges are aligned: uid_base = kUidBaseFirst + k * kUidRangeSize, so two distinct bases never
-// overlap; the table's UNIQUE(uid_base) is the final guard.
-inline constexpr int64_t kUidBaseFirst = 200000;
+// New ranges come from moat's own id region, registered in /etc/subuid and /etc/subgid (see
+// sandbox/id_ranges.h) high above Debian's subordinate id allocator (100000..600100000):
+// uid_base = kIdRegionFirst + k * kUidRangeSize. Sandboxes made before the region existed have
+// bases kUidBaseFirst + k * kUidRangeSize (legacy: they may overlap users' subordinate ids, which
+// every start checks, and `moat sandbox migrate-ids` moves one into the region). Either way two
+// distinct bases never overlap; the table's UNIQUE(uid_base) is the final guard.
 inline constexpr int64_t kUidRangeSize = 65536;
-// The last base whose range still ends below 2^32 - 1 (uid_t's "no uid" value).
-inline constexpr int64_t kUidBaseLast = kUidBaseFirst + ((0xFFFFFFFFLL - kUidBaseFirst) / kUidRangeSize - 1) * kUidRangeSize;
+inline constexpr int64_t kIdRegionFirst = int64_t{1} << 30;
+inline constexpr int64_t kIdRegionCount = int64_t{1} << 30;  // 16,384 sandboxes
+inline constexpr int64_t kUidBaseFirst = 200000;           // legacy lattice, below the region
+inline constexpr int64_t kUidBaseLast = kIdRegionFirst + kIdRegionCount - kUidRangeSize;
+// A base moat may have handed out: in the region, or a legacy one below it.
+inline constexpr bool is_valid_uid_base(int64_t base) {
+  if (base >= kIdRegionFirst) return base <= kUidBaseLast && (base - kIdRegionFirst) % kUidRangeSize == 0;
+  return base >= kUidBaseFirst && base + kUidRangeSize <= kIdRegionFirst && (base - kUidBaseFirst) % kUidRangeSize == 0;
+}
+inline constexpr bool is_legacy_uid_base(int64_t base) { return base < kIdRegionFirst; }
 
 // created, running, stopped, or removing (a remove under way, finished by reconcile after a crash).
 bool is_valid_sandbox_state(std::string_view state);
@@ -53,6 +64,9 @@ class SandboxRepo {
   // One durable write for a start: state running, started and last used now.
   Status mark_started(std::string_view name, int64_t ms);
   Status remove(std::string_view name);
+  // Gives a sandbox another uid range and options in one write (moat sandbox migrate-ids); Conflict
+  // when another sandbox has that range.
+  Status set_uid_base(std::string_view name, int64_t uid_base, std::string_view options_json);
 
   // The smallest aligned base not used by any sandbox row (freed ranges are reused). To use it for
   // an insert, prefer insert() with uid_base = 0, which allocates atomically.

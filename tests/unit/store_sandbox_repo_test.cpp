@@ -43,7 +43,7 @@ TEST(StoreSandboxRepo, InsertGetListUpdateRemove) {
   Store s;
   auto a = s.repo.insert(make("alpha"));
   ASSERT_TRUE(a) << a.error().message;
-  EXPECT_EQ(a->uid_base, kUidBaseFirst);
+  EXPECT_EQ(a->uid_base, kIdRegionFirst);
   ASSERT_TRUE(s.repo.insert(make("beta")));
 
   auto got = s.repo.get("alpha");
@@ -117,8 +117,12 @@ TEST(StoreSandboxRepo, BadStatesAndUidBasesAreRefused) {
     ASSERT_FALSE(m) << base;
     EXPECT_EQ(m.error().kind, ErrorKind::InvalidInput);
   }
+  // A legacy base (from before moat's own id region) is still a valid record; one that would run into
+  // the region is not.
+  EXPECT_TRUE(s.repo.insert(make("legacy", kUidBaseFirst)));
+  EXPECT_FALSE(s.repo.insert(make("straddles", kUidBaseFirst + 16380 * kUidRangeSize)));
   // An explicit base already in use collides on the table's UNIQUE constraint.
-  auto taken = s.repo.insert(make("y", kUidBaseFirst));
+  auto taken = s.repo.insert(make("y", kIdRegionFirst));
   ASSERT_FALSE(taken);
   EXPECT_EQ(taken.error().kind, ErrorKind::Conflict);
 }
@@ -131,17 +135,17 @@ TEST(StoreSandboxRepo, UidRangesAreReusedAndNeverOverlap) {
     ASSERT_TRUE(r) << r.error().message;
     bases.push_back(r->uid_base);
   }
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(bases[i], kUidBaseFirst + i * kUidRangeSize);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(bases[i], kIdRegionFirst + i * kUidRangeSize);
 
   ASSERT_TRUE(s.repo.remove("s1"));
   ASSERT_TRUE(s.repo.remove("s3"));
-  EXPECT_EQ(*s.repo.allocate_uid_base(), kUidBaseFirst + 1 * kUidRangeSize);
-  EXPECT_EQ(s.repo.insert(make("n1"))->uid_base, kUidBaseFirst + 1 * kUidRangeSize);
-  EXPECT_EQ(s.repo.insert(make("n2"))->uid_base, kUidBaseFirst + 3 * kUidRangeSize);
-  EXPECT_EQ(s.repo.insert(make("n3"))->uid_base, kUidBaseFirst + 5 * kUidRangeSize);
+  EXPECT_EQ(*s.repo.allocate_uid_base(), kIdRegionFirst + 1 * kUidRangeSize);
+  EXPECT_EQ(s.repo.insert(make("n1"))->uid_base, kIdRegionFirst + 1 * kUidRangeSize);
+  EXPECT_EQ(s.repo.insert(make("n2"))->uid_base, kIdRegionFirst + 3 * kUidRangeSize);
+  EXPECT_EQ(s.repo.insert(make("n3"))->uid_base, kIdRegionFirst + 5 * kUidRangeSize);
   // An explicit, aligned base far ahead leaves the gap below it usable.
-  ASSERT_TRUE(s.repo.insert(make("far", kUidBaseFirst + 9 * kUidRangeSize)));
-  EXPECT_EQ(s.repo.insert(make("n4"))->uid_base, kUidBaseFirst + 6 * kUidRangeSize);
+  ASSERT_TRUE(s.repo.insert(make("far", kIdRegionFirst + 9 * kUidRangeSize)));
+  EXPECT_EQ(s.repo.insert(make("n4"))->uid_base, kIdRegionFirst + 6 * kUidRangeSize);
 
   auto all = s.repo.list();
   ASSERT_TRUE(all);
