@@ -19,6 +19,8 @@
 
 #include "base/log.h"
 #include "egress/gateway_context.h"
+#include "egress/policy_book.h"
+#include "vault/vault.h"
 
 namespace moat::egress {
 
@@ -99,6 +101,27 @@ struct Gateway::Impl {
     }
   }
 
+  // Revocation reaches open connections: policy and vault changes are seen within one tick.
+  static constexpr auto kRecheck = std::chrono::milliseconds(250);
+  static asio::awaitable<void> recheck_live(GatewayContext& ctx) {
+    asio::steady_timer t(ctx.io);
+    uint64_t policy_seen = ctx.parts.policies.revision(), vault_seen = ctx.parts.vault.revision();
+    for (;;) {
+      t.expires_after(kRecheck);
+      boost::system::error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      uint64_t policy_now = ctx.parts.policies.revision(), vault_now = ctx.parts.vault.revision();
+      if (policy_now == policy_seen && vault_now == vault_seen) continue;
+      // A connection may close (and leave the set) while being re-checked: walk a copy.
+      std::vector<LiveConnection*> open(ctx.live.begin(), ctx.live.end());
+      for (auto* c : open)
+        if (ctx.live.count(c)) c->revalidate(policy_now != policy_seen, vault_now != vault_seen);
+      policy_seen = policy_now;
+      vault_seen = vault_now;
+    }
+  }
+
   // The host's own addresses change (DHCP, VPNs); they are refused as destinations, so keep them fresh.
   static asio::awaitable<void> refresh_own_addresses(GatewayContext& ctx) {
     asio::steady_timer t(ctx.io);
@@ -127,6 +150,7 @@ Result<std::unique_ptr<Gateway>> Gateway::start(GatewayParts parts) {
   impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, impl->refusals, host_own_addresses()});
   asio::co_spawn(impl->io, Impl::refresh_own_addresses(*impl->ctx), asio::detached);
   asio::co_spawn(impl->io, Impl::roll_refusals(*impl->ctx), asio::detached);
+  asio::co_spawn(impl->io, Impl::recheck_live(*impl->ctx), asio::detached);
   impl->thread = std::thread([io = &impl->io] {
     for (;;) {
       try {

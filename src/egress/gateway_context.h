@@ -6,6 +6,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
+#include <set>
+
 #include "egress/address.h"
 #include "egress/audit_queue.h"
 #include "egress/gateway.h"
@@ -14,6 +16,16 @@
 
 namespace moat::egress {
 
+// An open connection that holds what policy or the vault granted (upstream connections, credentials):
+// re-checked whenever either changes, so a revocation reaches it (within the gateway's re-check tick).
+class LiveConnection {
+ public:
+  virtual ~LiveConnection() = default;
+  // Closes what policy no longer allows and what carries changed credentials. `policy_changed` and
+  // `vault_changed` say which moved since the last re-check.
+  virtual void revalidate(bool policy_changed, bool vault_changed) = 0;
+};
+
 struct GatewayContext {
   boost::asio::io_context& io;
   GatewayParts parts;
@@ -21,6 +33,7 @@ struct GatewayContext {
   AuditQueue& audit;
   RefusalLedger& refusals;
   std::vector<IpAddress> own_addresses;  // refreshed by the gateway every minute
+  std::set<LiveConnection*> live;         // every open connection
 };
 
 // Records a refusal by `agent` (an egress record's data with "decision": "deny") through the ledger:

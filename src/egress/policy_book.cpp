@@ -121,6 +121,7 @@ Result<Rule> PolicyBook::add_rule(std::string_view agent, RuleAction action, std
   ins->bind(1, agent).bind(2, action_name(action)).bind(3, rule_spec(*rule)).bind(4, now);
   if (auto st = ins->step(); !st) return std::unexpected(st.error());
   list.push_back({*rule, now});
+  revision_.fetch_add(1, std::memory_order_release);
   return *rule;
 }
 
@@ -145,6 +146,7 @@ Status PolicyBook::remove_rule(std::string_view agent, RuleAction action, std::s
   if (!del) return std::unexpected(del.error());
   del->bind(1, agent).bind(2, action_name(action)).bind(3, rule_spec(*rule));
   if (auto st = del->step(); !st) return std::unexpected(st.error());
+  revision_.fetch_add(1, std::memory_order_release);
   return {};
 }
 
@@ -156,6 +158,7 @@ Status PolicyBook::set_preset(std::string_view agent, std::string_view preset) {
   up->bind(1, agent).bind(2, preset);
   if (auto st = up->step(); !st) return std::unexpected(st.error());
   runtime_presets_[std::string(agent)] = std::string(preset);
+  revision_.fetch_add(1, std::memory_order_release);
   return {};
 }
 

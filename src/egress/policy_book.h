@@ -3,6 +3,7 @@
 // [agents.NAME.egress] for one) plus the changes made at run time with `moat policy ...`, which are kept
 // in the store (tables egress_rules, egress_policy) so they survive a restart. Lookups are in memory
 // and thread-safe; a change is effective for the next connection.
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,9 @@ class PolicyBook {
   Status set_preset(std::string_view agent, std::string_view preset);
   // Preset and every rule with where it comes from, for `moat policy show`.
   Json describe(std::string_view agent) const;
+  // Grows with every run-time change (rule added or removed, preset set): the gateway re-checks open
+  // connections when it moves, so a revocation reaches them too.
+  uint64_t revision() const { return revision_.load(std::memory_order_acquire); }
 
  private:
   struct StoredRule {
@@ -50,6 +54,7 @@ class PolicyBook {
   std::vector<Rule> global_rules_;                           // [egress] allow/deny
   std::map<std::string, std::vector<Rule>, std::less<>> agent_rules_;  // [agents.NAME.egress]
   mutable std::mutex mu_;
+  std::atomic<uint64_t> revision_{0};
   std::map<std::string, std::vector<StoredRule>, std::less<>> runtime_rules_;
   std::map<std::string, std::string, std::less<>> runtime_presets_;
 };

@@ -25,6 +25,7 @@
 #include "egress/policy_book.h"
 #include "egress/request_form.h"
 #include "egress/usage_meter.h"
+#include "base/log.h"
 #include "store/clock.h"
 
 namespace moat::egress {
@@ -99,11 +100,33 @@ uint64_t header_bytes(const Fields& f) {
 
 std::string iso_reason(const Refusal& r) { return fmt::format("moat egress: {}\nrule: {}\n", r.reason, r.rule); }
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public std::enable_shared_from_this<Session>, public LiveConnection {
  public:
   Session(GatewayContext& ctx, UnixSocket client, std::string agent)
       : ctx_(ctx), client_(std::move(client)), agent_(std::move(agent)),
-        limits_(ctx.parts.policies.limits_for(agent_)) {}
+        limits_(ctx.parts.policies.limits_for(agent_)) {
+    ctx_.live.insert(this);
+  }
+  ~Session() override { ctx_.live.erase(this); }
+
+  // A revocation reaches this connection: an upstream policy no longer allows, or credentials that
+  // changed (removed, re-bound or replaced: an intercepted session holds the values it was given),
+  // and the whole connection is closed, its record saying why.
+  void revalidate(bool policy_changed, bool vault_changed) override {
+    if (closed_) return;
+    for (ConnRecord* rec : {plain_ ? &plain_->rec : nullptr, route_ ? &route_->rec : nullptr, connect_rec_}) {
+      if (!rec || rec->decision != "allow") continue;
+      std::string why;
+      if (policy_changed) why = still_allowed(*rec);
+      if (why.empty() && vault_changed && (rec->mode == "intercept" || !rec->credentials.empty()))
+        why = "the credentials it carries changed";
+      if (why.empty()) continue;
+      rec->error = fmt::format("revoked: {}", why);
+      log::info("egress: {}: closed a connection to {}: {}", agent_, authority_text(rec->host, rec->port), rec->error);
+      abort_io();
+      return;
+    }
+  }
 
   awaitable<void> run() {
     asio::co_spawn(client_.get_executor(), watch(shared_from_this()), asio::detached);
@@ -140,6 +163,18 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void touch() { last_activity_ = Clock::now(); }
+
+  // Why policy would refuse `rec`'s upstream now, or "" while it still allows it.
+  std::string still_allowed(const ConnRecord& rec) const {
+    Policy policy = ctx_.parts.policies.policy_for(agent_);
+    Decision d = check_host(policy, rec.host, rec.port);
+    if (!d.allowed) return d.reason;
+    error_code ec;
+    auto address = asio::ip::make_address(rec.address, ec);
+    if (ec) return {};
+    Decision ad = check_address(policy, address, rec.port, ctx_.own_addresses);
+    return ad.allowed ? std::string() : ad.reason;
+  }
 
   // Closes everything once the connection has been idle too long, so a stalled peer cannot hold a slot.
   static awaitable<void> watch(std::shared_ptr<Session> self) {
@@ -580,6 +615,11 @@ class Session : public std::enable_shared_from_this<Session> {
       co_return;
     }
     tcp::socket up = std::move(opened->socket);
+    connect_rec_ = &rec;
+    struct Forget {
+      ConnRecord*& r;
+      ~Forget() { r = nullptr; }
+    } forget{connect_rec_};
     auto creds = ctx_.parts.vault.bound_for(agent_, target->host, target->port);
     if (!creds) {
       rec.decision = "error";
@@ -906,6 +946,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<PlainUpstream> plain_;
   std::unique_ptr<RouteUpstream> route_;
   std::vector<tcp::socket*> active_;
+  ConnRecord* connect_rec_ = nullptr;  // the CONNECT's upstream while its tunnel or interception runs
   Clock::time_point last_activity_ = Clock::now();
   Clock::duration idle_limit_ = kIdleHttp;
   bool closed_ = false;

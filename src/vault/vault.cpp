@@ -153,6 +153,7 @@ std::shared_ptr<const Vault::Entries> Vault::snapshot() const {
 void Vault::publish(std::shared_ptr<const Entries> next) {
   std::lock_guard g(snapshot_mu_);
   entries_ = std::move(next);
+  revision_.fetch_add(1, std::memory_order_release);
 }
 
 Result<SecretValue> Vault::open_entry(const std::string& name, const Entry& e) const {

@@ -79,6 +79,9 @@ class Vault {
   Result<SetResult> set(std::string_view name, std::string_view value, SecretBinding binding);
   // NotFound: "no secret named 'x'; see 'moat secret ls'".
   Status remove(std::string_view name);
+  // Grows with every change of the secrets (set, remove): the gateway re-checks credentials held by
+  // open connections when it moves.
+  uint64_t revision() const { return revision_.load(std::memory_order_acquire); }
   // All secrets by name; never values.
   Result<std::vector<SecretInfo>> list() const;
   Result<SecretInfo> get(std::string_view name) const;
@@ -128,6 +131,7 @@ class Vault {
   void publish(std::shared_ptr<const Entries> next);
 
   std::mutex write_mu_;             // serialises set/remove
+  std::atomic<uint64_t> revision_{0};
   mutable std::mutex snapshot_mu_;  // guards the pointer below (held only to copy or swap it)
   std::shared_ptr<const Entries> entries_ = std::make_shared<Entries>();
 };
