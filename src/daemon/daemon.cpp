@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -328,7 +329,8 @@ void Daemon::register_handlers() {
     for (auto& r : *all) running += r.state == "running";
     return Json{{"pid", getpid()}, {"state_dir", config_.state_dir.string()},
                 {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running},
-                {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()}};
+                {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()},
+                {"dumpable", prctl(PR_GET_DUMPABLE) != 0}};
   });
   s.handle("daemon.stop", [this](const Json& args, api::Session&) -> Result<Json> {
     if (args.value("all", false)) {
