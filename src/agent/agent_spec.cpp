@@ -4,7 +4,7 @@
 
 #include <regex>
 
-#include "config/units.h"
+#include "config/limits.h"
 
 namespace moat::agent {
 
@@ -39,23 +39,6 @@ Status take_strings(const Json& j, const char* key, std::vector<std::string>& ou
   return {};
 }
 
-// Sizes may be given as a number of bytes or as text ("2GiB"), like moat.toml.
-Status take_size(const Json& j, const char* key, std::optional<uint64_t>& out, std::string_view field) {
-  if (!j.contains(key) || j[key].is_null()) return {};
-  const auto& v = j[key];
-  if (v.is_number_unsigned()) {
-    out = v.get<uint64_t>();
-  } else if (v.is_string()) {
-    auto s = parse_size(v.get<std::string>());
-    if (!s) return wrap(s.error(), field);
-    out = *s;
-  } else {
-    return fail(ErrorKind::InvalidInput, "{}: must be a size such as 2GiB or a number of bytes", field);
-  }
-  if (*out == 0) return fail(ErrorKind::InvalidInput, "{}: must be more than zero", field);
-  return {};
-}
-
 template <class T>
 Status take_positive(const Json& j, const char* key, T& out, std::string_view field) {
   if (!j.contains(key) || j[key].is_null()) return {};
@@ -83,8 +66,6 @@ Status validate(const AgentSpec& a) {
   if (a.limits.max_tokens == 0) return fail(ErrorKind::InvalidInput, "limits.max_tokens: must be positive");
   if (a.limits.context_budget_tokens < 1000)
     return fail(ErrorKind::InvalidInput, "limits.context_budget_tokens: must be at least 1000");
-  if (a.cpus && *a.cpus <= 0) return fail(ErrorKind::InvalidInput, "cpus: must be positive");
-  if (a.pids && *a.pids == 0) return fail(ErrorKind::InvalidInput, "pids: must be positive");
   for (size_t i = 0; i < a.command.size(); ++i)
     if (a.command[i].find('\0') != std::string::npos)
       return fail(ErrorKind::InvalidInput, "command[{}]: contains a NUL byte", i);
@@ -200,16 +181,11 @@ Result<AgentSpec> agent_spec_from_json(const Json& j) {
   run(take_string(j, "source", a.source, "source"));
   run(take_string(j, "image", a.image, "image"));
   run(take_string(j, "runtime", a.runtime, "runtime"));
-  run(take_size(j, "disk_bytes", a.disk_bytes, "disk_bytes"));
-  run(take_size(j, "memory_bytes", a.memory_bytes, "memory_bytes"));
-  if (j.contains("pids") && !j["pids"].is_null()) {
-    if (!j["pids"].is_number_unsigned()) run(fail(ErrorKind::InvalidInput, "pids: must be a positive integer"));
-    else a.pids = j["pids"].get<uint64_t>();
-  }
-  if (j.contains("cpus") && !j["cpus"].is_null()) {
-    if (!j["cpus"].is_number()) run(fail(ErrorKind::InvalidInput, "cpus: must be a number"));
-    else a.cpus = j["cpus"].get<double>();
-  }
+  // The sandbox's limits: the same table and check as moat.toml and sandbox create (config/limits.h).
+  run(read_limit(j, "disk_bytes", Limit::DiskBytes, a.disk_bytes));
+  run(read_limit(j, "memory_bytes", Limit::MemoryBytes, a.memory_bytes));
+  run(read_limit(j, "pids", Limit::Pids, a.pids));
+  run(read_limit(j, "cpus", Limit::Cpus, a.cpus));
   if (j.contains("model") && !j["model"].is_null()) {
     const auto& m = j["model"];
     if (!m.is_object()) return fail(ErrorKind::InvalidInput, "model: must be an object");

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/client.h"
+#include "config/limits.h"
 
 namespace moat::cli {
 
@@ -25,6 +26,10 @@ int report(const Error& e);
 Result<Json> call(const Globals& g, std::string_view verb, Json args);
 // call(), and on failure report the error into `rc` and return nothing.
 std::optional<Json> call_or_report(const Globals& g, std::string_view verb, Json args, int& rc);
+
+// The limits among a request's arguments (disk and memory under the given keys, pids, cpus), checked
+// early with the very check moatd makes (config/limits.h), so the refusal reads the same either way.
+Status check_limit_args(const Json& args, std::string_view disk_key, std::string_view memory_key);
 
 void add_sandbox_commands(CLI::App& app, Globals& g, int& rc);
 void add_exec_commands(CLI::App& app, Globals& g, int& rc);

@@ -12,6 +12,7 @@ struct AgentFlags {
   std::string image, runtime, provider, model, base_url, system_prompt, trigger, unknown_senders;
   std::string memory, disk;
   std::optional<double> cpus;
+  std::optional<int64_t> pids;  // signed, so that -1 gets the range in its refusal, not a parse error
   std::vector<std::string> command, channels, chats, senders, may_message;
   bool clear_command = false;
 
@@ -21,6 +22,7 @@ struct AgentFlags {
     c->add_option("--memory", memory, "memory limit of its sandbox, e.g. 2GiB");
     c->add_option("--disk", disk, "disk cap of its sandbox, e.g. 10GiB");
     c->add_option("--cpus", cpus, "CPU limit of its sandbox, e.g. 1 or 0.5");
+    c->add_option("--pids", pids, "process/thread limit of its sandbox");
     c->add_option("--provider", provider, "model provider: anthropic, openai (any OpenAI-compatible server) or none");
     c->add_option("--model", model, "model name, e.g. claude-sonnet-4-5, gpt-4o, llama3.1");
     c->add_option("--base-url", base_url, "provider base URL, e.g. http://127.0.0.1:11434/v1 for Ollama");
@@ -47,6 +49,7 @@ struct AgentFlags {
     put("memory_bytes", memory);
     put("disk_bytes", disk);
     if (cpus) j["cpus"] = *cpus;
+    if (pids) j["pids"] = *pids;
     Json m = Json::object();
     if (!provider.empty()) m["provider"] = provider;
     if (!model.empty()) m["model"] = model;
@@ -128,6 +131,10 @@ void add_agent_commands(CLI::App& app, Globals& g, int& rc) {
   create->callback([&g, &rc, name, flags] {
     Json args = flags->fields();
     args["name"] = *name;
+    if (auto st = check_limit_args(args, "disk_bytes", "memory_bytes"); !st) {
+      rc = report(st.error());
+      return;
+    }
     auto r = call_or_report(g, "agent.create", args, rc);
     if (r) print_or_json(g, *r, [](const Json& j) {
       std::printf("created agent %s; talk to it with: moat chat %s\n", j["name"].get<std::string>().c_str(),
@@ -161,6 +168,10 @@ void add_agent_commands(CLI::App& app, Globals& g, int& rc) {
     Json changes = flags->fields();
     if (changes.empty()) {
       rc = report(Error{ErrorKind::InvalidInput, "nothing to change: give at least one flag (see 'moat agent edit --help')"});
+      return;
+    }
+    if (auto st = check_limit_args(changes, "disk_bytes", "memory_bytes"); !st) {
+      rc = report(st.error());
       return;
     }
     auto r = call_or_report(g, "agent.edit", Json{{"name", *name}, {"changes", changes}}, rc);

@@ -37,6 +37,15 @@ void add_simple(CLI::App& parent, Globals& g, int& rc, const char* name, const c
 
 }  // namespace
 
+Status check_limit_args(const Json& args, std::string_view disk_key, std::string_view memory_key) {
+  std::optional<uint64_t> whole;
+  std::optional<double> cpus;
+  for (auto st : {read_limit(args, disk_key, Limit::DiskBytes, whole), read_limit(args, memory_key, Limit::MemoryBytes, whole),
+                  read_limit(args, "pids", Limit::Pids, whole), read_limit(args, "cpus", Limit::Cpus, cpus)})
+    if (!st) return st;
+  return {};
+}
+
 void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
   auto* sb = app.add_subcommand("sandbox", "manage sandboxes: hardened, persistent machines");
   sb->require_subcommand(1);
@@ -44,7 +53,7 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
   auto* create = sb->add_subcommand("create", "create a sandbox (its own capped disk, uid range and limits)");
   struct CreateOpts {
     std::string name, image, runtime, disk, memory;
-    std::optional<uint64_t> pids;
+    std::optional<int64_t> pids;  // signed, so that -1 gets the range in its refusal, not a parse error
     std::optional<double> cpus;
     bool start = false;
     std::vector<std::string> insecure;
@@ -68,6 +77,10 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
     if (!co->memory.empty()) args["memory"] = co->memory;
     if (co->pids) args["pids"] = *co->pids;
     if (co->cpus) args["cpus"] = *co->cpus;
+    if (auto st = check_limit_args(args, "disk", "memory"); !st) {
+      rc = report(st.error());
+      return;
+    }
     auto r = call_or_report(g, "sandbox.create", args, rc);
     if (!r) return;
     print_record(g, *r);

@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "base/fs.h"
+#include "config/limits.h"
 #include "config/toml_text.h"
 #include "config/units.h"
 
@@ -36,18 +37,34 @@ Setter as_string(F apply) {
   };
 }
 
-Setter size_key(uint64_t SandboxDefaults::*field) {
-  return [field](Config& c, const toml::node& n) -> Status {
-    if (auto i = n.value<int64_t>()) {
-      if (*i <= 0) return fail(ErrorKind::InvalidInput, "must be positive");
-      c.sandbox.*field = static_cast<uint64_t>(*i);
-      return {};
-    }
-    auto s = n.value<std::string>();
-    if (!s) return fail(ErrorKind::InvalidInput, "expected a size such as \"2GiB\"");
-    auto v = parse_size(*s);
+// [sandbox] disk, memory, pids and cpus: a number (sizes also as text such as "2GiB"), checked against
+// the one table of limits (config/limits.h). The caller's error names the file, line and key.
+Result<double> limit_value(const toml::node& n, Limit which) {
+  const auto& r = limit_range(which);
+  double v = 0;
+  if (auto i = n.value_exact<int64_t>()) {
+    v = static_cast<double>(*i);
+  } else if (auto d = n.value_exact<double>(); d && !r.whole) {
+    v = *d;
+  } else if (auto s = n.value_exact<std::string>(); s && r.bytes) {
+    auto b = parse_size(*s);
+    if (!b) return std::unexpected(b.error());
+    v = static_cast<double>(*b);
+  } else {
+    return fail(ErrorKind::InvalidInput, "expected {}; allowed {}",
+                r.bytes ? "a size such as \"2GiB\"" : r.whole ? "an integer" : "a number such as 1 or 0.5",
+                limit_range_text(which));
+  }
+  if (auto st = check_limit(which, v, ""); !st) return std::unexpected(st.error());
+  return v;
+}
+
+template <class T>
+Setter limit_key(Limit which, T SandboxDefaults::*field) {
+  return [which, field](Config& c, const toml::node& n) -> Status {
+    auto v = limit_value(n, which);
     if (!v) return std::unexpected(v.error());
-    c.sandbox.*field = *v;
+    c.sandbox.*field = static_cast<T>(*v);  // checked: in range, whole where T is an integer
     return {};
   };
 }
@@ -120,20 +137,10 @@ const std::vector<Key>& schema() {
          c.sandbox.runtime = s;
          return {};
        })},
-      {"sandbox", "disk", size_key(&SandboxDefaults::disk_bytes)},
-      {"sandbox", "memory", size_key(&SandboxDefaults::memory_bytes)},
-      {"sandbox", "pids", [](Config& c, const toml::node& n) -> Status {
-         auto v = n.value<int64_t>();
-         if (!v || *v < 16) return fail(ErrorKind::InvalidInput, "expected an integer of at least 16");
-         c.sandbox.pids = static_cast<uint64_t>(*v);
-         return {};
-       }},
-      {"sandbox", "cpus", [](Config& c, const toml::node& n) -> Status {
-         auto v = n.value<double>();
-         if (!v || *v <= 0 || *v > 1024) return fail(ErrorKind::InvalidInput, "expected a number of CPUs such as 1 or 0.5");
-         c.sandbox.cpus = *v;
-         return {};
-       }},
+      {"sandbox", "disk", limit_key(Limit::DiskBytes, &SandboxDefaults::disk_bytes)},
+      {"sandbox", "memory", limit_key(Limit::MemoryBytes, &SandboxDefaults::memory_bytes)},
+      {"sandbox", "pids", limit_key(Limit::Pids, &SandboxDefaults::pids)},
+      {"sandbox", "cpus", limit_key(Limit::Cpus, &SandboxDefaults::cpus)},
       {"egress", "preset", as_string([](Config& c, const std::string& s) -> Status {
          if (auto st = check_preset(s); !st) return st;
          c.egress.preset = s;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +20,7 @@
 #include "base/log.h"
 #include "base/ids.h"
 #include "vault/private_file.h"
-#include "config/units.h"
+#include "config/limits.h"
 #include "daemon/agent_hooks.h"
 #include "daemon/agent_verbs.h"
 #include "daemon/exec_relay.h"
@@ -99,14 +100,6 @@ void report_lost_guest(SandboxManager& m, const std::string& name, int client_fd
           : fmt::format("moat-init in sandbox '{}' closed the connection before the command finished; see moatd.log",
                         name);
   (void)wire::write_frame(client_fd, wire::FrameType::Error, wire::encode(wire::ErrorMsg{why}));
-}
-
-Result<std::optional<uint64_t>> optional_size(const Json& args, const char* key) {
-  if (!args.contains(key) || args[key].is_null()) return std::optional<uint64_t>{};
-  if (args[key].is_number_unsigned()) return std::optional<uint64_t>(args[key].get<uint64_t>());
-  auto v = parse_size(args[key].get<std::string>());
-  if (!v) return wrap(v.error(), fmt::format("--{}", key));
-  return std::optional<uint64_t>(*v);
 }
 
 }  // namespace
@@ -336,7 +329,8 @@ void Daemon::register_handlers() {
     for (auto& r : *all) running += r.state == "running";
     return Json{{"pid", getpid()}, {"state_dir", config_.state_dir.string()},
                 {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running},
-                {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()}};
+                {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()},
+                {"dumpable", prctl(PR_GET_DUMPABLE) != 0}};
   });
   s.handle("daemon.stop", [this](const Json& args, api::Session&) -> Result<Json> {
     if (args.value("all", false)) {
@@ -356,14 +350,10 @@ void Daemon::register_handlers() {
     req.name = a.at("name").get<std::string>();
     req.image = a.value("image", "");
     req.runtime = a.value("runtime", "");
-    auto disk = optional_size(a, "disk");
-    auto memory = optional_size(a, "memory");
-    if (!disk) return std::unexpected(disk.error());
-    if (!memory) return std::unexpected(memory.error());
-    req.disk_bytes = *disk;
-    req.memory_bytes = *memory;
-    if (a.contains("pids") && !a["pids"].is_null()) req.pids = a["pids"].get<uint64_t>();
-    if (a.contains("cpus") && !a["cpus"].is_null()) req.cpus = a["cpus"].get<double>();
+    for (auto st : {read_limit(a, "disk", Limit::DiskBytes, req.disk_bytes),
+                    read_limit(a, "memory", Limit::MemoryBytes, req.memory_bytes),
+                    read_limit(a, "pids", Limit::Pids, req.pids), read_limit(a, "cpus", Limit::Cpus, req.cpus)})
+      if (!st) return std::unexpected(st.error());
     for (auto& opt : a.value("insecure", std::vector<std::string>{})) {
       if (opt == "no-seccomp") req.hardening.seccomp = false;
       else if (opt == "all-caps") req.hardening.drop_capabilities = false;

@@ -1,12 +1,15 @@
 // moatd: owns every sandbox and serves the moat CLI on a unix socket.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -88,6 +91,16 @@ int main(int argc, char** argv) {
 
   if (geteuid() != 0) {
     std::fprintf(stderr, "moatd: must run as root (it mounts file systems and starts containers)\n");
+    return 1;
+  }
+  // moatd holds the vault key, decrypted credentials and the webhook key in memory: it leaves no core
+  // file (RLIMIT_CORE 0, and a non-dumpable process dumps none whatever the core_pattern), and its
+  // /proc/<pid>/{mem,environ,maps,fd...} and ptrace need CAP_SYS_PTRACE in the host's namespace,
+  // whatever the caller's uid. Set before anything secret is read; kept across the --detach fork;
+  // programs moatd starts get dumpable back at exec (the kernel's rule), its clones keep it off.
+  const rlimit no_core{0, 0};
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0) {
+    std::fprintf(stderr, "moatd: cannot turn off core dumps: %s\n", std::strerror(errno));
     return 1;
   }
   auto state_dir = moat::resolve_state_dir(state_dir_flag);

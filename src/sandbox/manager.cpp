@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
+#include "config/limits.h"
 #include "sandbox/id_ranges.h"
 #include "sandbox/storage/id_shift.h"
 #include "sandbox/storage/rootfs.h"
@@ -26,6 +27,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr uint32_t kUidCount = kUidRangeSize;
+static_assert(limit_range(Limit::DiskBytes).min >= kMinVolumeBytes, "the disk floor must be one the volume code accepts");
 constexpr uint64_t kRunscPidsOverhead = 192;
 constexpr uint64_t kRunscMemoryOverhead = 128ull << 20;
 constexpr std::string_view kInitInside = "/.moat/init";
@@ -213,8 +215,11 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   rec.cpus = req.cpus.value_or(opts_.defaults.cpus);
   rec.options_json = Json{{"hardening", hardening_to_json(req.hardening)}}.dump();
   rec.created_at_ms = now_ms();
-  if (rec.disk_bytes < (64ll << 20)) return fail(ErrorKind::InvalidInput, "disk cap must be at least 64MiB");
-  if (rec.memory_bytes < (16ll << 20)) return fail(ErrorKind::InvalidInput, "memory limit must be at least 16MiB");
+  // The authoritative check (config/limits.h): no path creates a sandbox whose limits are off.
+  for (auto st : {check_limit(Limit::DiskBytes, rec.disk_bytes, "disk_bytes"),
+                  check_limit(Limit::MemoryBytes, rec.memory_bytes, "memory_bytes"),
+                  check_limit(Limit::Pids, rec.pids_limit, "pids"), check_limit(Limit::Cpus, rec.cpus, "cpus")})
+    if (!st) return std::unexpected(st.error());
 
   auto stored = repo_.insert(rec);
   if (!stored) return std::unexpected(stored.error());

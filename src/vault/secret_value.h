@@ -1,8 +1,11 @@
 #pragma once
 // Bytes that hold a secret (a credential value, a key). Move-only, never copied implicitly, and
 // wiped (sodium_memzero) when destroyed, so a decrypted value lives only as long as the object the
-// caller keeps. There is deliberately no formatter and no operator<<: a SecretValue cannot end up in
-// a log line or an error message by accident; view() is the one, greppable, way to read it.
+// caller keeps. The bytes are in sodium_malloc'd memory: locked against swap (mlock), left out of
+// core dumps (MADV_DONTDUMP), between guard pages. There is deliberately no formatter and no
+// operator<<: a SecretValue cannot end up in a log line or an error message by accident; view() is the
+// one, greppable, way to read it. Where its bytes are copied out (an HTTP header on its way
+// upstream), the copy is the caller's to wipe; vault.h lists the copies that remain.
 #include <cstddef>
 #include <memory>
 #include <string_view>
@@ -29,7 +32,10 @@ class SecretValue {
 
  private:
   void wipe();
-  std::unique_ptr<char[]> data_;
+  struct SodiumFree {
+    void operator()(char* p) const;
+  };
+  std::unique_ptr<char, SodiumFree> data_;  // sodium_malloc'd; null when empty
   size_t size_ = 0;
 };
 

@@ -51,7 +51,18 @@ struct SecretInfo {  // everything about a secret except its value
 Json secret_info_to_json(const SecretInfo& s);
 
 // A secret bound to the (agent, host, port) being served, decrypted. The value lives in a
-// SecretValue (wiped on destruction): keep the BoundSecret only while building the request.
+// SecretValue (sodium memory, wiped on destruction): keep the BoundSecret only while building the
+// request. Copies made on the way out, and what becomes of them:
+//   - the gateway's intercepted sessions swap placeholders in a std::string per header, wiped after
+//     the request is rebuilt (egress/injection.h); a std::string that grows while swapping frees its
+//     old buffer unwiped;
+//   - the header then sits in Beast's request fields (gateway, base-URL routes) and in OpenSSL's
+//     write buffer until the request is sent and freed: neither is wiped, because neither library
+//     lets us own that memory. It lives for one request, in moatd, which is not dumpable and dumps
+//     no core;
+//   - moatd's own provider calls copy it into agent::Credential and the request head, both wiped
+//     when the attempt ends (agent/providers/http_provider.cpp).
+// A value on its way in (secret.set) passes through the API frame and its JSON, which are not wiped.
 struct BoundSecret {
   std::string name;
   std::string placeholder;

@@ -158,6 +158,77 @@ static void probe_netlink(void) {
   report("netlink-add-default-route", netlink_change(&req.h));
 }
 
+// A socket family the seccomp filter refuses must be refused by the filter itself (EPERM), not by
+// the kernel finding the family unbuilt or its module absent (EAFNOSUPPORT): that would pass here
+// and fail on the next host. So only EPERM counts as denied.
+static void report_filtered(const char* name, long rc) {
+  int e = errno;
+  if (rc >= 0) {
+    printf("%s: ALLOWED\n", name);
+    failures++;
+    if (rc > 2) close((int)rc);
+  } else if (e == EPERM) {
+    printf("%s: denied (%s)\n", name, strerror(e));
+  } else {
+    printf("%s: REACHABLE (%s: the kernel saw the call; the seccomp filter did not refuse it)\n", name, strerror(e));
+    failures++;
+  }
+}
+
+// socket() and socketpair() with every family but AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK are
+// refused by seccomp; those four still work (the sandbox's own IPC, loopback, the proxy, `ip`).
+static void probe_socket_families(void) {
+  static const struct {
+    const char* name;
+    int family, type;
+  } forbidden[] = {
+      {"socket-af-alg", 38, SOCK_SEQPACKET},     {"socket-af-tipc", 30, SOCK_RDM},
+      {"socket-af-rds", 21, SOCK_SEQPACKET},     {"socket-af-can", 29, SOCK_RAW},
+      {"socket-af-can-bcm", 29, SOCK_DGRAM},     {"socket-af-xdp", 44, SOCK_RAW},
+      {"socket-af-packet-dgram", AF_PACKET, SOCK_DGRAM}, {"vsock-socket", 40, SOCK_STREAM},
+      {"socket-af-bluetooth", 31, SOCK_SEQPACKET}, {"socket-af-key", 15, SOCK_RAW},
+      {"socket-af-x25", 9, SOCK_SEQPACKET},      {"socket-af-appletalk", 5, SOCK_DGRAM},
+      {"socket-af-smc", 43, SOCK_STREAM},        {"socket-af-llc", 26, SOCK_DGRAM},
+  };
+  for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++)
+    report_filtered(forbidden[i].name, socket(forbidden[i].family, forbidden[i].type, 0));
+  int sv[2];
+  long rc = socketpair(30 /*AF_TIPC*/, SOCK_STREAM, 0, sv);
+  if (rc == 0) close(sv[0]), close(sv[1]);
+  report_filtered("socketpair-af-tipc", rc);
+  rc = socketpair(38 /*AF_ALG*/, SOCK_SEQPACKET, 0, sv);
+  if (rc == 0) close(sv[0]), close(sv[1]);
+  report_filtered("socketpair-af-alg", rc);
+
+  // The families a sandbox needs: a failure here is a broken sandbox, reported as a failure.
+  static const struct {
+    const char* what;
+    int family, type, protocol, pair;
+  } needed[] = {
+      {"socketpair(AF_UNIX)", AF_UNIX, SOCK_STREAM, 0, 1}, {"socket(AF_UNIX)", AF_UNIX, SOCK_DGRAM, 0, 0},
+      {"socket(AF_INET)", AF_INET, SOCK_STREAM, 0, 0},     {"socket(AF_INET6)", AF_INET6, SOCK_DGRAM, 0, 0},
+      {"socket(AF_NETLINK)", AF_NETLINK, SOCK_RAW, NETLINK_ROUTE, 0},
+  };
+  int broken = 0;
+  for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+    int fd = -1;
+    if (needed[i].pair) {
+      rc = socketpair(needed[i].family, needed[i].type, needed[i].protocol, sv);
+      if (rc == 0) close(sv[0]), close(sv[1]);
+    } else {
+      rc = fd = socket(needed[i].family, needed[i].type, needed[i].protocol);
+      if (fd >= 0) close(fd);
+    }
+    if (rc < 0) {
+      printf("needed-socket-family: BROKEN (%s: %s)\n", needed[i].what, strerror(errno));
+      failures++;
+      broken++;
+    }
+  }
+  // No "name: outcome" line when they work: the report counts only attempts that must be denied.
+  if (!broken) printf("needed socket families work (unix socketpair, unix, inet, inet6, netlink)\n");
+}
+
 // The cgroup v1 escape: make the kernel run a program of ours on the host when a cgroup empties.
 static void probe_release_agent(void) {
   glob_t g;
@@ -429,9 +500,9 @@ int main(int argc, char** argv) {
     struct iovec l = {local, sizeof local}, r = {(void*)0x400000, sizeof remote};
     report("process_vm_readv-pid1", process_vm_readv(1, &l, 1, &r, 1, 0));
   }
-  report("vsock-socket", socket(40 /*AF_VSOCK*/, SOCK_STREAM, 0));
   report_file("read-dev-mem", read_some("/dev/mem"));
   report_file("write-core-pattern", write_file("/proc/sys/kernel/core_pattern", "|/workspace/pwn"));
+  probe_socket_families();
   probe_netlink();
   probe_release_agent();
   probe_host_binary_overwrite();

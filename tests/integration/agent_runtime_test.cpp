@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <functional>
+
 #include "agent/sandbox_workbench.h"
 #include "support/temp_dir.h"
 #include "unit/agent_test_doubles.h"
@@ -223,4 +225,42 @@ TEST_F(AgentSandbox, CommandAgentRepliesWithItsStdout) {
   auto bad = run("third");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("exited with 5: broken"), std::string::npos) << bad.error().message;
+}
+
+// The manager's own check (config/limits.h) stands behind every caller: an agent spec built in code,
+// which never went through agent_spec_from_json, or a CreateRequest with a limit switched off, makes
+// no sandbox.
+TEST_F(AgentSandbox, TheManagerRefusesLimitsOutOfRangeWhateverTheCaller) {
+  auto& m = *world->manager;
+  struct Case {
+    std::function<void(CreateRequest&)> set;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {[](CreateRequest& r) { r.pids = 0; }, "pids: 0 is out of range; allowed 16 to 4194304"},
+      {[](CreateRequest& r) { r.pids = 1; }, "pids: 1 is out of range"},
+      {[](CreateRequest& r) { r.cpus = -1; }, "cpus: -1 is out of range; allowed 0.01 to 1024 CPUs"},
+      {[](CreateRequest& r) { r.cpus = 0; }, "cpus: 0 is out of range"},
+      {[](CreateRequest& r) { r.memory_bytes = 0; }, "memory_bytes: 0B is out of range; allowed 32MiB to 4TiB"},
+      {[](CreateRequest& r) { r.disk_bytes = 1 << 20; }, "disk_bytes: 1MiB is out of range; allowed 64MiB to 8TiB"},
+  };
+  for (const auto& c : cases) {
+    CreateRequest req;
+    req.name = "limits-x";
+    c.set(req);
+    auto made = m.create(req, "test");
+    ASSERT_FALSE(made) << c.says << " was accepted";
+    EXPECT_EQ(made.error().kind, ErrorKind::InvalidInput);
+    EXPECT_NE(made.error().message.find(c.says), std::string::npos) << made.error().message;
+  }
+  AgentSpec unbounded;
+  unbounded.name = "limits-agent";
+  unbounded.pids = 0;
+  SandboxWorkbench bench(m, unbounded.name, [unbounded] { return sandbox_request_for(unbounded); });
+  auto st = bench.run({"true"}, "", std::chrono::seconds(10), 1024);  // creates the sandbox first
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("pids: 0 is out of range"), std::string::npos) << st.error().message;
+  EXPECT_EQ(m.get("limits-x").error().kind, ErrorKind::NotFound);
+  EXPECT_EQ(m.get("limits-agent").error().kind, ErrorKind::NotFound);
+  EXPECT_FALSE(fs::exists(world->state.path() / "sandboxes" / "limits-x"));
 }

@@ -4,8 +4,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <tuple>
 #include <thread>
 
+#include "api/client.h"
+#include "base/fs.h"
 #include "base/json.h"
 #include "support/moat_env.h"
 
@@ -94,6 +98,133 @@ TEST(SandboxLifecycle, BadInputGetsOneClearErrorAndLeavesNothing) {
   env.ok({"sandbox", "rm", "-f", "dup"});
   EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
   EXPECT_TRUE(loops_left(env.state_dir().string()).empty());
+}
+
+// Issue 14 point 6: a limit out of its range (config/limits.h) is refused at create or edit, naming
+// the field, the value and the allowed range, by the CLI, by the API itself (moatd's check, for
+// clients other than the CLI) and for agent settings; nothing is created and nothing changes.
+TEST(SandboxLifecycle, OutOfRangeLimitsAreRefusedWithTheRangeAndLeaveNothing) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  const std::string cpus_range = "allowed 0.01 to 1024 CPUs", pids_range = "allowed 16 to 4194304";
+  struct Case {
+    std::vector<std::string> flags;
+    std::string says, range;
+  };
+  const std::vector<Case> cases = {
+      {{"--cpus", "-1"}, "cpus: -1 is out of range", cpus_range},
+      {{"--cpus", "0"}, "cpus: 0 is out of range", cpus_range},
+      {{"--pids", "1"}, "pids: 1 is out of range", pids_range},
+      {{"--pids", "0"}, "pids: 0 is out of range", pids_range},
+      {{"--pids", "-1"}, "pids: -1 is out of range", pids_range},
+      {{"--memory", "1MiB"}, "memory: 1MiB is out of range", "allowed 32MiB to 4TiB"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"sandbox", "create", "x", "--start"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    auto r = env.moat(args);
+    EXPECT_EQ(r.code, 2) << c.flags[0] << " " << c.flags[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.range), std::string::npos) << r.err;
+  }
+  // The same values sent to the API directly (not through the CLI's early check): moatd refuses them.
+  const auto socket = env.state_dir() / "moatd.sock";
+  for (const auto& [key, value, says] : std::vector<std::tuple<std::string, Json, std::string>>{
+           {"cpus", -1, "cpus: -1 is out of range; " + cpus_range},
+           {"cpus", 0, "cpus: 0 is out of range; " + cpus_range},
+           {"pids", 1, "pids: 1 is out of range; " + pids_range},
+           {"pids", 0, "pids: 0 is out of range; " + pids_range},
+           {"pids", -1, "pids: -1 is out of range; " + pids_range},
+           {"pids", "many", "pids: expected a number"},
+           {"disk", "1MiB", "disk: 1MiB is out of range; allowed 64MiB to 8TiB"}}) {
+    auto r = api::call(socket, "sandbox.create", Json{{"name", "x"}, {"start", true}, {key, value}});
+    ASSERT_FALSE(r) << key << "=" << value.dump() << " was accepted";
+    EXPECT_EQ(r.error().kind, ErrorKind::InvalidInput) << r.error().message;
+    EXPECT_NE(r.error().message.find(says), std::string::npos) << r.error().message;
+  }
+  // No sandbox record, no directory, no mount.
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "ls"})).size(), 0u);
+  std::error_code ec;
+  EXPECT_TRUE(!fs::exists(env.state_dir() / "sandboxes", ec) || fs::is_empty(env.state_dir() / "sandboxes", ec));
+  EXPECT_TRUE(mounts_containing(env.state_dir().string()).empty());
+
+  // Agent settings: create and edit, through the CLI and the API, refused the same way.
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"agent", "create", "a", "--provider", "none"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    if (c.flags[0] == "--memory") continue;  // agent settings name it memory_bytes: below
+    auto r = env.moat(args);
+    EXPECT_EQ(r.code, 2) << c.flags[0] << " " << c.flags[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.range), std::string::npos) << r.err;
+  }
+  auto small = env.moat({"agent", "create", "a", "--provider", "none", "--memory", "1MiB"});
+  EXPECT_EQ(small.code, 2) << small.err;
+  EXPECT_NE(small.err.find("memory_bytes: 1MiB is out of range; allowed 32MiB to 4TiB"), std::string::npos) << small.err;
+  for (const auto& [key, value] : std::vector<std::pair<std::string, Json>>{{"cpus", -1}, {"cpus", 0}, {"pids", 1}, {"pids", 0}}) {
+    auto r = api::call(socket, "agent.create", Json{{"name", "a"}, {"model", {{"provider", "none"}}}, {key, value}});
+    ASSERT_FALSE(r) << key << "=" << value.dump() << " was accepted";
+    EXPECT_NE(r.error().message.find(key + ": " + value.dump() + " is out of range"), std::string::npos) << r.error().message;
+  }
+  EXPECT_EQ(Json::parse(env.ok({"--json", "agent", "ls"})).size(), 0u);
+
+  env.ok({"agent", "create", "a", "--provider", "none", "--cpus", "0.5"});
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"agent", "edit", "a"};
+    if (c.flags[0] == "--memory") continue;
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    auto r = env.moat(args);
+    EXPECT_EQ(r.code, 2) << c.flags[0] << " " << c.flags[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+  }
+  for (const auto& [key, value] : std::vector<std::pair<std::string, Json>>{{"cpus", -1}, {"cpus", 0}, {"pids", 1}, {"pids", 0}}) {
+    auto r = api::call(socket, "agent.edit", Json{{"name", "a"}, {"changes", {{key, value}}}});
+    ASSERT_FALSE(r) << key << "=" << value.dump() << " was accepted";
+    EXPECT_NE(r.error().message.find(key + ": " + value.dump() + " is out of range"), std::string::npos) << r.error().message;
+  }
+  auto shown = Json::parse(env.ok({"--json", "agent", "show", "a"}));
+  EXPECT_EQ(shown.value("cpus", 0.0), 0.5) << shown.dump();
+  EXPECT_FALSE(shown.contains("pids")) << shown.dump();
+  // The agent's sandbox was never made by any of this.
+  EXPECT_EQ(Json::parse(env.ok({"--json", "sandbox", "ls"})).size(), 0u);
+
+  // In range, the floors are usable: a sandbox with the least pids and memory starts and runs a command
+  // (the CPU floor, 1 ms per 100 ms, is usable too, only slow).
+  env.ok({"sandbox", "create", "least", "--start", "--pids", "16", "--memory", "32MiB"});
+  EXPECT_EQ(env.ok({"exec", "least", "--", "sh", "-c", "echo ok"}), "ok\n");
+  env.ok({"sandbox", "rm", "-f", "least"});
+}
+
+// Issue 14 point 7: moatd leaves no core and is not dumpable (its /proc/<pid>/mem, environ and
+// ptrace need CAP_SYS_PTRACE). The core limit is read from outside; the dumpable flag, which the
+// kernel shows nowhere in /proc, is the running moatd's own prctl(PR_GET_DUMPABLE) answer.
+TEST(SandboxLifecycle, MoatdIsNotDumpableAndDumpsNoCore) {
+  MOAT_REQUIRE_ROOT();
+  MoatEnv env;
+  auto limits = read_file(fmt::format("/proc/{}/limits", env.daemon_pid()));
+  ASSERT_TRUE(limits);
+  bool no_core = false;
+  for (size_t at = 0, nl; at < limits->size(); at = nl + 1) {
+    nl = limits->find('\n', at);
+    if (nl == std::string::npos) nl = limits->size();
+    std::string line = limits->substr(at, nl - at);
+    if (!line.starts_with("Max core file size")) continue;
+    std::istringstream in(line.substr(std::string("Max core file size").size()));
+    std::string soft, hard;
+    in >> soft >> hard;
+    no_core = soft == "0" && hard == "0";
+    EXPECT_TRUE(no_core) << line;
+  }
+  EXPECT_TRUE(no_core) << *limits;
+  auto status = Json::parse(env.ok({"--json", "daemon", "status"}));
+  EXPECT_EQ(status["pid"].get<int>(), env.daemon_pid());
+  ASSERT_TRUE(status.contains("dumpable")) << status.dump();
+  EXPECT_FALSE(status["dumpable"].get<bool>());
+  // And it still does its work: idmapped mounts (a clone of moatd writes no uid_map of its own) and
+  // runtimes (dumpable again after exec) are unaffected.
+  env.ok({"sandbox", "create", "d", "--start"});
+  EXPECT_EQ(env.ok({"exec", "d", "--", "echo", "ok"}), "ok\n");
+  env.ok({"sandbox", "rm", "-f", "d"});
 }
 
 TEST(SandboxLifecycle, CliSaysHowToStartMoatdWhenItIsNotRunning) {

@@ -72,6 +72,24 @@ TEST(AgentSpec, ErrorsNameTheField) {
   expect_field(Json{{"name", "a"}, {"limits", {{"max_turns", 3}}}}, "unknown key 'limits.max_turns'");
 }
 
+TEST(AgentSpec, SandboxLimitsAreCheckedAgainstTheLimitsTable) {
+  auto refused = [](Json j) -> std::string {
+    j["name"] = "a";
+    auto r = agent_spec_from_json(j);
+    EXPECT_FALSE(r) << j.dump();
+    return r ? "" : r.error().message;
+  };
+  EXPECT_EQ(refused(Json{{"cpus", -1}}), "cpus: -1 is out of range; allowed 0.01 to 1024 CPUs");
+  EXPECT_EQ(refused(Json{{"cpus", 0}}), "cpus: 0 is out of range; allowed 0.01 to 1024 CPUs");
+  EXPECT_EQ(refused(Json{{"pids", 1}}), "pids: 1 is out of range; allowed 16 to 4194304 processes and threads");
+  EXPECT_EQ(refused(Json{{"pids", 0}}), "pids: 0 is out of range; allowed 16 to 4194304 processes and threads");
+  EXPECT_EQ(refused(Json{{"memory_bytes", "1MiB"}}), "memory_bytes: 1MiB is out of range; allowed 32MiB to 4TiB");
+  EXPECT_EQ(refused(Json{{"disk_bytes", 0}}), "disk_bytes: 0B is out of range; allowed 64MiB to 8TiB");
+  auto ok = agent_spec_from_json(Json{{"name", "a"}, {"pids", 16}, {"cpus", 0.25}, {"memory_bytes", "32MiB"}});
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(*ok->pids, 16u);
+}
+
 TEST(AgentSpec, NameRules) {
   EXPECT_TRUE(validate_agent_name("a"));
   EXPECT_TRUE(validate_agent_name("0-finance-bot"));

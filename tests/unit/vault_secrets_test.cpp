@@ -2,6 +2,7 @@
 // anywhere it should not (listings, the store's bytes on disk, error messages).
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -379,4 +380,53 @@ TEST(Vault, ConcurrentUse) {
   for (auto& t : readers) t.join();
   EXPECT_EQ(bad, 0);
   EXPECT_EQ(f.vault->list()->size(), 26u);
+}
+
+// A decrypted value lives in sodium_malloc'd memory: locked against swap (VmLck grows while it
+// exists), marked to be left out of core dumps (VmFlags "dd" on its mapping), and freed with it.
+TEST(SecretValue, LivesInLockedMemoryLeftOutOfCoreDumps) {
+  auto status_kib = [](std::string_view field) -> long {
+    auto text = read_file("/proc/self/status");
+    if (!text) return -1;
+    auto at = text->find(std::string(field) + ":");
+    return at == std::string::npos ? -1 : std::stol(text->substr(at + field.size() + 1));
+  };
+  // The VmFlags of the mapping that holds `p`, from /proc/self/smaps.
+  auto vm_flags_of = [](const void* p) -> std::string {
+    auto smaps = read_file("/proc/self/smaps");
+    if (!smaps) return "";
+    auto addr = reinterpret_cast<uintptr_t>(p);
+    bool inside = false;
+    size_t at = 0;
+    while (at < smaps->size()) {
+      auto nl = smaps->find('\n', at);
+      if (nl == std::string::npos) nl = smaps->size();
+      std::string_view line(smaps->data() + at, nl - at);
+      at = nl + 1;
+      if (auto dash = line.find('-'); dash != std::string_view::npos && dash < 17 && line.find(' ') > dash) {
+        uintptr_t lo = std::stoull(std::string(line.substr(0, dash)), nullptr, 16);
+        uintptr_t hi = std::stoull(std::string(line.substr(dash + 1, line.find(' ') - dash - 1)), nullptr, 16);
+        inside = lo <= addr && addr < hi;
+      } else if (inside && line.starts_with("VmFlags:")) {
+        return std::string(line.substr(8));
+      }
+    }
+    return "";
+  };
+  long before = status_kib("VmLck");
+  ASSERT_GE(before, 0);
+  {
+    SecretValue v(std::string_view("sk-ant-not-a-real-key"));
+    EXPECT_EQ(v.view(), "sk-ant-not-a-real-key");
+    if (geteuid() == 0) {  // unprivileged, mlock may be refused by RLIMIT_MEMLOCK (sodium carries on)
+      EXPECT_GT(status_kib("VmLck"), before) << "the value's page is not locked";
+    }
+    auto flags = vm_flags_of(v.view().data());
+    EXPECT_NE(flags.find(" dd"), std::string::npos) << "VmFlags:" << flags;
+    SecretValue moved = std::move(v);
+    EXPECT_TRUE(v.empty());
+    EXPECT_EQ(moved.view(), "sk-ant-not-a-real-key");
+    EXPECT_EQ(moved.clone().view(), "sk-ant-not-a-real-key");
+  }
+  EXPECT_EQ(status_kib("VmLck"), before);
 }

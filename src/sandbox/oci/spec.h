@@ -59,6 +59,9 @@ Json default_seccomp_profile();
 // Syscalls the default profile must never allow, whatever Docker's profile allows.
 const std::vector<std::string_view>& denied_syscalls();
 
+// The address families socket() and socketpair() may name: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK.
+const std::vector<uint64_t>& sandbox_socket_families();
+
 // Capabilities kept by PID 1 (bounding, effective, permitted; none inheritable or ambient).
 std::vector<std::string> default_capabilities();
 
