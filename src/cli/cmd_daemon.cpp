@@ -19,6 +19,9 @@ void add_daemon_commands(CLI::App& app, Globals& g, int& rc) {
                   (*r)["socket"].get<std::string>().c_str());
       if (!r->value("web_url", std::string()).empty())
         std::printf("web chat on %s/\n", (*r)["web_url"].get<std::string>().c_str());
+      if (r->contains("runtimes"))
+        for (auto& [name, version] : (*r)["runtimes"].items())
+          std::printf("runtime %s: %s\n", name.c_str(), version.get<std::string>().c_str());
     }
   });
   auto* stop = d->add_subcommand("stop", "stop moatd (sandboxes keep running unless --all)");

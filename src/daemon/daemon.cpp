@@ -18,6 +18,7 @@
 #include "audit/verify.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/subprocess.h"
 #include "base/ids.h"
 #include "vault/private_file.h"
 #include "config/limits.h"
@@ -33,6 +34,29 @@ namespace moat {
 using namespace std::chrono_literals;
 
 namespace {
+
+// Each runtime's version as it reports it, read at the first status (a runtime is not upgraded under
+// a running moatd without a restart): what docs/security.md's runtime CVE table is checked against.
+const Json& runtime_versions() {
+  static const Json versions = [] {
+    Json out = Json::object();
+    for (const char* name : {"runc", "runsc", "crun"}) {
+      auto r = run_process({name, "--version"});
+      if (!r || !r->ok()) {
+        out[name] = "not installed";
+        continue;
+      }
+      // "runc version 1.1.5+ds1" and "commit: 1.1.5+ds1-1+deb12u1" (Debian's package revision).
+      std::string text = r->out, first = text.substr(0, text.find('\n'));
+      auto commit = text.find("commit: ");
+      if (commit != std::string::npos) first += ", " + text.substr(commit, text.find('\n', commit) - commit);
+      out[name] = first;
+    }
+    return out;
+  }();
+  return versions;
+}
+
 
 Json record_json(const SandboxRecord& r) {
   return Json{{"name", r.name},
@@ -330,7 +354,7 @@ void Daemon::register_handlers() {
     return Json{{"pid", getpid()}, {"state_dir", config_.state_dir.string()},
                 {"socket", config_.socket_path().string()}, {"sandboxes", all->size()}, {"running", running},
                 {"agents", agents_->snapshot()->size()}, {"web_url", http_ ? http_->base_url() : std::string()},
-                {"dumpable", prctl(PR_GET_DUMPABLE) != 0}};
+                {"dumpable", prctl(PR_GET_DUMPABLE) != 0}, {"runtimes", runtime_versions()}};
   });
   s.handle("daemon.stop", [this](const Json& args, api::Session&) -> Result<Json> {
     if (args.value("all", false)) {

@@ -71,6 +71,38 @@ TEST_P(HostileEscape, RootInsideIsAnUnprivilegedHostUser) {
   }
 }
 
+// The agent's part of runc's 2025 mount CVEs (CVE-2025-31133, -52565): runc bind-mounts the
+// container's /dev/null over masked files and a pty over /dev/console while it creates the container;
+// a /dev/null or /dev/console replaced by a link redirects those mounts onto host files. From inside,
+// the agent plants such links (and tries its writable layer's /dev) and asks for a restart: /dev must
+// come back a fresh tmpfs with a real null device, masked files must still read empty, and the
+// host's core_pattern must be what it was.
+TEST_P(HostileEscape, PlantedDeviceLinksDoNotSurviveARestart) {
+  auto core_pattern = read_file("/proc/sys/kernel/core_pattern");
+  ASSERT_TRUE(core_pattern);
+  auto planted = sh("box",
+                    "rm -f /dev/null /dev/console; ln -s /proc/sys/kernel/core_pattern /dev/null; "
+                    "ln -s /proc/sysrq-trigger /dev/console; ls -l /dev/null /dev/console");
+  report_.add("escape", "replace /dev/null and /dev/console with links to host procfs files (while running)",
+              planted.out.find("->") != std::string::npos ? "planted inside the sandbox's own /dev" : planted.out + planted.err,
+              true);
+  env_->ok({"sandbox", "restart", "box"});
+  auto null_dev = env_->ok({"exec", "box", "--", "stat", "-c", "%F %t:%T", "/dev/null"});
+  report_.add("escape", "after a restart: is /dev/null still the planted link (CVE-2025-31133's precondition)?",
+              "/dev/null is: " + null_dev.substr(0, null_dev.find('\n')), null_dev == "character special file 1:3\n");
+  auto console = sh("box", "test -L /dev/console && echo LINK || echo 'no link'");
+  report_.add("escape", "after a restart: is /dev/console still the planted link (CVE-2025-52565's precondition)?",
+              console.out.substr(0, console.out.find('\n')), console.out == "no link\n");
+  auto kcore = sh("box", "wc -c < /proc/kcore");
+  report_.add("escape", "after a restart: read the masked /proc/kcore",
+              kcore.code == 0 ? "read " + kcore.out.substr(0, kcore.out.find('\n')) + " bytes"
+                              : "refused: " + kcore.err.substr(0, kcore.err.find('\n')),
+              kcore.out == "0\n" || kcore.code != 0);
+  auto after = read_file("/proc/sys/kernel/core_pattern");
+  report_.add("escape", "host core_pattern after the restart", after && *after == *core_pattern ? "unchanged" : "CHANGED",
+              after && *after == *core_pattern);
+}
+
 MOAT_HOSTILE_ON_EVERY_RUNTIME(HostileEscape);
 
 }  // namespace
