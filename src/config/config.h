@@ -28,6 +28,9 @@ struct DaemonConfig {
   std::chrono::milliseconds idle_timeout{30 * 60 * 1000};  // 0 = never stop idle sandboxes
   std::chrono::milliseconds stop_grace{10 * 1000};         // TERM, then KILL after this
   std::string log_level = "info";
+  // Where the host's passwd, group, subuid and subgid live (moatd --etc-dir; not in moat.toml: tests
+  // point it at a copy so that they never write the host's own files).
+  std::filesystem::path etc_dir = "/etc";
 };
 
 // A base-URL route of the egress gateway: plain HTTP to http://127.0.0.1:3128/<name>/... inside a

@@ -130,6 +130,7 @@ void report_lost_guest(SandboxManager& m, const std::string& name, int client_fd
 
 Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesystem::path init_binary) {
   std::unique_ptr<Daemon> d(new Daemon(config));  // private constructor; ownership is immediate
+  if (auto st = SandboxManager::check_state_dir(config.state_dir); !st) return std::unexpected(st.error());
   if (auto st = make_dirs(config.state_dir, 0711); !st) return std::unexpected(st.error());
   // One moatd per state directory, for its whole life: two would race on every sandbox, the store and
   // the socket. The lock goes with the process, so a moatd killed with -9 frees it at once.
@@ -151,6 +152,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesy
   mo.defaults = config.sandbox;
   mo.stop_grace = config.daemon.stop_grace;
   mo.idle_timeout = config.daemon.idle_timeout;
+  mo.etc_dir = config.daemon.etc_dir;
   if (auto st = d->start_egress(); !st) return std::unexpected(st.error());
   d->manager_ = std::make_unique<SandboxManager>(mo, *d->db_, *d->audit_, *d->images_);
   d->manager_->set_observer(d->door_.get());
@@ -166,6 +168,11 @@ Status Daemon::start_egress() {
   auto vault = vault::Vault::open(*db_, config_.state_dir / "vault.key");
   if (!vault) return wrap(vault.error(), "opening the vault");
   vault_ = std::move(*vault);
+  for (const auto& change : vault_->migrations()) {
+    log::warn("vault: {}", change);
+    if (auto r = audit_->append("secret.binding_migrated", "moatd", "vault", Json{{"change", change}}); !r)
+      log::warn("audit: could not record a binding migration: {}", r.error().message);
+  }
   auto ca = egress::CertAuthority::open_or_create(config_.state_dir / "egress");
   if (!ca) return wrap(ca.error(), "preparing the egress CA");
   ca_.emplace(std::move(*ca));

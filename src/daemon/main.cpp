@@ -80,11 +80,13 @@ int main(int argc, char** argv) {
   CLI::App app{"moatd: the moat daemon. Owns every sandbox, keeps the audit trail and serves the moat CLI\n"
                "on a unix socket in the state directory (mode 0600). Sandboxes keep running when moatd exits;\n"
                "the next moatd adopts them."};
-  std::string state_dir_flag, config_flag, init_flag;
+  std::string state_dir_flag, config_flag, init_flag, etc_flag;
   bool verbose = false, detach_flag = false;
   app.add_option("--state-dir", state_dir_flag, "state directory (default $MOAT_STATE_DIR or /var/lib/moat)");
   app.add_option("--config", config_flag, "config file (default <state-dir>/moat.toml)");
   app.add_option("--init-binary", init_flag, "moat-init binary to mount into sandboxes (default: next to moatd)");
+  app.add_option("--etc-dir", etc_flag,
+                 "where passwd, group, subuid and subgid are read and moat's id region is registered (default /etc)");
   app.add_flag("--detach,-d", detach_flag, "run in the background, logging to <state-dir>/moatd.log");
   app.add_flag("--verbose,-v", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moatd: %s\n", cfg.error().message.c_str());
     return 2;
   }
+  if (!etc_flag.empty()) cfg->daemon.etc_dir = etc_flag;
   moat::log::init(verbose || cfg->daemon.log_level == "debug");
   std::error_code ec;
   fs::create_directories(state_dir, ec);

@@ -34,9 +34,11 @@ struct Gateway::Impl {
   AuditQueue audit;
   RefusalLedger refusals{RefusalLedger::Limits{}};
   std::unique_ptr<TlsContexts> tls;
+  // Declared before the loop so it outlives it: destroying the loop destroys suspended sessions, and
+  // a session's destructor still uses the context.
+  std::unique_ptr<GatewayContext> ctx;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-  std::unique_ptr<GatewayContext> ctx;
   std::map<std::string, std::shared_ptr<Acceptor>> listeners;  // loop thread only
   std::map<std::string, std::filesystem::path> socket_paths;  // each listener's socket (bound elsewhere, renamed)
   std::thread thread;
@@ -77,6 +79,16 @@ struct Gateway::Impl {
         co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         continue;
       }
+      // The sandbox's relay holds at most max_connections, but its root can reach this socket directly:
+      // past that many (and a margin for keep-alive idlers) a connection is closed at once, so a sandbox
+      // cannot pile up sessions (and moatd's descriptors) however it connects.
+      uint64_t max = ctx.parts.policies.limits_for(agent).max_connections;
+      size_t cap = max > 0 ? static_cast<size_t>(std::min<uint64_t>(max, 65536)) + 64 : 4096;
+      if (ctx.sessions[agent] >= cap) {
+        record_refusal(ctx, agent, Json{{"mode", "socket"}, {"decision", "deny"}, {"rule", "limit"},
+                                        {"reason", fmt::format("more than {} open connections to the gateway", cap)}});
+        continue;
+      }
       if (auto refusal = stranger(sock, peers)) {
         log::warn("egress: {}'s gateway socket: refused {}", agent, (*refusal)["reason"].get<std::string>());
         (*refusal)["mode"] = "socket";
@@ -101,24 +113,20 @@ struct Gateway::Impl {
     }
   }
 
-  // Revocation reaches open connections: policy and vault changes are seen within one tick.
+  // Revocation reaches open connections: each looks at the policy and vault revisions every tick
+  // (two atomic loads when nothing moved).
   static constexpr auto kRecheck = std::chrono::milliseconds(250);
   static asio::awaitable<void> recheck_live(GatewayContext& ctx) {
     asio::steady_timer t(ctx.io);
-    uint64_t policy_seen = ctx.parts.policies.revision(), vault_seen = ctx.parts.vault.revision();
     for (;;) {
       t.expires_after(kRecheck);
       boost::system::error_code ec;
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
-      uint64_t policy_now = ctx.parts.policies.revision(), vault_now = ctx.parts.vault.revision();
-      if (policy_now == policy_seen && vault_now == vault_seen) continue;
       // A connection may close (and leave the set) while being re-checked: walk a copy.
       std::vector<LiveConnection*> open(ctx.live.begin(), ctx.live.end());
       for (auto* c : open)
-        if (ctx.live.count(c)) c->revalidate(policy_now != policy_seen, vault_now != vault_seen);
-      policy_seen = policy_now;
-      vault_seen = vault_now;
+        if (ctx.live.count(c)) c->revalidate();
     }
   }
 

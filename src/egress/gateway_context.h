@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
+#include <map>
 #include <set>
 
 #include "egress/address.h"
@@ -17,13 +18,15 @@
 namespace moat::egress {
 
 // An open connection that holds what policy or the vault granted (upstream connections, credentials):
-// re-checked whenever either changes, so a revocation reaches it (within the gateway's re-check tick).
+// re-checked at every tick of the gateway, so a revocation reaches it within one. Each connection
+// keeps the policy and vault revisions it was last checked against, so a change made while it was
+// being decided is not missed, and one made before it opened does not touch it.
 class LiveConnection {
  public:
   virtual ~LiveConnection() = default;
-  // Closes what policy no longer allows and what carries changed credentials. `policy_changed` and
-  // `vault_changed` say which moved since the last re-check.
-  virtual void revalidate(bool policy_changed, bool vault_changed) = 0;
+  // Closes what policy no longer allows and what carries changed credentials, if either revision
+  // moved since this connection last looked.
+  virtual void revalidate() = 0;
 };
 
 struct GatewayContext {
@@ -34,6 +37,7 @@ struct GatewayContext {
   RefusalLedger& refusals;
   std::vector<IpAddress> own_addresses;  // refreshed by the gateway every minute
   std::set<LiveConnection*> live;         // every open connection
+  std::map<std::string, size_t> sessions;  // open connections per agent (capped at accept)
 };
 
 // Records a refusal by `agent` (an egress record's data with "decision": "deny") through the ledger:

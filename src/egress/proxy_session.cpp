@@ -84,7 +84,14 @@ template <class Fields>
 void strip_hop_by_hop(Fields& f) {
   std::vector<std::string> named;
   for (auto token : http::token_list(f[http::field::connection])) named.emplace_back(token);
-  for (const auto& n : named) f.erase(n);
+  // Connection may name hop-by-hop headers, never the message's framing or its Host: erasing those
+  // after the checks would let the body that follows be read upstream as a request nobody checked.
+  for (const auto& n : named) {
+    auto field = http::string_to_field(n);
+    if (field == http::field::host || field == http::field::content_length || field == http::field::transfer_encoding)
+      continue;
+    f.erase(n);
+  }
   for (auto h : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
                  http::field::proxy_authorization, http::field::proxy_authenticate, http::field::te,
                  http::field::trailer, http::field::upgrade, http::field::expect})
@@ -104,16 +111,27 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
  public:
   Session(GatewayContext& ctx, UnixSocket client, std::string agent)
       : ctx_(ctx), client_(std::move(client)), agent_(std::move(agent)),
-        limits_(ctx.parts.policies.limits_for(agent_)) {
+        limits_(ctx.parts.policies.limits_for(agent_)), policy_seen_(ctx.parts.policies.revision()),
+        vault_seen_(ctx.parts.vault.revision()) {
     ctx_.live.insert(this);
+    ++ctx_.sessions[agent_];
   }
-  ~Session() override { ctx_.live.erase(this); }
+  ~Session() override {
+    ctx_.live.erase(this);
+    if (auto it = ctx_.sessions.find(agent_); it != ctx_.sessions.end() && --it->second == 0) ctx_.sessions.erase(it);
+  }
 
   // A revocation reaches this connection: an upstream policy no longer allows, or credentials that
   // changed (removed, re-bound or replaced: an intercepted session holds the values it was given),
-  // and the whole connection is closed, its record saying why.
-  void revalidate(bool policy_changed, bool vault_changed) override {
-    if (closed_) return;
+  // and the whole connection is closed, its record saying why. While a decision is being made (a
+  // resolve, a connect, a handshake) the check waits for the next tick, so that decision is checked too.
+  void revalidate() override {
+    if (closed_ || deciding_ > 0) return;
+    uint64_t policy_now = ctx_.parts.policies.revision(), vault_now = ctx_.parts.vault.revision();
+    bool policy_changed = policy_now != policy_seen_, vault_changed = vault_now != vault_seen_;
+    if (!policy_changed && !vault_changed) return;
+    policy_seen_ = policy_now;
+    vault_seen_ = vault_now;
     for (ConnRecord* rec : {plain_ ? &plain_->rec : nullptr, route_ ? &route_->rec : nullptr, connect_rec_}) {
       if (!rec || rec->decision != "allow") continue;
       std::string why;
@@ -164,6 +182,15 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
  private:
   void touch() { last_activity_ = Clock::now(); }
 
+  // Marks a stretch during which this connection is deciding (revalidate waits for it to end).
+  struct Deciding {
+    int& n;
+    explicit Deciding(int& count) : n(count) { ++n; }
+    ~Deciding() { --n; }
+    Deciding(const Deciding&) = delete;
+    Deciding& operator=(const Deciding&) = delete;
+  };
+
   // Why policy would refuse `rec`'s upstream now, or "" while it still allows it.
   std::string still_allowed(const ConnRecord& rec) const {
     Policy policy = ctx_.parts.policies.policy_for(agent_);
@@ -208,20 +235,28 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   }
 
   // A refusal's answer waits while the agent is over its refusal rate (RefusalLedger): the flooding
-  // sandbox is slowed, and nobody else.
-  awaitable<void> tarpit() {
+  // sandbox is slowed, and nobody else. Past a second of debt the connection is closed unanswered
+  // instead of waiting, so waiting refusals cannot pile up in moatd. False: do not answer.
+  awaitable<bool> tarpit() {
     auto wait = ctx_.refusals.admit(agent_, Clock::now());
-    if (wait.count() == 0) co_return;
+    if (wait.count() == 0) co_return true;
+    if (wait > ctx_.refusals.limits().max_wait) {
+      abort_io();
+      co_return false;
+    }
     asio::steady_timer t(client_.get_executor(), wait);
     error_code ec;
     co_await t.async_wait(nothrow(ec));
+    co_return !closed_;
   }
 
   template <class Stream>
   awaitable<void> respond(Stream& s, http::status status, std::string body, bool keep_alive) {
     if (status == http::status::forbidden || status == http::status::bad_request || status == http::status::not_found ||
-        status == http::status::too_many_requests)
-      co_await tarpit();
+        status == http::status::too_many_requests || status == http::status::bad_gateway ||
+        status == http::status::service_unavailable) {
+      if (!co_await tarpit()) co_return;
+    }
     http::response<http::string_body> res{status, 11};
     res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.set(http::field::server, "moat-egress");
@@ -257,7 +292,9 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
               {"credentials", std::vector<std::string>(rec.credentials.begin(), rec.credentials.end())}};
     if (!rec.reason.empty()) data["reason"] = rec.reason;
     if (!rec.error.empty()) data["error"] = rec.error;
-    if (rec.decision == "deny") {
+    // Refusals and failed attempts (a name that does not resolve, an address that does not answer)
+    // cost the agent, not the store: coalesced and capped. Allowed connections are always recorded.
+    if (rec.decision != "allow") {
       record_refusal(ctx_, agent_, std::move(data));
       return;
     }
@@ -276,6 +313,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   // Policy on the name, then resolution (by the gateway), policy on every address, the agent's limits,
   // and a connection to the first allowed address. The record says what decided.
   awaitable<std::expected<Opened, Refusal>> open_upstream(const std::string& host, uint16_t port, ConnRecord& rec) {
+    Deciding deciding(deciding_);
     rec.host = host;
     rec.port = port;
     Policy policy = ctx_.parts.policies.policy_for(agent_);
@@ -412,7 +450,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     rec.up += header_bytes(p.get());
     auto sent = co_await relay_body(down, downbuf, p, up);
     if (!sent) {
-      rec.error = fmt::format("request: {}", sent.error().message());
+      if (rec.error.empty()) rec.error = fmt::format("request: {}", sent.error().message());
       co_return std::pair{false, false};
     }
     count(rec, *sent, 0);
@@ -438,7 +476,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     rec.down += header_bytes(rp.get());
     auto got = co_await relay_body(up, upbuf, rp, down);
     if (!got) {
-      rec.error = fmt::format("response: {}", got.error().message());
+      if (rec.error.empty()) rec.error = fmt::format("response: {}", got.error().message());
       co_return std::pair{false, false};
     }
     count(rec, 0, *got);
@@ -534,6 +572,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       route_.reset();
     }
     if (!route_) {
+      Deciding deciding(deciding_);  // through the TLS handshake, until route_ holds the record
       ConnRecord rec;
       rec.mode = "route";
       auto opened = co_await open_upstream(upstream->host, upstream->port, rec);
@@ -608,8 +647,10 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
                        false);
       co_return;
     }
+    auto deciding = std::make_unique<Deciding>(deciding_);  // until the connection knows what it is
     auto opened = co_await open_upstream(target->host, target->port, rec);
     if (!opened) {
+      deciding.reset();
       finish(rec);
       co_await respond(client_, opened.error().status, iso_reason(opened.error()), false);
       co_return;
@@ -635,13 +676,14 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       finish(rec);
       co_return;
     }
+    if (!creds->empty()) rec.mode = "intercept";
+    deciding.reset();
     if (!creds->empty()) {
-      rec.mode = "intercept";
       co_await intercept(std::move(up), *target, std::move(*creds), rec);
     } else {
       co_await tunnel(std::move(up), *target, rec);
     }
-    if (rec.decision == "deny") co_await tarpit();
+    if (rec.decision == "deny") (void)co_await tarpit();
     finish(rec);
   }
 
@@ -947,6 +989,8 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   std::unique_ptr<RouteUpstream> route_;
   std::vector<tcp::socket*> active_;
   ConnRecord* connect_rec_ = nullptr;  // the CONNECT's upstream while its tunnel or interception runs
+  uint64_t policy_seen_ = 0, vault_seen_ = 0;  // the revisions this connection was last checked against
+  int deciding_ = 0;                           // > 0 while a decision is being made (see revalidate)
   Clock::time_point last_activity_ = Clock::now();
   Clock::duration idle_limit_ = kIdleHttp;
   bool closed_ = false;

@@ -84,6 +84,10 @@ std::chrono::nanoseconds RefusalLedger::admit(const std::string& agent, Time now
   }
   // A token is taken even when none is free: the bucket goes into debt, and the debt is the wait, so
   // concurrent refusals queue behind each other instead of all waking at once.
+  // Debt is bounded: past max_wait a refusal is not queued at all (the caller closes it unanswered),
+  // so a flood that stops is answered normally again within max_wait.
+  if (a.tokens - 1 < -limits_.per_second * std::chrono::duration<double>(limits_.max_wait).count())
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(limits_.max_wait) + std::chrono::nanoseconds(1);
   a.tokens -= 1;
   if (a.tokens >= 0) return std::chrono::nanoseconds(0);
   return std::chrono::nanoseconds(static_cast<int64_t>(-a.tokens / limits_.per_second * 1e9));

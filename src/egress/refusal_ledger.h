@@ -29,6 +29,7 @@ class RefusalLedger {
     double per_second = 1000;
     double burst = 1000;
     std::chrono::seconds interval{10};
+    std::chrono::seconds max_wait{1};  // the most a refusal waits; beyond it, admit() says more and takes nothing
     uint64_t rows_per_day = 10000;
     size_t kinds_per_agent = 256;  // distinct refusals tracked per interval; more are pooled as one kind
   };
@@ -41,6 +42,7 @@ class RefusalLedger {
   std::vector<AuditEntry> note(const std::string& agent, Json refusal, Time now, int64_t day);
 
   // Takes a token for `agent`'s refusal; how long its answer must wait first (zero while under the rate).
+  // More than max_wait means: not queued, close it unanswered.
   std::chrono::nanoseconds admit(const std::string& agent, Time now);
 
   // Ends the interval: one record per kind repeated since its first record ("repeats": n), and for

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+
 #include "egress/http_target.h"
 
 namespace moat::egress {
@@ -24,7 +27,8 @@ std::optional<std::string> credential_request_refusal(const http::request_header
   if (req.method() == http::verb::connect)
     return fmt::format("a CONNECT inside the session to {} (a tunnel within a tunnel)", where);
   auto target = req.target();
-  bool origin_form = !target.empty() && target.front() == '/';
+  // "//host/x" is origin-form to a parser and a network-path reference to some front ends.
+  bool origin_form = !target.empty() && target.front() == '/' && !target.starts_with("//");
   bool asterisk = req.method() == http::verb::options && target == "*";
   if (!origin_form && !asterisk)
     return fmt::format("request target {} to {} is not origin-form ('/path'): an absolute or authority target "
@@ -45,6 +49,20 @@ std::optional<std::string> credential_request_refusal(const http::request_header
   if (length_count > 1) return fmt::format("a request to {} with {} Content-Length headers", where, length_count);
   if (length_count == 1 && req.count(http::field::transfer_encoding) > 0)
     return fmt::format("a request to {} framed by both Content-Length and Transfer-Encoding", where);
+  if (req.count(http::field::transfer_encoding) > 0) {
+    auto te = req[http::field::transfer_encoding];
+    if (req.count(http::field::transfer_encoding) > 1 || !boost::beast::iequals(te, "chunked"))
+      return fmt::format("a request to {} with Transfer-Encoding {} (only a single 'chunked' is relayed)", where,
+                         quoted(te));
+  }
+  // Connection names headers to drop at this hop; naming the framing or the Host would change the
+  // message after it was checked.
+  for (auto token : http::token_list(req[http::field::connection])) {
+    auto named = http::string_to_field(token);
+    if (named == http::field::host || named == http::field::content_length || named == http::field::transfer_encoding)
+      return fmt::format("a request to {} whose Connection header names {} (hop-by-hop only)", where,
+                         quoted(token));
+  }
   return std::nullopt;
 }
 

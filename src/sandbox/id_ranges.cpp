@@ -1,6 +1,7 @@
 #include "sandbox/id_ranges.h"
 
 #include <fcntl.h>
+#include <shadow.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -95,6 +96,20 @@ Status register_id_region(const std::filesystem::path& etc) {
   UniqueFd lock(open((etc / ".moat-subid.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock || flock(lock.get(), LOCK_EX) != 0)
     return fail(ErrorKind::Internal, "cannot lock {}: {}", (etc / ".moat-subid.lock").string(), strerror(errno));
+  // And shadow's own lock, which useradd and usermod take before they rewrite these files, so that an
+  // entry one of them is adding is not lost to our rename (only for the host's /etc: it locks there).
+  struct ShadowLock {
+    bool held = false;
+    ~ShadowLock() {
+      if (held) ulckpwdf();
+    }
+  } shadow;
+  if (etc == "/etc") {
+    if (lckpwdf() != 0)
+      return fail(ErrorKind::Unavailable, "cannot take the password files' lock (lckpwdf: {}); is useradd running? "
+                  "start moatd again", strerror(errno));
+    shadow.held = true;
+  }
   for (auto name : {"subuid", "subgid"}) {
     auto path = etc / name;
     auto text = read_optional(path);

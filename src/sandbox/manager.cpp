@@ -136,6 +136,10 @@ Result<Json> SandboxManager::migrate_ids(std::string_view name, std::string_view
   }
   if (auto st = teardown(*rec); !st) return std::unexpected(st.error());
   auto paths = SandboxPaths::for_sandbox(opts_.state_dir, rec->name);
+  // While files are re-owned nobody else may enter: the old range's holder (the reason for the move)
+  // could otherwise swap a directory for a link between a chown and a chmod. Root only until the
+  // sandbox's next start fences it for its new range.
+  if (auto st = make_fenced_dir(paths.dir, 0, 0700); !st) return std::unexpected(st.error());
   if (progress) progress(fmt::format("moving sandbox '{}' from host ids {}-{} to {}-{}", rec->name, from,
                                      from + kUidCount - 1, rec->uid_base, rec->uid_base + kUidCount - 1));
   if (auto st = mount_volume(paths.disk, paths.volume); !st) return std::unexpected(st.error());
@@ -151,6 +155,33 @@ Result<Json> SandboxManager::migrate_ids(std::string_view name, std::string_view
         Json{{"from", from}, {"to", rec->uid_base}, {"files", moved->seen}, {"reowned", moved->shifted}});
   return Json{{"name", rec->name}, {"uid_base", rec->uid_base}, {"from", from}, {"moved", true},
               {"files", moved->seen}, {"reowned", moved->shifted}};
+}
+
+Status SandboxManager::check_record_limits(const SandboxRecord& rec) {
+  for (auto st : {check_limit(Limit::DiskBytes, rec.disk_bytes, "disk_bytes"),
+                  check_limit(Limit::MemoryBytes, rec.memory_bytes, "memory_bytes"),
+                  check_limit(Limit::Pids, rec.pids_limit, "pids"), check_limit(Limit::Cpus, rec.cpus, "cpus")})
+    if (!st) return st;
+  return {};
+}
+
+Status SandboxManager::check_state_dir(const fs::path& state_dir) {
+  // A sandbox's root is an unprivileged host user, and its runtime reaches the sandbox's files through
+  // every directory above them: a parent it cannot pass through fails every start with runc's bare
+  // "mount ... permission denied". Said before anything is made, once, naming the directory.
+  std::error_code ec;
+  auto real = fs::weakly_canonical(state_dir, ec);
+  if (ec) return {};
+  for (auto dir = real.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+    struct stat st {};
+    if (stat(dir.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH))
+      return fail(ErrorKind::InvalidInput,
+                  "sandboxes cannot reach the state directory {}: {} (mode {:04o}) may not be passed through by other "
+                  "users, and a sandbox runs as one; allow it with 'chmod o+x {}' or choose a state directory elsewhere",
+                  state_dir.string(), dir.string(), st.st_mode & 07777, dir.string());
+    if (dir == dir.root_path()) break;
+  }
+  return {};
 }
 
 Status SandboxManager::prepare() {
@@ -216,10 +247,7 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   rec.options_json = Json{{"hardening", hardening_to_json(req.hardening)}}.dump();
   rec.created_at_ms = now_ms();
   // The authoritative check (config/limits.h): no path creates a sandbox whose limits are off.
-  for (auto st : {check_limit(Limit::DiskBytes, rec.disk_bytes, "disk_bytes"),
-                  check_limit(Limit::MemoryBytes, rec.memory_bytes, "memory_bytes"),
-                  check_limit(Limit::Pids, rec.pids_limit, "pids"), check_limit(Limit::Cpus, rec.cpus, "cpus")})
-    if (!st) return std::unexpected(st.error());
+  if (auto st = check_record_limits(rec); !st) return std::unexpected(st.error());
 
   auto stored = repo_.insert(rec);
   if (!stored) return std::unexpected(stored.error());
@@ -348,6 +376,11 @@ Status SandboxManager::start_locked(const SandboxRecord& rec, std::string_view a
     return wrap(e, fmt::format("cannot start sandbox '{}'", rec.name));
   };
   if (auto st = check_id_range(rec); !st) return fail_start(st.error());
+  // A record made before limits were checked (pids 0, cpus -1: no limit at all) never starts unbounded.
+  if (auto st = check_record_limits(rec); !st)
+    return fail_start(Error{st.error().kind, fmt::format("{}; this sandbox was made with it by an older moat: remove it "
+                                                         "('moat sandbox rm {}') and create it again with a value in range",
+                                                         st.error().message, rec.name)});
   // The fence that keeps other host users out of everything below (disk, workspace, root, sockets):
   // root and the sandbox's own root group only. Applied at every start, so sandboxes made before the
   // fence existed get it too.
@@ -765,6 +798,11 @@ Status SandboxManager::reconcile() {
     bool adopted = false;
     if (st && st->status == "running" && InitClient(paths.run_dir()).health(1000ms)) {
       adopted = true;
+      // A sandbox started by an older moatd gets the fence now, not at its next start; a range someone
+      // else holds is said at once (the sandbox is left running: stopping it is the operator's call).
+      if (auto f = make_fenced_dir(paths.dir, static_cast<gid_t>(rec.uid_base)); !f)
+        log::warn("reconcile: sandbox {}: {}", rec.name, f.error().message);
+      if (auto ids = check_id_range(rec); !ids) log::warn("reconcile: {}", ids.error().message);
       if (observer_) {
         // The container keeps its environment and mounts; the gateway only needs its socket back.
         if (auto a = observer_->attach(rec, images_.rootfs_path(rec.image_digest)); !a)

@@ -90,6 +90,9 @@ class SandboxManager {
   SandboxManager(ManagerOptions opts, Database& db, AuditLog& audit, image::ImageStore& images);
   ~SandboxManager();
 
+  // Whether sandboxes (unprivileged host users) can pass through every directory down to `state_dir`;
+  // an error names the one that stops them. Call before making anything there.
+  static Status check_state_dir(const std::filesystem::path& state_dir);
   // Creates the state layout and installs moat-init; call once before anything else.
   Status prepare();
   // Set before reconcile(); the observer must outlive the manager's use of it.
@@ -138,6 +141,7 @@ class SandboxManager {
 
  private:
   Status check_id_range(const SandboxRecord& rec) const;
+  static Status check_record_limits(const SandboxRecord& rec);
   std::shared_ptr<std::mutex> lock_for(std::string_view name);
   Status start_locked(const SandboxRecord& rec, std::string_view actor);
   Status stop_locked(const SandboxRecord& rec, std::string_view actor, std::string_view reason);

@@ -6,6 +6,8 @@
 #include <cctype>
 #include <charconv>
 
+#include "vault/public_suffix.h"
+
 namespace moat::vault {
 
 namespace {
@@ -128,6 +130,8 @@ Result<HostPattern> parse_host_pattern(std::string_view spec) {
     if (port_text.empty()) return fail(ErrorKind::InvalidInput, "invalid host '{}': empty port", spec);
   }
 
+  // No port means HTTPS's: a credential is bound to one service, not to every port of a host.
+  p.port = 443;
   if (!port_text.empty()) {
     unsigned value = 0;
     auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
@@ -149,6 +153,13 @@ Result<HostPattern> parse_host_pattern(std::string_view spec) {
     if (suffix.find('.') == std::string::npos)
       return fail(ErrorKind::InvalidInput,
                   "invalid host '{}': a wildcard must name a domain below the top level (e.g. *.example.com)", spec);
+    auto psl = PublicSuffixList::system();
+    if (!psl) return std::unexpected(psl.error());
+    if ((*psl)->is_public_suffix(suffix))
+      return fail(ErrorKind::InvalidInput,
+                  "invalid host '{}': {} is a public suffix (anyone can register a name under it), so the secret would "
+                  "go to every tenant there; bind the names that need it (e.g. myproject.{})",
+                  spec, suffix, suffix);
     p.host = std::move(suffix);
     return p;
   }
@@ -161,6 +172,13 @@ Result<HostPattern> parse_host_pattern(std::string_view spec) {
     return p;
   }
   if (auto st = check_dns_name(spec, h); !st) return std::unexpected(st.error());
+  auto psl = PublicSuffixList::system();
+  if (!psl) return std::unexpected(psl.error());
+  if ((*psl)->listed(h))
+    return fail(ErrorKind::InvalidInput,
+                "invalid host '{}': {} is a public suffix (anyone can register a name under it); bind the name that "
+                "needs the secret",
+                spec, h);
   p.host = std::move(h);
   return p;
 }

@@ -25,7 +25,7 @@ struct HostPattern {
   enum class Kind { Exact, Subdomains };
   Kind kind = Kind::Exact;
   std::string host;  // lowercase; for Subdomains the part after "*."; IPv6 canonical, unbracketed
-  std::optional<uint16_t> port;
+  std::optional<uint16_t> port;  // always set by parse_host_pattern: 443 when the pattern names none
 
   // The canonical spelling ("*.example.com:443", "[fd00::1]:80").
   std::string text() const;

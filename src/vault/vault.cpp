@@ -4,6 +4,8 @@
 #include <cstring>
 #include <mutex>
 
+#include <fmt/ranges.h>
+
 #include "base/log.h"
 #include "store/clock.h"
 
@@ -97,7 +99,28 @@ Result<std::unique_ptr<Vault>> Vault::open(Database& db, const std::filesystem::
   if (!key) return std::unexpected(key.error());
   std::unique_ptr<Vault> v(new Vault(db, std::move(*key), key_file));  // private constructor
   if (auto st = v->load(); !st) return std::unexpected(st.error());
+  if (auto st = v->migrate_bindings(); !st) return std::unexpected(st.error());
   return v;
+}
+
+// A host without a port once matched every port; it now means 443. Each binding stored the old way is
+// re-sealed with the ports it now means, once, and said (migrations(): moatd logs and audits them).
+Status Vault::migrate_bindings() {
+  for (auto& [name, old_hosts] : stale_bindings_) {
+    auto current = snapshot();
+    auto it = current->find(name);
+    if (it == current->end()) continue;
+    auto value = open_entry(name, *it->second);
+    if (!value) continue;  // unopenable: reported by load(), left as it is
+    auto binding = it->second->binding;
+    auto set_again = set(name, value->view(), binding);
+    if (!set_again) return wrap(set_again.error(), fmt::format("migrating secret '{}''s binding", name));
+    migrations_.push_back(fmt::format("secret '{}': host(s) {} without a port matched every port; they now mean {} "
+                                      "(bind other ports explicitly with 'moat secret set {} --host HOST:PORT')",
+                                      name, fmt::join(old_hosts, ", "), fmt::join(binding.hosts, ", "), name));
+  }
+  stale_bindings_.clear();
+  return {};
 }
 
 Status Vault::load() {
@@ -123,7 +146,13 @@ Status Vault::load() {
     Json j = Json::parse(e->binding_json, nullptr, false);
     auto b = j.is_discarded() ? Result<SecretBinding>(std::unexpected(Error{ErrorKind::InvalidInput, "not JSON"}))
                               : binding_from_json(j);
+    std::vector<std::string> stored_hosts = b ? b->hosts : std::vector<std::string>{};
     if (b) b = normalize_binding(std::move(*b));
+    if (b) {
+      auto sorted = stored_hosts;
+      std::sort(sorted.begin(), sorted.end());
+      if (sorted != b->hosts) stale_bindings_.emplace_back(name, std::move(stored_hosts));
+    }
     if (!b) {
       log::warn("vault: secret '{}' has an unreadable binding in the store and is ignored ({}); set it again", name,
                 b.error().message);

@@ -90,6 +90,8 @@ class Vault {
   Result<SetResult> set(std::string_view name, std::string_view value, SecretBinding binding);
   // NotFound: "no secret named 'x'; see 'moat secret ls'".
   Status remove(std::string_view name);
+  // What opening the vault changed in stored bindings, one sentence each (moatd logs and audits them).
+  const std::vector<std::string>& migrations() const { return migrations_; }
   // Grows with every change of the secrets (set, remove): the gateway re-checks credentials held by
   // open connections when it moves.
   uint64_t revision() const { return revision_.load(std::memory_order_acquire); }
@@ -132,6 +134,9 @@ class Vault {
   Vault(Database& db, SecretKey key, std::filesystem::path key_file)
       : db_(db), key_(std::move(key)), key_file_(std::move(key_file)) {}
   Status load();
+  Status migrate_bindings();
+  std::vector<std::pair<std::string, std::vector<std::string>>> stale_bindings_;  // found by load()
+  std::vector<std::string> migrations_;
   SecretInfo info_of(const std::string& name, const Entry& e) const;
   Result<SecretValue> open_entry(const std::string& name, const Entry& e) const;
 

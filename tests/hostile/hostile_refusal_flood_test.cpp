@@ -38,14 +38,8 @@ class HostileRefusalFlood : public HostileSandbox {
   }
   size_t egress_records(const std::string& agent, bool repeats_only = false) const {
     size_t n = 0;
-    std::string all = env_->ok({"audit", "export"});
-    for (size_t start = 0, end; start < all.size(); start = end + 1) {
-      end = all.find('\n', start);
-      if (end == std::string::npos) end = all.size();
-      if (end == start) continue;
-      auto j = Json::parse(all.substr(start, end - start));
+    for (const auto& j : env_->audit_records())
       n += j["kind"] == "egress" && j["actor"] == agent && (!repeats_only || j["data"].contains("repeats"));
-    }
     return n;
   }
   // p50 of `moat exec other -- true`, in milliseconds, over `n` round trips.

@@ -26,16 +26,8 @@ std::filesystem::path gateway_socket(const MoatEnv& env, const std::string& sand
 
 std::vector<Json> egress_events(const MoatEnv& env) {
   std::vector<Json> out;
-  std::string all = env.ok({"audit", "export"});
-  size_t start = 0;
-  while (start < all.size()) {
-    auto end = all.find('\n', start);
-    auto line = all.substr(start, end - start);
-    start = end == std::string::npos ? all.size() : end + 1;
-    if (line.empty()) continue;
-    auto j = Json::parse(line);
-    if (j["kind"] == "egress") out.push_back(j);
-  }
+  for (auto& j : env.audit_records())
+    if (j["kind"] == "egress") out.push_back(std::move(j));
   return out;
 }
 

@@ -657,5 +657,23 @@ TEST(Faults, AFloodedAgentLeavesMoatdResponsiveLosesNothingAndRefusesOnlyExplici
   std::printf("; all answered after %.1f s\n", seconds_since(t0));
 }
 
+// A state directory under a parent the sandboxes' unprivileged host uids cannot pass through (a 0700
+// `mktemp -d`) used to fail every sandbox start with runc's bare "mount ... permission denied". moatd
+// now refuses to start, naming the directory and the mode it needs, and creates nothing there.
+TEST(Faults, AStateDirectoryBelowAClosedParentIsRefusedNamingIt) {
+  MOAT_REQUIRE_ROOT();
+  TempDir closed("moat-closed-parent");  // mkdtemp: 0700
+  std::filesystem::permissions(closed.path(), std::filesystem::perms(0700));
+  auto state = closed.path() / "state";
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.string(), "--init-binary", MOAT_BUILD_DIR "/moat-init"});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  auto said = r->out + r->err;
+  EXPECT_NE(said.find(closed.path().string() + " (mode 0700)"), std::string::npos) << said;
+  EXPECT_NE(said.find("chmod o+x " + closed.path().string()), std::string::npos) << said;
+  EXPECT_FALSE(std::filesystem::exists(state / "moat.db"));
+  EXPECT_FALSE(std::filesystem::exists(state / "sandboxes"));
+}
+
 }  // namespace
 }  // namespace moat::testing

@@ -76,6 +76,17 @@ void MoatEnv::remove_all_sandboxes() {
   for (auto& s : j) moat({"sandbox", "rm", "-f", s["name"].get<std::string>()});
 }
 
+std::vector<Json> MoatEnv::audit_records() const {
+  std::vector<Json> out;
+  std::string all = ok({"audit", "export"});
+  for (size_t start = 0, end; start < all.size(); start = end + 1) {
+    end = all.find('\n', start);
+    if (end == std::string::npos) end = all.size();
+    if (end > start) out.push_back(Json::parse(all.substr(start, end - start)));
+  }
+  return out;
+}
+
 void MoatEnv::start_daemon() {
   auto log = state_.path() / "moatd.log";
   pid_t pid = fork();

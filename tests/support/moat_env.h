@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/subprocess.h"
+#include "base/json.h"
 #include "support/temp_dir.h"
 
 namespace moat::testing {
@@ -40,6 +41,9 @@ class MoatEnv {
 
   // "http://127.0.0.1:PORT" of the daemon's web chat and webhooks (from `moat daemon status`).
   std::string web_url() const;
+
+  // Every audit record, parsed from `moat audit export` (JSON Lines), oldest first.
+  std::vector<Json> audit_records() const;
 
   // Removes every sandbox (force) so the host is left clean.
   void remove_all_sandboxes();

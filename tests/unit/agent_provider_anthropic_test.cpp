@@ -530,3 +530,32 @@ TEST(AnthropicProvider, DoubleRejectsAToolResultWithoutItsToolUse) {
 
 }  // namespace
 }  // namespace moat::agent
+
+namespace moat::agent {
+namespace {
+
+// A credential never travels in the clear: a provider whose base_url is plain http:// to anything
+// but loopback refuses a call that would carry one, before connecting (192.0.2.1 is reserved for
+// documentation: nothing would answer, and nothing is tried), while the same provider without a
+// bound credential is not refused for that.
+TEST(AnthropicProvider, ACredentialIsNeverSentOverPlainHttpBeyondLoopback) {
+  std::atomic<int> calls{0};
+  auto p = provider(config("http://192.0.2.1:80"), key_source(kKey, &calls));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = p->complete(hello(), {});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("plain http://"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("https://"), std::string::npos) << r.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "it tried to connect first";
+  EXPECT_EQ(calls.load(), 1);
+  // Loopback is the exception (a local Ollama or vLLM): the key reaches the double.
+  ProviderDouble model({.api_key = kKey});
+  model.enqueue(ScriptedReply::say_pieces({"ok"}));
+  auto local = provider(config(model.anthropic_base_url()), key_source(kKey));
+  auto ok = local->complete(hello(), {});
+  EXPECT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(model.requests().at(0).http.header("x-api-key"), kKey);
+}
+
+}  // namespace
+}  // namespace moat::agent

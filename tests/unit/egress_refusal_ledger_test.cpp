@@ -71,6 +71,11 @@ TEST(RefusalLedger, OverTheRateTheAnswerWaitsAndTheWaitGrowsWithTheDebt) {
   // After a second the bucket is full again (and no fuller than the burst).
   for (int i = 0; i < 10; ++i) EXPECT_EQ(ledger.admit("a", t + 1s).count(), 0) << i;
   EXPECT_GT(ledger.admit("a", t + 1s).count(), 0);
+  // Debt is bounded: past max_wait (1 s: 100 refusals at 100/s) nothing more is queued, and the answer
+  // says so; a flood that stops is answered normally again within max_wait.
+  for (int i = 0; i < 500; ++i) (void)ledger.admit("a", t + 1s);
+  EXPECT_GT(ledger.admit("a", t + 1s), std::chrono::seconds(1));
+  EXPECT_EQ(ledger.admit("a", t + 2s + 20ms).count(), 0);
 }
 
 TEST(RefusalLedger, AFinalRollReportsEverythingCounted) {

@@ -47,6 +47,14 @@ TEST(RequestForm, EveryOtherShapeIsRefusedSayingWhy) {
       {req(http::verb::get, "/", {{"Host", "api.example.com.evil"}}), "named Host"},
       {req(http::verb::post, "/", {host, {"Content-Length", "1"}, {"Content-Length", "1"}}), "2 Content-Length"},
       {req(http::verb::post, "/", {host, {"Content-Length", "1"}, {"Transfer-Encoding", "chunked"}}), "both Content-Length"},
+      {req(http::verb::post, "/", {host, {"Transfer-Encoding", "gzip, chunked"}}), "Transfer-Encoding 'gzip, chunked'"},
+      {req(http::verb::post, "/", {host, {"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}}), "Transfer-Encoding"},
+      {req(http::verb::get, "//other.example/x", {host}), "not origin-form"},
+      {req(http::verb::post, "/", {host, {"Content-Length", "5"}, {"Connection", "keep-alive, content-length"}}),
+       "Connection header names 'content-length'"},
+      {req(http::verb::get, "/", {host, {"Connection", "Host"}}), "Connection header names 'Host'"},
+      {req(http::verb::post, "/", {host, {"Transfer-Encoding", "chunked"}, {"Connection", "transfer-encoding"}}),
+       "Connection header names"},
   };
   for (auto& c : cases) {
     auto why = credential_request_refusal(c.r, kBound);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "vault/host_pattern.h"
+#include "vault/public_suffix.h"
 
 using namespace moat;
 using namespace moat::vault;
@@ -68,17 +69,18 @@ TEST(VaultBinding, HeaderTemplates) {
   }
 }
 
+// No port means 443: a credential is bound to one service, not to every port of a host.
 TEST(VaultBinding, HostPatternsParseToCanonicalText) {
-  EXPECT_EQ(pattern("API.Example.com").text(), "api.example.com");
-  EXPECT_EQ(pattern("api.example.com.").text(), "api.example.com");
+  EXPECT_EQ(pattern("API.Example.com").text(), "api.example.com:443");
+  EXPECT_EQ(pattern("api.example.com.").text(), "api.example.com:443");
   EXPECT_EQ(pattern("api.example.com:443").text(), "api.example.com:443");
   EXPECT_EQ(pattern("*.Example.com:8443").text(), "*.example.com:8443");
-  EXPECT_EQ(pattern("10.1.2.3").text(), "10.1.2.3");
+  EXPECT_EQ(pattern("10.1.2.3").text(), "10.1.2.3:443");
   EXPECT_EQ(pattern("10.1.2.3:5432").text(), "10.1.2.3:5432");
   EXPECT_EQ(pattern("[FD00:0::1]:80").text(), "[fd00::1]:80");
-  EXPECT_EQ(pattern("fd00::1").text(), "fd00::1");
-  EXPECT_EQ(pattern("[fd00::1]").text(), "fd00::1");
-  EXPECT_EQ(pattern("localhost").text(), "localhost");
+  EXPECT_EQ(pattern("fd00::1").text(), "[fd00::1]:443");
+  EXPECT_EQ(pattern("[fd00::1]").text(), "[fd00::1]:443");
+  EXPECT_EQ(pattern("localhost").text(), "localhost:443");
 }
 
 TEST(VaultBinding, HostPatternsRefused) {
@@ -94,10 +96,35 @@ TEST(VaultBinding, HostPatternsRefused) {
   EXPECT_NE(r.error().message.find("every host"), std::string::npos) << r.error().message;
 }
 
+// A public suffix (Debian's list, ICANN and private sections alike) is a place where anyone registers
+// names: a credential bound to it, or below it by wildcard, would go to every tenant there.
+TEST(VaultBinding, PublicSuffixesAreRefused) {
+  for (auto bad : {"*.github.io", "github.io", "*.co.uk", "co.uk", "com", "*.herokuapp.com", "foo.ck", "*.foo.ck",
+                   "*.localhost"}) {
+    auto r = parse_host_pattern(bad);
+    ASSERT_FALSE(r) << "'" << bad << "' was accepted as " << r->text();
+    if (std::string_view(bad) != "*.localhost")
+      EXPECT_NE(r.error().message.find("public suffix"), std::string::npos) << r.error().message;
+  }
+  // Names someone registered below a suffix, and the list's exceptions, are fine.
+  for (auto good : {"myproject.github.io", "*.myproject.github.io", "api.example.co.uk", "www.ck", "localhost", "*.example.com"})
+    EXPECT_TRUE(parse_host_pattern(good)) << good << ": " << parse_host_pattern(good).error().message;
+  // The list's own grammar: rules, wildcards, exceptions, comments.
+  auto list = PublicSuffixList::parse("// comment\ncom\n*.ck\n!www.ck\nco.uk extra words\n\n");
+  EXPECT_TRUE(list.listed("com"));
+  EXPECT_TRUE(list.listed("co.uk"));
+  EXPECT_TRUE(list.listed("any.ck"));
+  EXPECT_FALSE(list.listed("www.ck"));
+  EXPECT_FALSE(list.listed("ck.com"));
+  EXPECT_TRUE(list.is_public_suffix("unlisted"));  // the implicit "*" rule
+  EXPECT_FALSE(list.listed("unlisted"));
+}
+
 TEST(VaultBinding, HostPatternMatching) {
   auto exact = pattern("api.example.com");
   EXPECT_TRUE(exact.matches("api.example.com", 443));
-  EXPECT_TRUE(exact.matches("API.EXAMPLE.COM.", 80));
+  EXPECT_TRUE(exact.matches("API.EXAMPLE.COM.", 443));
+  EXPECT_FALSE(exact.matches("api.example.com", 80));  // no port in the pattern means 443 only
   EXPECT_FALSE(exact.matches("example.com", 443));
   EXPECT_FALSE(exact.matches("x.api.example.com", 443));
   EXPECT_FALSE(exact.matches("api.example.com.evil.com", 443));
@@ -109,7 +136,8 @@ TEST(VaultBinding, HostPatternMatching) {
 
   auto wild = pattern("*.example.com");
   EXPECT_TRUE(wild.matches("a.example.com", 443));
-  EXPECT_TRUE(wild.matches("a.b.example.com", 1));
+  EXPECT_TRUE(wild.matches("a.b.example.com", 443));
+  EXPECT_FALSE(wild.matches("a.b.example.com", 1));
   EXPECT_FALSE(wild.matches("example.com", 443));
   EXPECT_FALSE(wild.matches("badexample.com", 443));
   EXPECT_FALSE(wild.matches("a.example.com.evil.net", 443));
@@ -121,7 +149,7 @@ TEST(VaultBinding, HostPatternMatching) {
   EXPECT_FALSE(v6.matches("fd00::2", 80));
   EXPECT_FALSE(v6.matches("fd00::1", 81));
 
-  auto v4 = pattern("10.1.2.3");
+  auto v4 = pattern("10.1.2.3:5432");
   EXPECT_TRUE(v4.matches("10.1.2.3", 5432));
   EXPECT_FALSE(v4.matches("10.1.2.33", 5432));
 }
@@ -135,7 +163,7 @@ TEST(VaultBinding, NormalizeSortsDeduplicatesAndDefaults) {
   auto n = normalize_binding(b);
   ASSERT_TRUE(n) << n.error().message;
   EXPECT_EQ(n->agents, (std::vector<std::string>{"alpha", "zed"}));
-  EXPECT_EQ(n->hosts, (std::vector<std::string>{"a.example.com:443", "b.example.com"}));
+  EXPECT_EQ(n->hosts, (std::vector<std::string>{"a.example.com:443", "b.example.com:443"}));
   EXPECT_EQ(n->header, "x-api-key: {}");
 
   b.agents = {"alpha", "*"};

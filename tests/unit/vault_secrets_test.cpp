@@ -11,6 +11,7 @@
 #include "base/fs.h"
 #include "store/database.h"
 #include "support/temp_dir.h"
+#include "vault/secret_box.h"
 #include "vault/vault.h"
 
 using namespace moat;
@@ -138,7 +139,7 @@ TEST(Vault, RoundTripAndReopen) {
   ASSERT_TRUE(r2) << r2.error().message;
   EXPECT_TRUE(r2->replaced);
   EXPECT_EQ(r2->info.created_ms, created);
-  auto b = f.vault->bound_for("anyone", "api.anthropic.com", 8443);
+  auto b = f.vault->bound_for("anyone", "api.anthropic.com", 443);
   ASSERT_TRUE(b);
   ASSERT_EQ(b->size(), 1u);
   EXPECT_EQ((*b)[0].value.view(), kOther);
@@ -149,7 +150,7 @@ TEST(Vault, BindingsMatchOnlyTheirAgentsAndHosts) {
   Fixture f;
   f.set_anthropic();
   ASSERT_TRUE(f.vault->set("github", kOther,
-                           binding({"*"}, {"api.github.com", "*.githubusercontent.com:443"}, "Authorization: token {}",
+                           binding({"*"}, {"api.github.com", "*.api.github.com:443"}, "Authorization: token {}",
                                    "GH_TOKEN")));
   auto names = [&](std::string_view agent, std::string_view host, uint16_t port) {
     std::vector<std::string> out;
@@ -167,10 +168,11 @@ TEST(Vault, BindingsMatchOnlyTheirAgentsAndHosts) {
   EXPECT_EQ(names("coder", "anthropic.com", 443), V{});               // another host
   EXPECT_EQ(names("coder", "api.anthropic.com.evil.net", 443), V{});  // suffix trick
   EXPECT_EQ(names("coder", "evil.net", 443), V{});
-  EXPECT_EQ(names("other", "api.github.com", 1234), V{"github"});
-  EXPECT_EQ(names("coder", "raw.githubusercontent.com", 443), V{"github"});
-  EXPECT_EQ(names("coder", "githubusercontent.com", 443), V{});
-  EXPECT_EQ(names("coder", "raw.githubusercontent.com", 80), V{});
+  EXPECT_EQ(names("other", "api.github.com", 443), V{"github"});
+  EXPECT_EQ(names("other", "api.github.com", 1234), V{});  // no port in the binding means 443 only
+  EXPECT_EQ(names("coder", "uploads.api.github.com", 443), V{"github"});
+  EXPECT_EQ(names("coder", "github.com", 443), V{});
+  EXPECT_EQ(names("coder", "uploads.api.github.com", 80), V{});
 
   using P = std::vector<std::pair<std::string, std::string>>;
   EXPECT_EQ(f.vault->placeholders_for("coder"),
@@ -429,4 +431,51 @@ TEST(SecretValue, LivesInLockedMemoryLeftOutOfCoreDumps) {
     EXPECT_EQ(moved.clone().view(), "sk-ant-not-a-real-key");
   }
   EXPECT_EQ(status_kib("VmLck"), before);
+}
+
+// A binding stored before "no port" meant 443 (it matched every port) is re-sealed once with the port
+// it now means, and the change is said (moatd logs and audits migrations()). The row is written as an
+// older moat wrote it: the value sealed with its name and binding, in the vault's documented layout.
+TEST(Vault, ABindingWithoutAPortIsMigratedToPort443OnceAndVisibly) {
+  Fixture f;
+  f.set_anthropic();
+  f.close();
+  std::string binding_json = R"({"agents":["*"],"env":"","header":"x-api-key: {}","hosts":["api.example.com"]})";
+  std::string name = "OLD_KEY";
+  std::string plain;
+  plain += static_cast<char>(name.size());
+  plain += name;
+  for (int i = 0; i < 4; ++i) plain += static_cast<char>((binding_json.size() >> (8 * i)) & 0xff);
+  plain += binding_json;
+  plain += kOther;
+  auto key = load_key_file(f.key_path);
+  ASSERT_TRUE(key) << key.error().message;
+  auto sealed = seal(*key, plain);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(f.db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO secrets(name, nonce, ciphertext, binding_json, created_at_ms, updated_at_ms) "
+                                   "VALUES(?, ?, ?, ?, 1, 1)", -1, &st, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_text(st, 1, name.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(st, 2, sealed.nonce.data(), static_cast<int>(sealed.nonce.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_blob(st, 3, sealed.ciphertext.data(), static_cast<int>(sealed.ciphertext.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 4, binding_json.c_str(), -1, SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+
+  f.reopen();
+  ASSERT_EQ(f.vault->migrations().size(), 1u);
+  EXPECT_NE(f.vault->migrations()[0].find("OLD_KEY"), std::string::npos) << f.vault->migrations()[0];
+  EXPECT_NE(f.vault->migrations()[0].find("api.example.com:443"), std::string::npos) << f.vault->migrations()[0];
+  auto on443 = f.vault->bound_for("any", "api.example.com", 443);
+  ASSERT_TRUE(on443);
+  ASSERT_EQ(on443->size(), 1u);
+  EXPECT_EQ((*on443)[0].header_value().view(), kOther);  // the value survived the re-seal
+  EXPECT_TRUE(f.vault->bound_for("any", "api.example.com", 8080)->empty());
+  // Once: the row now says what it means.
+  f.reopen();
+  EXPECT_TRUE(f.vault->migrations().empty());
+  EXPECT_EQ(f.vault->get("OLD_KEY")->binding.hosts, std::vector<std::string>{"api.example.com:443"});
 }

@@ -12,6 +12,21 @@ Result<std::unique_ptr<Provider>> make_provider(const ProviderConfig& cfg, Crede
   if (!url) return wrap(url.error(), fmt::format("{} provider", cfg.kind));
   if (!credentials)  // a provider with no key (a local Ollama) still gets a source that returns none
     credentials = [](const std::string&, uint16_t) -> Result<std::vector<Credential>> { return std::vector<Credential>{}; };
+  // A credential never travels in the clear: over plain http:// (loopback aside: a local Ollama or
+  // vLLM, where nothing leaves the host) a call that would carry one is refused, saying why.
+  bool loopback = url->host == "localhost" || url->host.starts_with("127.") || url->host == "::1";
+  if (!url->tls && !loopback) {
+    credentials = [inner = std::move(credentials), base = cfg.base_url](const std::string& host,
+                                                                         uint16_t port) -> Result<std::vector<Credential>> {
+      auto creds = inner(host, port);
+      if (creds && !creds->empty())
+        return fail(ErrorKind::InvalidInput,
+                    "the provider's base_url {} is plain http:// and a credential is bound to {}:{}: credentials are "
+                    "only sent over https:// (or to a loopback address); change base_url to https://",
+                    base, host, port);
+      return creds;
+    };
+  }
   if (cfg.kind == "anthropic") return make_anthropic_provider(cfg, std::move(*url), std::move(credentials));
   return make_openai_provider(cfg, std::move(*url), std::move(credentials));
 }

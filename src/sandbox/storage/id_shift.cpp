@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 
 namespace moat {
@@ -44,10 +45,22 @@ bool shift_acl(std::string& value) {
   return changed;
 }
 
-std::string get_xattr(const char* path, const char* name) {
-  char buf[4096];
-  ssize_t n = lgetxattr(path, name, buf, sizeof buf);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+// An extended attribute's value, "" when the file has none; any other failure is the walk's error.
+std::optional<std::string> get_xattr(const char* path, const char* name) {
+  ssize_t size = lgetxattr(path, name, nullptr, 0);
+  if (size < 0) {
+    if (errno == ENODATA || errno == ENOTSUP) return std::string();
+    walk->error = fmt::format("cannot read {} of {}: {}", name, path, strerror(errno));
+    return std::nullopt;
+  }
+  std::string value(static_cast<size_t>(size), '\0');
+  ssize_t n = lgetxattr(path, name, value.data(), value.size());
+  if (n < 0) {
+    walk->error = fmt::format("cannot read {} of {}: {}", name, path, strerror(errno));
+    return std::nullopt;
+  }
+  value.resize(static_cast<size_t>(n));
+  return value;
 }
 
 int visit(const char* path, const struct stat* st, int type, FTW*) {
@@ -60,11 +73,18 @@ int visit(const char* path, const struct stat* st, int type, FTW*) {
   bool owner = in_range(st->st_uid), group = in_range(st->st_gid);
   bool is_link = S_ISLNK(st->st_mode);
   // Read before chown, which drops file capabilities (and setuid bits).
-  std::string caps = is_link ? std::string() : get_xattr(path, "security.capability");
-  std::string acls[2];
+  std::string caps, acls[2];
   const char* acl_names[2] = {"system.posix_acl_access", "system.posix_acl_default"};
-  if (!is_link)
-    for (int i = 0; i < 2; ++i) acls[i] = get_xattr(path, acl_names[i]);
+  if (!is_link) {
+    auto c = get_xattr(path, "security.capability");
+    if (!c) return 1;
+    caps = std::move(*c);
+    for (int i = 0; i < 2; ++i) {
+      auto a = get_xattr(path, acl_names[i]);
+      if (!a) return 1;
+      acls[i] = std::move(*a);
+    }
+  }
   if (owner || group) {
     if (lchown(path, shifted(st->st_uid), shifted(st->st_gid)) != 0) {
       walk->error = fmt::format("cannot change the owner of {}: {}", path, strerror(errno));

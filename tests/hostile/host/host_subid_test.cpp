@@ -15,6 +15,7 @@
 #include "base/subprocess.h"
 #include "sandbox/id_ranges.h"
 #include "support/hostile_sandbox.h"
+#include "support/temp_dir.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -157,23 +158,32 @@ TEST_P(HostileSubordinateIds, AnOlderSandboxOverlappingAUsersRangeIsRefusedThenM
   EXPECT_FALSE(Json::parse(again)["moved"].get<bool>());
 }
 
+// On a copy of /etc (moatd --etc-dir), so that no other test's moatd ever sees the intruder.
 TEST_P(HostileSubordinateIds, AnEntryOverlappingMoatsRegionStopsMoatdNamingIt) {
-  EtcGuard etc;
-  env_->stop_daemon();
+  TempDir etc("moat-etc-copy");
+  for (auto f : {"passwd", "group", "subuid", "subgid"})
+    ASSERT_TRUE(write_file_atomic(etc / f, read_file(fs::path("/etc") / f).value_or(""), 0644));
   auto line = fmt::format("moat-intruder:{}:65536", kIdRegionFirst + 7 * 65536);
-  EtcGuard::append("/etc/subuid", line);
-  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", env_->state_dir().string(), "--init-binary",
-                        MOAT_BUILD_DIR "/moat-init"});
+  EtcGuard::append((etc / "subuid").string(), line);
+  TempDir state("moat-state-intruder");
+  fs::permissions(state.path(), fs::perms(0711));
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string(), "--init-binary",
+                        MOAT_BUILD_DIR "/moat-init", "--etc-dir", etc.path().string()});
   ASSERT_TRUE(r);
   EXPECT_NE(r->exit_code, 0);
   EXPECT_NE((r->out + r->err).find(line), std::string::npos) << r->out << r->err;
   report_.add("host user", "a subuid entry inside moat's id region", r->exit_code != 0 ? "moatd refuses to start, naming it" : "IGNORED",
               r->exit_code != 0);
-  // Put back, moatd starts (the fixture's teardown needs it).
-  etc.restore();
-  env_->start_daemon();
+  // Without the intruder, the same copy gets moat's own entry, once.
+  ASSERT_TRUE(write_file_atomic(etc / "subuid", read_file("/etc/subuid").value_or(""), 0644));
+  ASSERT_TRUE(register_id_region(etc.path()));
+  ASSERT_TRUE(register_id_region(etc.path()));
+  auto text = read_file(etc / "subgid").value_or("");
+  auto entry = fmt::format("moat:{}:{}", kIdRegionFirst, kIdRegionCount);
+  EXPECT_EQ(text.find(entry), text.rfind(entry)) << text;
+  EXPECT_NE(text.find(entry), std::string::npos) << text;
 }
 
-INSTANTIATE_TEST_SUITE_P(Runtimes, HostileSubordinateIds, ::testing::Values("runc"), [](const auto& info) { return info.param; });
+MOAT_HOSTILE_ON_EVERY_RUNTIME(HostileSubordinateIds);
 
 }  // namespace
