@@ -70,6 +70,17 @@ struct Gateway::Impl {
                                            PeerUids peers) {
     for (;;) {
       boost::system::error_code ec;
+      // The sandbox's relay holds at most max_connections, but its root can reach this socket
+      // directly: at max_connections + 64 open connections the agent's next one waits in the listen
+      // backlog until one closes (back-pressure on that sandbox alone; it also bounds how many of its
+      // refusals can be waiting for their answer, and so the refusal debt).
+      uint64_t max = ctx.parts.policies.limits_for(agent).max_connections;
+      size_t cap = max > 0 ? static_cast<size_t>(std::min<uint64_t>(max, 65536)) + 64 : 4096;
+      while (acceptor->is_open() && ctx.sessions[agent] >= cap) {
+        asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(10));
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (!acceptor->is_open()) co_return;
       auto sock = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       if (ec) {
@@ -77,16 +88,6 @@ struct Gateway::Impl {
         log::warn("egress: accept for {}: {}", agent, ec.message());
         asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(100));
         co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        continue;
-      }
-      // The sandbox's relay holds at most max_connections, but its root can reach this socket directly:
-      // past that many (and a margin for keep-alive idlers) a connection is closed at once, so a sandbox
-      // cannot pile up sessions (and moatd's descriptors) however it connects.
-      uint64_t max = ctx.parts.policies.limits_for(agent).max_connections;
-      size_t cap = max > 0 ? static_cast<size_t>(std::min<uint64_t>(max, 65536)) + 64 : 4096;
-      if (ctx.sessions[agent] >= cap) {
-        record_refusal(ctx, agent, Json{{"mode", "socket"}, {"decision", "deny"}, {"rule", "limit"},
-                                        {"reason", fmt::format("more than {} open connections to the gateway", cap)}});
         continue;
       }
       if (auto refusal = stranger(sock, peers)) {

@@ -118,6 +118,13 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   }
   ~Session() override {
     ctx_.live.erase(this);
+    release_slot();
+  }
+
+  // The agent's count of open connections (capped at accept) drops when this one closes.
+  void release_slot() {
+    if (!counted_) return;
+    counted_ = false;
     if (auto it = ctx_.sessions.find(agent_); it != ctx_.sessions.end() && --it->second == 0) ctx_.sessions.erase(it);
   }
 
@@ -206,6 +213,12 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   // Closes everything once the connection has been idle too long, so a stalled peer cannot hold a slot.
   static awaitable<void> watch(std::shared_ptr<Session> self) {
     asio::steady_timer t(self->client_.get_executor());
+    // Cancelled when the connection closes, so a closed session is freed at once, not at the next tick.
+    self->watch_timer_ = &t;
+    struct Forget {
+      asio::steady_timer*& p;
+      ~Forget() { p = nullptr; }
+    } forget{self->watch_timer_};
     while (!self->closed_) {
       t.expires_after(std::chrono::seconds(5));
       error_code ec;
@@ -219,6 +232,8 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   // the coroutines using them unwind (run() then calls close_all()).
   void abort_io() {
     closed_ = true;
+    release_slot();
+    if (watch_timer_) watch_timer_->cancel();
     error_code ignore;
     client_.close(ignore);
     if (plain_) plain_->socket.close(ignore);
@@ -991,6 +1006,8 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   ConnRecord* connect_rec_ = nullptr;  // the CONNECT's upstream while its tunnel or interception runs
   uint64_t policy_seen_ = 0, vault_seen_ = 0;  // the revisions this connection was last checked against
   int deciding_ = 0;                           // > 0 while a decision is being made (see revalidate)
+  bool counted_ = true;                        // holds one of the agent's open-connection slots
+  asio::steady_timer* watch_timer_ = nullptr;  // watch()'s timer while it runs
   Clock::time_point last_activity_ = Clock::now();
   Clock::duration idle_limit_ = kIdleHttp;
   bool closed_ = false;

@@ -29,7 +29,10 @@ class RefusalLedger {
     double per_second = 1000;
     double burst = 1000;
     std::chrono::seconds interval{10};
-    std::chrono::seconds max_wait{1};  // the most a refusal waits; beyond it, admit() says more and takes nothing
+    // The most a refusal waits; beyond it, admit() says more and takes nothing (the caller closes it
+    // unanswered). A safety valve: the gateway's per-agent connection cap bounds how many refusals can
+    // wait at once (320 by default: 0.32 s of debt), so it is reached only with a very large cap.
+    std::chrono::seconds max_wait{5};
     uint64_t rows_per_day = 10000;
     size_t kinds_per_agent = 256;  // distinct refusals tracked per interval; more are pooled as one kind
   };

@@ -2,7 +2,8 @@
 // the gateway refuses (plain HTTP to a reserved documentation address, 192.0.2.1), as fast as it can,
 // over WORKERS connections at a time, each request on a fresh connection (the gateway closes the
 // connection after a refusal) and, to try pipelining anyway, a second request written behind the
-// first. It prints one line: "sent N refused R other O closed C seconds S".
+// first. It prints one line: "sent N refused R unanswered U other O closed C seconds S" (refused: a
+// 403; unanswered: closed without a word; other: anything else, or a second answer; closed: no connection).
 //   moat-flood TOTAL WORKERS
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,7 +17,7 @@
 #include <unistd.h>
 
 struct Counts {
-  long sent, refused, other, closed;
+  long sent, refused, unanswered, other, closed;
 };
 
 static const char kRequest[] = "GET http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n";
@@ -50,6 +51,8 @@ static void one(struct Counts* c) {
   close(fd);
   if (strncmp(buf, "HTTP/1.1 403", 12) == 0)
     __atomic_add_fetch(&c->refused, 1, __ATOMIC_RELAXED);
+  else if (got == 0)  // closed without an answer: the gateway's refusal past its rate
+    __atomic_add_fetch(&c->unanswered, 1, __ATOMIC_RELAXED);
   else
     __atomic_add_fetch(&c->other, 1, __ATOMIC_RELAXED);
   // A second answer on the same connection would mean the pipelined request was served too.
@@ -75,7 +78,8 @@ int main(int argc, char** argv) {
   while (wait(NULL) > 0) {
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  printf("sent %ld refused %ld other %ld closed %ld seconds %.2f\n", c->sent, c->refused, c->other, c->closed,
+  printf("sent %ld refused %ld unanswered %ld other %ld closed %ld seconds %.2f\n", c->sent, c->refused, c->unanswered,
+         c->other, c->closed,
          (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
   return 0;
 }

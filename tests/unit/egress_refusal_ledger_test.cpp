@@ -59,7 +59,7 @@ TEST(RefusalLedger, TheDailyCapIsOneRecordAndWhatFollowsIsCounted) {
 }
 
 TEST(RefusalLedger, OverTheRateTheAnswerWaitsAndTheWaitGrowsWithTheDebt) {
-  RefusalLedger ledger({.per_second = 100, .burst = 10});
+  RefusalLedger ledger({.per_second = 100, .burst = 10, .max_wait = std::chrono::seconds(1)});
   auto t = std::chrono::steady_clock::now();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(ledger.admit("a", t).count(), 0) << i;
   auto first = ledger.admit("a", t);
