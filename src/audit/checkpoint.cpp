@@ -149,6 +149,15 @@ Json to_json(const Checkpoint& cp) {
               {"signature", cp.signature}};
 }
 
+std::string checkpoint_line(const Checkpoint& cp) {
+  // The strings are quoted as JSON, so one edited into anything in the store cannot break the line.
+  auto q = [](const std::string& v) { return Json(v).dump(-1, ' ', false, Json::error_handler_t::replace); };
+  return fmt::format(
+      "{{\"type\":\"checkpoint\",\"seq\":{},\"head_hash\":{},\"time\":\"{}\",\"time_ns\":{},\"public_key\":{},"
+      "\"signature\":{}}}",
+      cp.seq, q(cp.head_hash), format_time_rfc3339(cp.time_ns), cp.time_ns, q(cp.public_key), q(cp.signature));
+}
+
 bool is_checkpoint_json(const Json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() && j["type"] == "checkpoint";
 }

@@ -64,6 +64,8 @@ Status verify_checkpoint(const Checkpoint& cp, std::string_view public_key_hex =
 Result<std::string> parse_public_key(std::string_view text_or_path);
 
 Json to_json(const Checkpoint& cp);
+// The checkpoint as one JSON line (no newline), its fields in the order shown above.
+std::string checkpoint_line(const Checkpoint& cp);
 // A checkpoint line (the object above); InvalidInput naming the missing or malformed field.
 Result<Checkpoint> checkpoint_from_json(const Json& j);
 // True when a JSON line is a checkpoint rather than a record.

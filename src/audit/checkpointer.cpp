@@ -118,7 +118,7 @@ Status Checkpointer::ship(const Checkpoint& cp) {
   if (options_.sink_file.empty()) return {};
   auto fd = open_sink(options_.sink_file);
   if (!fd) return std::unexpected(fd.error());
-  std::string line = to_json(cp).dump() + "\n";
+  std::string line = checkpoint_line(cp) + "\n";
   std::string_view rest = line;
   while (!rest.empty()) {
     ssize_t n = ::write(fd->get(), rest.data(), rest.size());

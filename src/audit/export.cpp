@@ -43,7 +43,7 @@ Status export_jsonl(Database& db, int64_t since_ns, std::ostream& out) {
   };
   auto write_checkpoints_upto = [&](int64_t seq) {
     for (; next_cp < cps->size() && (*cps)[next_cp].seq <= seq; ++next_cp)
-      if (!write_line(to_json((*cps)[next_cp]).dump() + "\n")) return false;
+      if (!write_line(checkpoint_line((*cps)[next_cp]) + "\n")) return false;
     return true;
   };
 

@@ -269,3 +269,13 @@ TEST(AuditCheckpoint, RecomputedChainNoLongerMatchesTheSignedHead) {
   EXPECT_NE(rep.problem.find("records 11 to 20"), std::string::npos) << rep.problem;
   EXPECT_NE(rep.problem.find("recomputed"), std::string::npos) << rep.problem;
 }
+
+TEST(AuditCheckpoint, LineKeepsTheDocumentedFieldOrderAndParsesBack) {
+  auto cp = test_key().sign(7, std::string(64, 'c'), kT0);
+  auto line = checkpoint_line(cp);
+  EXPECT_EQ(line.rfind("{\"type\":\"checkpoint\",\"seq\":7,\"head_hash\":\"ccc", 0), 0u) << line;
+  auto back = checkpoint_from_json(Json::parse(line));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(Json::parse(line), to_json(cp));
+  EXPECT_TRUE(verify_checkpoint(*back, cp.public_key));
+}
