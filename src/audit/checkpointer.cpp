@@ -91,11 +91,11 @@ void Checkpointer::run() {
 
 Result<std::optional<Checkpoint>> Checkpointer::checkpoint_now() {
   std::lock_guard s(sign_mu_);
-  // Records the router committed without waiting for the disk become durable first: a checkpoint
-  // must never cover a record a crash could still take away.
-  if (auto st = db_.sync_wal(); !st) return wrap(st.error(), "flushing the store before an audit checkpoint");
   auto head = log_.head();
   if (!head) return wrap(head.error(), "reading the end of the audit log");
+  // Records the router committed without waiting for the disk (up to the head just read) become
+  // durable first: a checkpoint must never cover a record a crash could still take away.
+  if (auto st = db_.sync_wal(); !st) return wrap(st.error(), "flushing the store before an audit checkpoint");
   auto [seq, hash] = std::move(*head);
   if (seq == 0 || seq <= signed_seq_.load()) return std::optional<Checkpoint>{};
   Checkpoint cp = key_.sign(seq, std::move(hash), clock_());

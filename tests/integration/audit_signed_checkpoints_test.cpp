@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "api/client.h"
 #include "audit/event.h"
@@ -38,10 +39,10 @@ struct SignedEnv {
   std::filesystem::path sink = out / "checkpoints.jsonl";
   std::unique_ptr<MoatEnv> env;
 
-  explicit SignedEnv(int every = 1000) {
+  explicit SignedEnv(int every = 1000, std::string_view interval = "1h") {
     std::ofstream(sink).close();  // the test's file; moatd only appends
-    env = std::make_unique<MoatEnv>(fmt::format(
-        "[audit]\nsink = \"{}\"\ncheckpoint_records = {}\ncheckpoint_interval = \"1h\"\n", sink.string(), every));
+    env = std::make_unique<MoatEnv>(fmt::format("[audit]\nsink = \"{}\"\ncheckpoint_records = {}\ncheckpoint_interval = \"{}\"\n",
+                                                sink.string(), every, interval));
   }
   void records(int n, std::string_view prefix = "s") {
     for (int i = 0; i < n; ++i)
@@ -198,6 +199,36 @@ TEST(AuditSignedCheckpoints, TamperingAfterTheLastShippedCheckpointIsTheDocument
   s.env->start_daemon();
   auto caught = s.env->moat({"audit", "verify"});
   EXPECT_EQ(caught.code, 7) << caught.out << caught.err;
+}
+
+TEST(AuditSignedCheckpoints, AfterTheIntervalTheMovedHeadIsShippedWhileMoatdRuns) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(1000, "1s");
+  s.records(1);
+  int64_t last = 0;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
+    auto shipped = s.shipped();
+    if (!shipped.empty() && (last = shipped.back()["seq"]) >= 3) break;  // daemon.start, image.import, secret.set
+  }
+  EXPECT_GE(last, 3);
+  auto r = s.env->moat({"audit", "verify"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
+TEST(AuditSignedCheckpoints, AnUnwritableSinkStopsMoatdNamingIt) {
+  MOAT_REQUIRE_ROOT();
+  TempDir state("moat-badsink");
+  std::ofstream(state.path() / "moat.toml") << "[audit]\nsink = \"/nonexistent-moat-dir/checkpoints.jsonl\"\n";
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string()});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  std::string said = r->out + r->err;  // moatd's log goes to its stdout
+  EXPECT_NE(said.find("cannot open the audit checkpoint sink /nonexistent-moat-dir/checkpoints.jsonl"),
+            std::string::npos)
+      << said;
+  EXPECT_NE(said.find("[audit] sink in moat.toml"), std::string::npos) << said;
 }
 
 TEST(AuditSignedCheckpoints, TheActorIsThePeerNotWhatTheRequestClaims) {
