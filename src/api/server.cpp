@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -18,6 +19,17 @@ void Session::progress(const Json& j) { (void)wire::write_frame(fd_, wire::Frame
 Status Session::respond_ok(Json result) {
   responded_ = true;
   return wire::write_frame(fd_, wire::FrameType::ApiResponse, ok_response(std::move(result)).dump());
+}
+
+std::string peer_actor(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return "unknown peer";
+  char exe[4096];
+  auto link = fmt::format("/proc/{}/exe", cred.pid);
+  ssize_t n = ::readlink(link.c_str(), exe, sizeof exe - 1);
+  if (n <= 0) return fmt::format("uid {} pid {} (exe unknown)", cred.uid, cred.pid);
+  return fmt::format("uid {} pid {} {}", cred.uid, cred.pid, std::string_view(exe, static_cast<size_t>(n)));
 }
 
 Server::~Server() {
@@ -137,6 +149,8 @@ void Server::serve_connection(UniqueFd fd) {
     return;
   }
   Json args = req.value("args", Json::object());
+  // Who asked is what the kernel says about the peer, never what the request claims.
+  if (args.is_object()) args["actor"] = peer_actor(fd.get());
   Result<Json> result = [&]() -> Result<Json> {
     try {
       return it->second(args, session);

@@ -37,7 +37,14 @@ class Session {
   bool responded_ = false;
 };
 
+// A handler's args always carry "actor": the peer's credentials as the kernel reports them
+// (SO_PEERCRED), "uid 0 pid 1234 /usr/bin/moat"; an "actor" the client sent is replaced, so a client
+// cannot claim to be someone else in the audit trail. (The pid is the connecting process's at
+// connect time; exe is read from /proc when the request is served.)
 using Handler = std::function<Result<Json>(const Json& args, Session&)>;
+
+// The actor string for the peer of a connected unix socket (see above).
+std::string peer_actor(int fd);
 
 class Server {
  public:

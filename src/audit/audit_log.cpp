@@ -115,6 +115,7 @@ int64_t AuditLog::publish(Staged st) {
   last_hash_ = std::move(st.last_hash_);
   st.published_ = true;
   int64_t seq = last_seq_;
+  if (tail_watcher_) tail_watcher_(seq);
   if (st.events_.empty()) return seq;
   // Hand over from the append lock to the delivery lock so deliveries keep seq order while the next
   // append proceeds.
@@ -146,6 +147,20 @@ Result<int64_t> AuditLog::last_seq() {
     if (auto s = load_tail(); !s) return std::unexpected(s.error());
   }
   return last_seq_;
+}
+
+Result<std::pair<int64_t, std::string>> AuditLog::head() {
+  auto l = db_.lock();
+  std::lock_guard a(append_mu_);
+  if (!loaded_) {
+    if (auto s = load_tail(); !s) return std::unexpected(s.error());
+  }
+  return std::pair{last_seq_, last_hash_};
+}
+
+void AuditLog::set_tail_watcher(std::function<void(int64_t last_seq)> watcher) {
+  std::lock_guard a(append_mu_);
+  tail_watcher_ = std::move(watcher);
 }
 
 Result<std::vector<AuditEvent>> AuditLog::read_after(int64_t after_seq, int64_t limit) {

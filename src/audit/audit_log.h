@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "audit/event.h"
@@ -76,6 +77,13 @@ class AuditLog {
 
   // The seq of the newest record (0 when the log is empty).
   Result<int64_t> last_seq();
+  // The newest record's seq and hash as this log last wrote (or read) them: seq 0 and the genesis
+  // hash when the log is empty. What a checkpoint signs.
+  Result<std::pair<int64_t, std::string>> head();
+  // Called with the new last seq after each publish, on the appending thread with the log's append
+  // lock held: it must be quick and must not touch the log or the store (the checkpointer only
+  // counts and wakes its thread). One watcher; set it before appends begin, clear it with {}.
+  void set_tail_watcher(std::function<void(int64_t last_seq)> watcher);
   // Up to `limit` records with seq > after_seq, oldest first: what a live tail replays before it
   // subscribes. A record whose data no longer parses carries it as a JSON string.
   Result<std::vector<AuditEvent>> read_after(int64_t after_seq, int64_t limit);
@@ -95,6 +103,7 @@ class AuditLog {
   std::string last_hash_;
   std::optional<Statement> insert_;
   RecordHasher hasher_;
+  std::function<void(int64_t)> tail_watcher_;
 
   std::mutex deliver_mu_;  // keeps deliveries in seq order across appending threads
   std::mutex subs_mu_;

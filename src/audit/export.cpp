@@ -1,11 +1,14 @@
 #include "audit/export.h"
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <optional>
 
+#include "audit/checkpoint.h"
 #include "audit/civil_time.h"
 #include "audit/event.h"
+#include "audit/verify.h"
 #include "base/json.h"
 
 namespace moat {
@@ -26,6 +29,23 @@ Status export_jsonl(Database& db, int64_t since_ns, std::ostream& out) {
     Database& db;
     ~EndRead() { (void)db.exec("COMMIT"); }
   } end_read{*reader};
+
+  // Checkpoints go right after the record they sign; those beyond the last record (a cut tail) at
+  // the end, where a verifier reports them.
+  auto cps = read_stored_checkpoints(*reader);
+  if (!cps) return wrap(cps.error(), "exporting the audit log");
+  std::erase_if(*cps, [&](const Checkpoint& cp) { return cp.time_ns < since_ns; });
+  std::stable_sort(cps->begin(), cps->end(), [](const Checkpoint& a, const Checkpoint& b) { return a.seq < b.seq; });
+  size_t next_cp = 0;
+  auto write_line = [&](const std::string& text) {
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    return static_cast<bool>(out);
+  };
+  auto write_checkpoints_upto = [&](int64_t seq) {
+    for (; next_cp < cps->size() && (*cps)[next_cp].seq <= seq; ++next_cp)
+      if (!write_line(checkpoint_line((*cps)[next_cp]) + "\n")) return false;
+    return true;
+  };
 
   auto st = reader->prepare(
       "SELECT seq, time_ns, kind, actor, subject, data, prev_hash, hash FROM audit WHERE time_ns >= ?1 ORDER BY seq");
@@ -58,9 +78,11 @@ Status export_jsonl(Database& db, int64_t since_ns, std::ostream& out) {
     line += ",\"hash\":";
     append_json_string(line, st->column_text(7));
     line += "}\n";
-    out.write(line.data(), static_cast<std::streamsize>(line.size()));
-    if (!out) return fail(ErrorKind::Unavailable, "exporting the audit log: writing record {} failed", seq);
+    if (!write_line(line) || !write_checkpoints_upto(seq))
+      return fail(ErrorKind::Unavailable, "exporting the audit log: writing record {} failed", seq);
   }
+  if (!write_checkpoints_upto(std::numeric_limits<int64_t>::max()))
+    return fail(ErrorKind::Unavailable, "exporting the audit log: writing its checkpoints failed");
   out.flush();
   if (!out) return fail(ErrorKind::Unavailable, "exporting the audit log: flushing the output failed");
   return {};

@@ -12,7 +12,9 @@ namespace moat {
 // Writes every record with time_ns >= since_ns, in seq order, one JSON object per line:
 //   {"seq":1,"time":"2026-11-27T07:20:00.000000001Z","time_ns":...,"kind":"...","actor":"...",
 //    "subject":"...","data":{...},"prev_hash":"...","hash":"..."}
-// "time_ns" is included so a reader can recompute each hash exactly (see audit/event.h). Reads one
+// "time_ns" is included so a reader can recompute each hash exactly (see audit/event.h). The signed
+// checkpoints made since since_ns follow the record each one signs, as lines with "type":"checkpoint"
+// (audit/checkpoint.h); those that sign records beyond the last one come at the end. Reads one
 // snapshot from a separate connection.
 Status export_jsonl(Database& db, int64_t since_ns, std::ostream& out);
 

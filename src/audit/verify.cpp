@@ -1,7 +1,13 @@
 #include "audit/verify.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <thread>
+#include <set>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "audit/event.h"
@@ -165,6 +171,187 @@ Result<VerifyReport> verify_chain(Database& db) {
   rep.ok = true;
   rep.last_seq = *last;
   rep.last_hash = *last ? results.back().last_hash : std::string();
+  return rep;
+}
+
+CheckpointReport check_checkpoints(std::vector<Checkpoint> cps, int64_t first_seq, int64_t last_seq,
+                                   const std::function<Result<std::optional<std::string>>(int64_t seq)>& hash_at,
+                                   std::string_view public_key) {
+  std::sort(cps.begin(), cps.end(), [](const Checkpoint& a, const Checkpoint& b) {
+    return std::tie(a.seq, a.time_ns, a.signature) < std::tie(b.seq, b.time_ns, b.signature);
+  });
+  cps.erase(std::unique(cps.begin(), cps.end(),
+                        [](const Checkpoint& a, const Checkpoint& b) {
+                          return a.seq == b.seq && a.time_ns == b.time_ns && a.signature == b.signature &&
+                                 a.head_hash == b.head_hash && a.public_key == b.public_key;
+                        }),
+            cps.end());
+  CheckpointReport rep;
+  auto bad = [&](int64_t seq, std::string problem) {
+    rep.ok = false;
+    rep.first_bad_seq = seq;
+    rep.problem = std::move(problem);
+    return rep;
+  };
+  std::string key(public_key);
+  int64_t last_good = 0;  // the newest record a checkpoint confirmed so far
+  for (const auto& cp : cps) {
+    if (cp.seq < first_seq) continue;  // before this export begins: nothing to compare with
+    ++rep.checkpoints;
+    if (key.empty()) key = cp.public_key;  // without a key given, all must be signed by one key
+    rep.public_key = key;
+    if (auto st = verify_checkpoint(cp, key); !st) return bad(cp.seq, st.error().message);
+    auto when = format_time_rfc3339(cp.time_ns, false);
+    if (cp.seq > last_seq) {
+      int64_t from = last_seq + 1;
+      return bad(from, from == cp.seq
+                           ? fmt::format("record {} is missing: the log ends at record {}, but a checkpoint signed at {} "
+                                         "covers record {} (the tail was cut)",
+                                         from, last_seq, when, cp.seq)
+                           : fmt::format("records {} to {} are missing: the log ends at record {}, but a checkpoint "
+                                         "signed at {} covers record {} (the tail was cut)",
+                                         from, cp.seq, last_seq, when, cp.seq));
+    }
+    auto h = hash_at(cp.seq);
+    if (!h) {
+      rep.ok = false;
+      rep.problem = h.error().message;
+      return rep;
+    }
+    if (!*h) return bad(cp.seq, fmt::format("record {} is missing, but a checkpoint signed at {} covers it", cp.seq, when));
+    if (**h != cp.head_hash)
+      return bad(cp.seq, fmt::format("record {} is not the record signed at {}: its hash differs from the signed "
+                                     "checkpoint, so the chain was rewritten and its hashes recomputed somewhere in "
+                                     "records {} to {}",
+                                     cp.seq, when, std::max(last_good + 1, first_seq), cp.seq));
+    last_good = std::max(last_good, cp.seq);
+  }
+  rep.last_checkpoint_seq = last_good;
+  return rep;
+}
+
+Result<std::vector<Checkpoint>> read_stored_checkpoints(Database& db) {
+  auto st = db.prepare("SELECT seq, head_hash, time_ns, public_key, signature FROM audit_checkpoints ORDER BY id");
+  if (!st) return wrap(st.error(), "reading the audit checkpoints");
+  std::vector<Checkpoint> out;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return wrap(row.error(), "reading the audit checkpoints");
+    if (!*row) break;
+    out.push_back(Checkpoint{st->column_int64(0), std::string(st->column_text(1)), st->column_int64(2),
+                             std::string(st->column_text(3)), std::string(st->column_text(4))});
+  }
+  return out;
+}
+
+Result<std::vector<Checkpoint>> read_checkpoint_lines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return fail(ErrorKind::NotFound, "{} does not exist", path);
+    return fail(ErrorKind::Unavailable, "cannot read {}: {}", path, strerror(errno));
+  }
+  std::vector<Checkpoint> out;
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.find("\"checkpoint\"") == std::string::npos) continue;  // records, blank lines
+    auto j = Json::parse(line, nullptr, false);
+    if (j.is_discarded() || !is_checkpoint_json(j)) continue;
+    auto cp = checkpoint_from_json(j);
+    if (!cp) return fail(ErrorKind::InvalidInput, "{} line {}: {}", path, n, cp.error().message);
+    out.push_back(std::move(*cp));
+  }
+  return out;
+}
+
+Result<ExportReport> verify_export_file(const std::string& path, std::string_view public_key,
+                                        const std::vector<std::string>& checkpoint_files) {
+  ExportReport rep;
+  rep.key_given = !public_key.empty();
+  // Pass 1: the checkpoints, wherever they are in the file, and those of the extra files.
+  auto cps = read_checkpoint_lines(path);
+  if (!cps) return std::unexpected(cps.error());
+  for (const auto& f : checkpoint_files) {
+    auto more = read_checkpoint_lines(f);
+    if (!more) return std::unexpected(more.error());
+    cps->insert(cps->end(), more->begin(), more->end());
+  }
+  std::set<int64_t> wanted;
+  for (const auto& cp : *cps) wanted.insert(cp.seq);
+
+  // Pass 2: the records, streamed.
+  std::ifstream in(path);
+  if (!in) return fail(ErrorKind::Unavailable, "cannot read {}: {}", path, strerror(errno));
+  std::unordered_map<int64_t, std::string> hash_of;  // for the seqs checkpoints cover
+  RecordHasher hasher;
+  std::string prev_hash;
+  int64_t prev_seq = 0, line_no = 0;
+  auto bad = [&](int64_t seq, std::string problem) {
+    rep.ok = false;
+    rep.first_bad_seq = seq;
+    rep.problem = std::move(problem);
+    return rep;
+  };
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = Json::parse(line, nullptr, false);
+    if (j.is_discarded())
+      return bad(prev_seq + 1, fmt::format("line {} of {} is not valid JSON (after record {}): the file was damaged",
+                                           line_no, path, prev_seq));
+    if (is_checkpoint_json(j)) continue;
+    auto ev = audit_event_from_json(j);
+    if (!ev)
+      return bad(prev_seq + 1, fmt::format("line {} of {} is not an audit record (after record {}): {}", line_no, path,
+                                           prev_seq, ev.error().message));
+    ++rep.records;
+    if (rep.records == 1) {
+      rep.first_seq = ev->seq;
+      if (ev->seq < 1) return bad(ev->seq, fmt::format("record {} has an invalid sequence number", ev->seq));
+      if (ev->seq == 1 && ev->prev_hash != kGenesisHash)
+        return bad(1, "record 1 does not start the chain: its prev_hash is not the genesis value (64 zeros)");
+      prev_hash = ev->prev_hash;  // a file made --since is anchored where it starts
+    } else if (ev->seq != prev_seq + 1) {
+      int64_t expected = prev_seq + 1;
+      if (ev->seq == expected + 1) return bad(expected, fmt::format("record {} is missing", expected));
+      if (ev->seq > expected)
+        return bad(expected, fmt::format("records {} to {} are missing", expected, ev->seq - 1));
+      return bad(ev->seq, fmt::format("record {} (line {}) is out of order: it follows record {}", ev->seq, line_no,
+                                      prev_seq));
+    }
+    std::string_view computed = hasher.hash(ev->seq, ev->time_ns, ev->kind, ev->actor, ev->subject,
+                                            canonical_json(ev->data), ev->prev_hash);
+    if (computed != ev->hash)
+      return bad(ev->seq, fmt::format("record {} ({} at {}) was altered: its hash does not match its contents",
+                                      ev->seq, ev->kind, format_time_rfc3339(ev->time_ns, false)));
+    if (ev->prev_hash != prev_hash)
+      return bad(ev->seq, fmt::format("record {} does not follow record {}: prev_hash mismatch", ev->seq, prev_seq));
+    if (wanted.count(ev->seq)) hash_of[ev->seq] = ev->hash;
+    prev_hash = ev->hash;
+    prev_seq = ev->seq;
+  }
+  if (in.bad()) return fail(ErrorKind::Unavailable, "cannot read {}: {}", path, strerror(errno));
+  rep.last_seq = prev_seq;
+
+  auto cr = check_checkpoints(
+      std::move(*cps), rep.first_seq ? rep.first_seq : 1, rep.last_seq,
+      [&](int64_t seq) -> Result<std::optional<std::string>> {
+        auto it = hash_of.find(seq);
+        if (it == hash_of.end()) return std::optional<std::string>{};
+        return std::optional<std::string>(it->second);
+      },
+      public_key);
+  rep.checkpoints = cr.checkpoints;
+  rep.last_checkpoint_seq = cr.last_checkpoint_seq;
+  rep.public_key = cr.public_key.empty() ? std::string(public_key) : cr.public_key;
+  if (!cr.ok) return bad(cr.first_bad_seq, std::move(cr.problem));
+  if (rep.key_given && rep.records > 0 && rep.checkpoints == 0)
+    return bad(rep.first_seq,
+               fmt::format("no checkpoint signed by key {} covers records {} to {}: the file holds no proof that "
+                           "these records are the ones moatd wrote (export from a moatd with checkpoints, or add the "
+                           "sink's file with --checkpoints)",
+                           public_key, rep.first_seq, rep.last_seq));
+  rep.ok = true;
   return rep;
 }
 

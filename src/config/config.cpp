@@ -200,6 +200,27 @@ const std::vector<Key>& schema() {
          c.router.retry_base = *v;
          return {};
        })},
+      {"audit", "checkpoint_records", [](Config& c, const toml::node& n) -> Status {
+         auto v = positive_count(n);
+         if (!v) return std::unexpected(v.error());
+         c.audit.checkpoint_records = *v;
+         return {};
+       }},
+      {"audit", "checkpoint_interval", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_duration(s);
+         if (!v) return std::unexpected(v.error());
+         if (v->count() <= 0) return fail(ErrorKind::InvalidInput, "must be longer than 0");
+         c.audit.checkpoint_interval = *v;
+         return {};
+       })},
+      {"audit", "sink", as_string([](Config& c, const std::string& s) -> Status {
+         if (s.empty() || s[0] != '/')
+           return fail(ErrorKind::InvalidInput,
+                       "must be an absolute path of a file moatd appends checkpoints to, such as "
+                       "\"/var/log/moat/audit-checkpoints.jsonl\"");
+         c.audit.sink = s;
+         return {};
+       })},
       {"web", "listen", as_string([](Config& c, const std::string& s) -> Status {
          if (s != "off" && s.rfind(':') == std::string::npos)
            return fail(ErrorKind::InvalidInput, "expected \"ADDRESS:PORT\" such as \"127.0.0.1:7700\", or \"off\"");
@@ -330,10 +351,10 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
     bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents" ||
-                       table == "router" || table == "web";
+                       table == "router" || table == "web" || table == "audit";
     if (!known_table) {
       return fail(ErrorKind::InvalidInput,
-                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [agents.NAME] (see docs/config.md)",
+                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [audit], [agents.NAME] (see docs/config.md)",
                   where(origin, table_node), table_node.is_table() ? "table" : "key", table);
     }
     auto* tbl = table_node.as_table();

@@ -79,6 +79,13 @@ struct WebConfig {
   std::string listen = "127.0.0.1:7700";  // web chat and webhooks; "off" disables
 };
 
+// Signed checkpoints of the audit chain (docs/security.md, "Signed audit checkpoints").
+struct AuditConfig {
+  uint64_t checkpoint_records = 1000;                         // sign after this many new records
+  std::chrono::milliseconds checkpoint_interval{60 * 1000};  // or after this long, if any
+  std::filesystem::path sink;                                 // file the checkpoints are appended to; empty = none
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/moat";
   DaemonConfig daemon;
@@ -86,6 +93,7 @@ struct Config {
   EgressConfig egress;
   RouterConfig router;
   WebConfig web;
+  AuditConfig audit;
   std::map<std::string, AgentDeclaration> agents;  // from [agents.NAME]
 
   std::filesystem::path socket_path() const { return daemon.socket.empty() ? state_dir / "moatd.sock" : daemon.socket; }

@@ -12,10 +12,7 @@
 #include <openssl/crypto.h>
 
 #include <charconv>
-#include <streambuf>
 
-#include "audit/export.h"
-#include "audit/verify.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/subprocess.h"
@@ -24,6 +21,7 @@
 #include "config/limits.h"
 #include "daemon/agent_hooks.h"
 #include "daemon/agent_verbs.h"
+#include "daemon/audit_verbs.h"
 #include "daemon/exec_relay.h"
 #include "daemon/policy_verbs.h"
 #include "daemon/secret_verbs.h"
@@ -79,34 +77,6 @@ Json image_json(const image::ImageInfo& i) {
               {"source", i.source}, {"created_at", i.created_at}};
 }
 
-// Streams whatever is written to it out as one callback per line, so an export of millions of
-// records never sits in memory whole.
-class LineSink : public std::streambuf {
- public:
-  explicit LineSink(std::function<void(std::string_view)> cb) : cb_(std::move(cb)) {}
-  ~LineSink() override { flush_line(); }
-
- protected:
-  int_type overflow(int_type c) override {
-    if (c == traits_type::eof()) return c;
-    if (c == '\n') flush_line();
-    else line_.push_back(static_cast<char>(c));
-    return c;
-  }
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    for (std::streamsize i = 0; i < n; ++i) overflow(s[i]);
-    return n;
-  }
-
- private:
-  void flush_line() {
-    if (!line_.empty()) cb_(line_);
-    line_.clear();
-  }
-  std::function<void(std::string_view)> cb_;
-  std::string line_;
-};
-
 constexpr uint64_t kMaxCopyBytes = 1ull << 30;
 
 std::string actor_of(const Json& args) { return args.value("actor", std::string("cli")); }
@@ -143,6 +113,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(const Config& config, std::filesy
   if (!db) return wrap(db.error(), "opening the store");
   d->db_.emplace(std::move(*db));
   d->audit_ = std::make_unique<AuditLog>(*d->db_);
+  auto checkpointer = start_checkpointer(config, *d->db_, *d->audit_);
+  if (!checkpointer) return std::unexpected(checkpointer.error());
+  d->checkpointer_ = std::move(*checkpointer);
   auto images = image::ImageStore::open(config.state_dir / "images");
   if (!images) return std::unexpected(images.error());
   d->images_.emplace(std::move(*images));
@@ -336,6 +309,7 @@ Status Daemon::run() {
   (void)usage_->flush();
   gateway_->flush_audit();
   (void)audit_->append("daemon.stop", "daemon", "", Json{{"pid", getpid()}});
+  if (auto st = checkpointer_->stop(); !st) log::error("audit checkpoint at stop: {}", st.error().message);
   return {};
 }
 
@@ -536,31 +510,7 @@ void Daemon::register_handlers() {
     return Json{{"name", name}, {"removed", true}};
   });
 
-  s.handle("audit.verify", [this](const Json&, api::Session&) -> Result<Json> {
-    auto reader = db_->open_reader();
-    if (!reader) return std::unexpected(reader.error());
-    auto report = verify_chain(*reader);
-    if (!report) return std::unexpected(report.error());
-    return Json{{"ok", report->ok}, {"records", report->records}, {"first_bad_seq", report->first_bad_seq},
-                {"problem", report->problem}};
-  });
-  s.handle("audit.export", [this](const Json& a, api::Session& session) -> Result<Json> {
-    int64_t since = 0;
-    if (a.contains("since") && !a["since"].get<std::string>().empty()) {
-      auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     std::chrono::system_clock::now().time_since_epoch()).count();
-      auto s = parse_since(a["since"].get<std::string>(), now);
-      if (!s) return std::unexpected(s.error());
-      since = *s;
-    }
-    auto reader = db_->open_reader();
-    if (!reader) return std::unexpected(reader.error());
-    LineSink sink([&](std::string_view line) { session.progress(Json{{"data", line}}); });
-    std::ostream out(&sink);
-    if (auto st = export_jsonl(*reader, since, out); !st) return std::unexpected(st.error());
-    out.flush();
-    return Json{{"exported", true}};
-  });
+  register_audit_verbs(s, *db_, *checkpointer_);
 }
 
 }  // namespace moat

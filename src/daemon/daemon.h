@@ -7,6 +7,7 @@
 
 #include "api/server.h"
 #include "audit/audit_log.h"
+#include "audit/checkpointer.h"
 #include "agent/agent_runtime.h"
 #include "base/unique_fd.h"
 #include "config/config.h"
@@ -54,6 +55,7 @@ class Daemon {
   UniqueFd state_lock_;  // flock on <state>/moatd.lock: one moatd per state directory
   std::optional<Database> db_;
   std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // signs the chain's head; goes before the log
   std::optional<image::ImageStore> images_;
   // Egress: declared before the manager so that they outlive it (it calls the door on stop).
   std::unique_ptr<vault::Vault> vault_;

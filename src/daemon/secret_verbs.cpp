@@ -6,7 +6,7 @@ namespace moat {
 
 namespace {
 
-// Who asked: the CLI says "cli" unless the request names another actor (same rule as daemon.cpp).
+// Who asked: api::Server puts the peer's credentials (SO_PEERCRED) in "actor"; a client cannot name another.
 std::string actor_of(const Json& args) { return args.value("actor", std::string("cli")); }
 
 Result<std::string> name_arg(const Json& a, std::string_view verb) {

@@ -81,12 +81,28 @@ CREATE TABLE egress_usage (
 );
 )sql";
 
+// Issue 14: signed checkpoints of the audit chain (src/audit/checkpoint.h). Each is also appended to
+// the configured sink outside the store; this copy is what `moat audit export` includes. Not part of
+// the chain: a checkpoint signs the chain's head, it is not a record in it.
+constexpr std::string_view kAuditCheckpoints = R"sql(
+CREATE TABLE audit_checkpoints (
+  id         INTEGER PRIMARY KEY NOT NULL,
+  seq        INTEGER NOT NULL,
+  head_hash  TEXT    NOT NULL,
+  time_ns    INTEGER NOT NULL,
+  public_key TEXT    NOT NULL,
+  signature  TEXT    NOT NULL
+);
+CREATE INDEX audit_checkpoints_by_seq ON audit_checkpoints(seq);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "create sandboxes", kSandboxes},
     {2, "create audit log", kAudit},
     {3, "create secrets and egress policy tables", kSecretsAndEgress},
     {4, "create router tables", schema::kRouter},
     {5, "create agents and conversation tables", schema::kAgents},
+    {6, "create audit checkpoints", kAuditCheckpoints},
 };
 
 }  // namespace

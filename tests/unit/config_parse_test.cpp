@@ -185,3 +185,30 @@ TEST(ConfigParse, NonAsciiComesThroughAndTheParserNeverSeesIt) {
     EXPECT_EQ(c.error().message.find("moatU"), std::string::npos) << "a placeholder leaked: " << c.error().message;
   }
 }
+
+TEST(ConfigParse, AuditCheckpointsAndSink) {
+  auto d = parse_config("", "moat.toml");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->audit.checkpoint_records, 1000u);
+  EXPECT_EQ(d->audit.checkpoint_interval, std::chrono::seconds(60));
+  EXPECT_TRUE(d->audit.sink.empty());
+  auto c = parse_config(
+      "[audit]\ncheckpoint_records = 50\ncheckpoint_interval = \"5s\"\nsink = \"/var/log/moat/cp.jsonl\"\n", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->audit.checkpoint_records, 50u);
+  EXPECT_EQ(c->audit.checkpoint_interval, std::chrono::seconds(5));
+  EXPECT_EQ(c->audit.sink, "/var/log/moat/cp.jsonl");
+
+  auto rel = parse_config("[audit]\nsink = \"cp.jsonl\"\n", "moat.toml");
+  ASSERT_FALSE(rel);
+  EXPECT_NE(rel.error().message.find("moat.toml:2: audit.sink: must be an absolute path"), std::string::npos)
+      << rel.error().message;
+  auto zero = parse_config("[audit]\ncheckpoint_records = 0\n", "moat.toml");
+  ASSERT_FALSE(zero);
+  EXPECT_NE(zero.error().message.find("positive integer"), std::string::npos) << zero.error().message;
+  auto unknown = parse_config("[audit]\nsinks = \"/x\"\n", "moat.toml");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("known keys in [audit]: checkpoint_records, checkpoint_interval, sink"),
+            std::string::npos)
+      << unknown.error().message;
+}
