@@ -13,6 +13,7 @@
 #include "audit/audit_log.h"
 #include "audit/checkpointer.h"
 #include "audit/verify.h"
+#include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
 
 using namespace moat;
@@ -20,6 +21,8 @@ using moat::testing::TempDir;
 using namespace std::chrono_literals;
 
 namespace {
+
+using moat::testing::raw_exec;
 
 constexpr int64_t kT0 = 1795764000LL * 1'000'000'000LL;  // 2026-11-27T07:20:00Z
 
@@ -41,17 +44,6 @@ bool wait_for(F cond, std::chrono::milliseconds deadline = 5000ms) {
     std::this_thread::sleep_for(5ms);
   }
   return cond();
-}
-
-void raw_exec(const std::filesystem::path& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
 }
 
 struct Store {

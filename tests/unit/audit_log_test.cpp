@@ -8,12 +8,15 @@
 #include <thread>
 
 #include "audit/verify.h"
+#include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
 
 using namespace moat;
 using moat::testing::TempDir;
 
 namespace {
+
+using moat::testing::raw_exec;
 
 // 2026-11-27T07:20:00Z
 constexpr int64_t kT0 = 1795764000LL * 1'000'000'000LL;
@@ -22,18 +25,6 @@ constexpr int64_t kT0 = 1795764000LL * 1'000'000'000LL;
 AuditLog::Clock ticking_clock() {
   auto t = std::make_shared<int64_t>(kT0);
   return [t] { return std::exchange(*t, *t + 1'000'000'000LL); };
-}
-
-// Tampering as an attacker with the sqlite3 shell would: a separate connection, no moat code.
-void raw_exec(const std::filesystem::path& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
 }
 
 struct Fixture {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "store/migrations.h"
+#include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
 
 using namespace moat;
@@ -15,18 +16,9 @@ using moat::testing::TempDir;
 
 namespace {
 
-// A second connection that bypasses moat's code, as an operator (or attacker) with sqlite3 would.
-void raw_exec(const std::filesystem::path& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
-}
+using moat::testing::raw_exec;
 
+// A second connection that bypasses moat's code, as an operator (or attacker) with sqlite3 would.
 }  // namespace
 
 TEST(StoreDatabase, OpenCreatesPrivateWalStoreAtLatestSchema) {

@@ -10,6 +10,7 @@
 
 #include "base/fs.h"
 #include "store/database.h"
+#include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
 #include "vault/secret_box.h"
 #include "vault/vault.h"
@@ -20,19 +21,10 @@ using moat::testing::TempDir;
 
 namespace {
 
+using moat::testing::raw_exec;
+
 constexpr std::string_view kValue = "sk-ant-api03-VALUE-7f3c9e1d2b4a-unique-marker";
 constexpr std::string_view kOther = "ghp_OTHERVALUE-99aa88bb77cc-unique-marker";
-
-void raw_exec(const std::filesystem::path& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
-}
 
 // Tampering as an attacker with the sqlite3 shell would: a separate connection, no moat code.
 void flip_ciphertext_bit(const std::filesystem::path& path, const std::string& name, size_t at) {
