@@ -11,6 +11,7 @@
 
 #include "base/json.h"
 #include "support/hostile_sandbox.h"
+#include "support/wait.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -88,9 +89,7 @@ TEST_P(HostileRefusalFlood, RefusalsCostTheAttackerNotTheHost) {
       << r.out;
   // The coalescing interval that was open when the flood ended reports its repeats at its end (10 s).
   size_t repeats_seen = egress_records("box", true);
-  for (auto until = std::chrono::steady_clock::now() + 15s;
-       egress_records("box", true) == repeats_seen && std::chrono::steady_clock::now() < until;)
-    std::this_thread::sleep_for(200ms);
+  (void)wait_until([&] { return egress_records("box", true) != repeats_seen; }, 15s, 200ms);
   size_t records = egress_records("box") - records_before;
   uint64_t store_growth = store_bytes() > store_before ? store_bytes() - store_before : 0;
   int64_t rss_after = rss_kib();

@@ -12,6 +12,7 @@
 #include "audit/event.h"
 #include "base/json.h"
 #include "support/moat_env.h"
+#include "support/wait.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -206,12 +207,12 @@ TEST(AuditSignedCheckpoints, AfterTheIntervalTheMovedHeadIsShippedWhileMoatdRuns
   SignedEnv s(1000, "1s");
   s.records(1);
   int64_t last = 0;
-  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-       std::chrono::steady_clock::now() < deadline;
-       std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
-    auto shipped = s.shipped();
-    if (!shipped.empty() && (last = shipped.back()["seq"]) >= 3) break;  // daemon.start, image.import, secret.set
-  }
+  (void)wait_until(
+      [&] {
+        auto shipped = s.shipped();
+        return !shipped.empty() && (last = shipped.back()["seq"]) >= 3;  // daemon.start, image.import, secret.set
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(50));
   EXPECT_GE(last, 3);
   auto r = s.env->moat({"audit", "verify"});
   EXPECT_EQ(r.code, 0) << r.out << r.err;

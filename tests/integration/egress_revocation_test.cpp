@@ -13,6 +13,7 @@
 #include "support/moat_env.h"
 #include "support/test_ca.h"
 #include "support/upstream_server.h"
+#include "support/wait.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -78,12 +79,8 @@ TEST_F(EgressRevocation, AnOpenTunnelClosesWhenItsRuleIsRemoved) {
   auto took = closes_after(c, {"policy", "rm", "a", "allow", rule});
   std::printf("tunnel closed %lld ms after 'moat policy rm'\n", static_cast<long long>(took.count()));
   // And it is on record as revoked.
-  bool recorded = false;
-  for (int i = 0; i < 100 && !recorded; ++i) {
-    recorded = env_->ok({"audit", "export"}).find("revoked: ") != std::string::npos;
-    if (!recorded) std::this_thread::sleep_for(50ms);  // the gateway's audit writer is its own thread
-  }
-  EXPECT_TRUE(recorded);
+  // (The gateway's audit writer is its own thread.)
+  EXPECT_TRUE(wait_until([&] { return env_->ok({"audit", "export"}).find("revoked: ") != std::string::npos; }, 5s, 50ms));
 }
 
 TEST_F(EgressRevocation, AKeepAliveUpstreamClosesWhenADenyRuleArrives) {

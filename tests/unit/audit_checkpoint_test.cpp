@@ -15,6 +15,7 @@
 #include "audit/verify.h"
 #include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
+#include "support/wait.h"
 
 using namespace moat;
 using moat::testing::TempDir;
@@ -38,12 +39,7 @@ std::vector<std::string> lines_of(const std::filesystem::path& p) {
 // Waits for `cond` up to `deadline`; returns whether it came true.
 template <class F>
 bool wait_for(F cond, std::chrono::milliseconds deadline = 5000ms) {
-  auto end = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
+  return moat::testing::wait_until(cond, deadline, 5ms);
 }
 
 struct Store {

@@ -19,6 +19,7 @@
 #include "base/subprocess.h"
 #include "support/gateway_client.h"
 #include "support/hostile_sandbox.h"
+#include "support/wait.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -182,12 +183,9 @@ TEST_P(HostileHostUser, TheGatewayRefusesAStrangerEvenPastTheFence) {
   report_.add("host user", "connect to the gateway socket with the directory and the socket opened to others", past_socket,
               past_socket == "connect: CONNECTED, then closed without an answer");
   // The refusal is on record, naming the uid.
-  bool recorded = false;
-  for (int i = 0; i < 100 && !recorded; ++i) {
-    recorded = env_->ok({"audit", "export"}).find(fmt::format("host uid {}", user.uid())) != std::string::npos;
-    if (!recorded) std::this_thread::sleep_for(50ms);  // the gateway's audit writer is a thread of its own
-  }
-  EXPECT_TRUE(recorded);
+  // (The gateway's audit writer is a thread of its own.)
+  EXPECT_TRUE(wait_until(
+      [&] { return env_->ok({"audit", "export"}).find(fmt::format("host uid {}", user.uid())) != std::string::npos; }, 5s, 50ms));
   // The sandbox's own traffic still passes the check.
   auto through = sh("box", "printf 'CONNECT 192.0.2.1:443 HTTP/1.1\\r\\nHost: 192.0.2.1:443\\r\\n\\r\\n' | nc -w 5 127.0.0.1 3128 | head -1");
   EXPECT_NE(through.out.find(" 403 "), std::string::npos) << through.out << through.err;
