@@ -13,6 +13,7 @@
 #include "support/moat_env.h"
 #include "support/test_ca.h"
 #include "support/upstream_server.h"
+#include "support/wait.h"
 
 using namespace moat;
 using namespace moat::testing;
@@ -36,18 +37,25 @@ int64_t last_seq(const MoatEnv& env) {
   return events.empty() ? 0 : events.back()["seq"].get<int64_t>();
 }
 
-// The newest egress record for `host` after seq `after`. The gateway appends records from its own
-// writer thread when a connection ends, so give it a moment.
-Json last_egress_for(const MoatEnv& env, const std::string& host, int64_t after = 0) {
-  for (int i = 0; i < 50; ++i) {
-    auto events = egress_events(env);
-    for (auto it = events.rbegin(); it != events.rend(); ++it) {
-      if ((*it)["seq"].get<int64_t>() <= after) break;
-      if ((*it)["data"]["host"] == host) return *it;
-    }
-    std::this_thread::sleep_for(100ms);
-  }
-  return Json();
+// The newest egress record for `host` after seq `after` (with `decision`, if given). The gateway appends
+// records from its own writer thread when a connection ends, and a refusal's record may land after a
+// later connection's, so wait for the record asked for, not for any record.
+Json last_egress_for(const MoatEnv& env, const std::string& host, int64_t after = 0, std::string_view decision = {}) {
+  Json found;
+  moat::testing::wait_until(
+      [&] {
+        auto events = egress_events(env);
+        for (auto it = events.rbegin(); it != events.rend(); ++it) {
+          if ((*it)["seq"].get<int64_t>() <= after) break;
+          if ((*it)["data"]["host"] != host) continue;
+          if (!decision.empty() && (*it)["data"]["decision"] != decision) continue;
+          found = *it;
+          return true;
+        }
+        return false;
+      },
+      5s, 100ms);
+  return found;
 }
 
 std::string get(const std::string& url, const std::string& host_header) {
@@ -93,7 +101,7 @@ TEST(Egress, SandboxReachesOnlyWhatPolicyAllows) {
   // Allowed at run time: effective for the next connection.
   env.ok({"policy", "allow", "a", fmt::format("127.0.0.1:{}", web.port())});
   EXPECT_EQ(env.ok({"exec", "a", "--", "wget", "-q", "-O-", url}), fmt::format("hello from upstream {}\n", web.port()));
-  auto ev = last_egress_for(env, "127.0.0.1");
+  auto ev = last_egress_for(env, "127.0.0.1", 0, "allow");
   ASSERT_FALSE(ev.is_null());
   EXPECT_EQ(ev["actor"], "a");
   EXPECT_EQ(ev["data"]["decision"], "allow");
@@ -178,7 +186,7 @@ TEST(Egress, RefusesEveryPrivateAddressByNameAndLiteral) {
   GatewayClient other(sock);
   r = other.request(get(fmt::format("http://127.0.0.1:{}/", port == 65535 ? 1 : port + 1), "x"));
   EXPECT_EQ(r.status, 403) << r.head;
-  auto ev = last_egress_for(env, "0177.0.0.1");
+  auto ev = last_egress_for(env, "0177.0.0.1", 0, "deny");
   ASSERT_FALSE(ev.is_null());
   EXPECT_EQ(ev["data"]["decision"], "deny");
   EXPECT_EQ(ev["data"]["address"], "127.0.0.1");
@@ -369,8 +377,9 @@ TEST(Egress, AnthropicStreamingThroughBaseUrlRoute) {
   for (size_t i = 0; i < sent.size(); ++i) {
     EXPECT_EQ(arrived[i].first, sent[i].name);
     // Not buffered: each event is in the client's hands before the upstream sends the next one.
-    if (i + 1 < sent.size())
+    if (i + 1 < sent.size()) {
       EXPECT_LT(arrived[i].second, sent[i + 1].sent_at) << "event " << i << " (" << sent[i].name << ") was held back";
+    }
   }
   EXPECT_EQ(sent.front().name, "message_start");
   EXPECT_EQ(sent.back().name, "message_stop");
