@@ -1,5 +1,6 @@
 // moat-init: PID 1 inside every sandbox. Reaps zombies, forwards signals and serves the host over the
 // framed protocol of wire/frame.h on a unix socket. Static; standard library + wire only.
+// Called as newuidmap or newgidmap it is, on the host, runsc's id-mapping helper (guest/host_idmap.h).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -7,7 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
+#include "guest/host_idmap.h"
 #include "guest/log.h"
 #include "guest/server.h"
 
@@ -25,6 +28,10 @@ int usage(const char* why) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string_view called = argc > 0 ? argv[0] : "";
+  if (auto slash = called.rfind('/'); slash != std::string_view::npos) called.remove_prefix(slash + 1);
+  if (called == "newuidmap") return moat::guest::run_host_idmap(moat::guest::IdMapKind::Uid, argc, argv);
+  if (called == "newgidmap") return moat::guest::run_host_idmap(moat::guest::IdMapKind::Gid, argc, argv);
   // The stdio numbers must be taken, so pipes created later never land on 0-2.
   for (int fd = 0; fd < 3; ++fd) {
     if (fcntl(fd, F_GETFD) < 0) {

@@ -72,7 +72,7 @@ SandboxManager::SandboxManager(ManagerOptions opts, Database& db, AuditLog& audi
     : opts_(std::move(opts)), db_(db), repo_(db), audit_(audit), images_(images) {
   for (auto kind : {oci::RuntimeKind::Runc, oci::RuntimeKind::Crun, oci::RuntimeKind::Runsc}) {
     std::string name(oci::runtime_name(kind));
-    runtimes_.emplace(name, std::make_unique<oci::OciRuntime>(kind, opts_.state_dir / "runtime" / name));
+    runtimes_.emplace(name, std::make_unique<oci::OciRuntime>(kind, opts_.state_dir / "runtime" / name, idmap_dir()));
   }
 }
 
@@ -199,6 +199,16 @@ Status SandboxManager::prepare() {
   init_binary_installed_ = opts_.state_dir / "bin" / fmt::format("moat-init-{}", sha256_hex(*binary).substr(0, 16));
   if (!fs::exists(init_binary_installed_)) {
     if (auto st = write_file_atomic(init_binary_installed_, *binary, 0755); !st) return st;
+  }
+  // moat-init is also runsc's newuidmap/newgidmap (guest/host_idmap.h): root-only, first in runsc's PATH.
+  if (auto st = make_dirs(idmap_dir(), 0700); !st) return st;
+  for (auto name : {"newuidmap", "newgidmap"}) {
+    auto link = idmap_dir() / name, next = idmap_dir() / fmt::format(".{}.new", name);
+    std::error_code ec;
+    fs::remove(next, ec);
+    fs::create_symlink(init_binary_installed_, next, ec);
+    if (!ec) fs::rename(next, link, ec);
+    if (ec) return fail(ErrorKind::Internal, "cannot set up {}: {}", link.string(), ec.message());
   }
   return {};
 }

@@ -140,6 +140,8 @@ class SandboxManager {
   Result<const oci::OciRuntime*> runtime(std::string_view kind);
 
  private:
+  // moat-init as runsc's newuidmap and newgidmap (set up by prepare()).
+  std::filesystem::path idmap_dir() const { return opts_.state_dir / "bin" / "runsc-idmap"; }
   Status check_id_range(const SandboxRecord& rec) const;
   static Status check_record_limits(const SandboxRecord& rec);
   std::shared_ptr<std::mutex> lock_for(std::string_view name);

@@ -166,8 +166,16 @@ class OciRuntimeTest : public ::testing::TestWithParam<RuntimeKind> {
   }
   bool is_gvisor() const { return GetParam() == RuntimeKind::Runsc; }
 
+  // moat-init as runsc's newuidmap/newgidmap, as SandboxManager::prepare sets it up.
+  static std::filesystem::path idmap_dir(const TempDir& state) {
+    auto dir = state.path() / "runsc-idmap";
+    std::filesystem::create_directories(dir);
+    for (auto name : {"newuidmap", "newgidmap"}) std::filesystem::create_symlink(MOAT_BUILD_DIR "/moat-init", dir / name);
+    return dir;
+  }
+
   TempDir state_dir_{"moat-oci-state"};
-  OciRuntime runtime_{GetParam(), state_dir_.path() / std::string(runtime_name(GetParam()))};
+  OciRuntime runtime_{GetParam(), state_dir_.path() / std::string(runtime_name(GetParam())), idmap_dir(state_dir_)};
 };
 
 TEST_P(OciRuntimeTest, LifecycleUidsAndCgroupLimits) {
@@ -213,9 +221,11 @@ TEST_P(OciRuntimeTest, LifecycleUidsAndCgroupLimits) {
     EXPECT_NE(host_uid(p, "Gid:"), 0) << "pid " << p << " runs with host gid 0";
   }
   if (is_gvisor()) {
-    // runsc: the state pid is the Sentry, which runsc runs as nobody in a user namespace of its own;
-    // the gofer (the only process touching the host file system) runs as the sandbox's root.
-    EXPECT_EQ(host_uid(st->pid), 65534);
+    // runsc: the state pid is the Sentry, which moat has runsc run as the sandbox's own nobody (not the
+    // host's) in a user namespace of its own; the gofer (the only process touching the host file
+    // system) runs as the sandbox's root.
+    EXPECT_EQ(host_uid(st->pid), b.spec.uid_base + 65534);
+    EXPECT_EQ(host_uid(st->pid, "Gid:"), b.spec.uid_base + 65534);
     EXPECT_TRUE(std::any_of(uids.begin(), uids.end(), [&](auto& kv) { return kv.second == b.spec.uid_base; }))
         << "no gofer running as the sandbox's uid base " << b.spec.uid_base;
   } else {

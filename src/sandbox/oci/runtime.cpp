@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,6 +115,40 @@ long elapsed_us(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - since).count();
 }
 
+// The container's own null device, <bundle>/null (the same device as /dev/null, another inode), for
+// the stdio the caller leaves unset. runsc chowns the stdio it is given to its Sentry's uid: handed
+// /dev/null, it gave the host's /dev/null to that uid (nobody, before moat set the Sentry's ids), who
+// could then chmod it and break every program on the host. runc skips /dev/null; this is for both.
+Result<UniqueFd> open_own_null(const fs::path& bundle) {
+  auto path = bundle / "null";
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return fail(ErrorKind::Internal, "cannot replace {}: {}", path.string(), strerror(errno));
+  if (::mknod(path.c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0 || ::chmod(path.c_str(), 0666) != 0)
+    return fail(ErrorKind::Internal, "cannot make the sandbox's null device {}: {}", path.string(), strerror(errno));
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd)
+    return fail(ErrorKind::Internal,
+                "cannot open the sandbox's null device {}: {} (the state directory's file system must allow device "
+                "files: not mounted nodev)",
+                path.string(), strerror(errno));
+  return fd;
+}
+
+// The host ids the bundle maps to the container's 0: (first, count), from linux.uidMappings or
+// linux.gidMappings.
+Result<std::pair<uint64_t, uint64_t>> root_mapping(const Json& config, const char* key) {
+  const Json* maps = nullptr;
+  if (config.contains("linux") && config["linux"].contains(key)) maps = &config["linux"][key];
+  if (maps && maps->is_array()) {
+    for (const auto& m : *maps)
+      if (m.value("containerID", uint64_t{1}) == 0) return std::pair{m.value("hostID", uint64_t{0}), m.value("size", uint64_t{0})};
+  }
+  return fail(ErrorKind::Internal, "the bundle maps no host id to the container's root ({})", key);
+}
+
+// The sandbox's own nobody, as whom runsc's Sentry runs on the host (see guest/host_idmap.h).
+constexpr uint64_t kSentryIdInside = 65534;
+
 }  // namespace
 
 Result<RuntimeKind> parse_runtime(std::string_view name) {
@@ -132,7 +167,8 @@ std::string_view runtime_name(RuntimeKind kind) {
   return "unknown";
 }
 
-OciRuntime::OciRuntime(RuntimeKind kind, fs::path state_root) : kind_(kind), state_root_(std::move(state_root)) {
+OciRuntime::OciRuntime(RuntimeKind kind, fs::path state_root, fs::path idmap_dir)
+    : kind_(kind), state_root_(std::move(state_root)), idmap_dir_(std::move(idmap_dir)) {
   if (auto bin = find_program(std::string(runtime_name(kind)))) binary_ = *bin;
 }
 
@@ -229,11 +265,39 @@ Status OciRuntime::launch(std::string_view verb, const std::string& id, const fs
   if (verb == "run") argv.emplace_back("--detach");
   argv.insert(argv.end(), {"--bundle", bundle.string(), "--pid-file", (bundle / "init.pid").string(), id});
 
-  auto t0 = Clock::now();
   SpawnOptions opts;
-  opts.stdin_fd = stdio.in;
-  opts.stdout_fd = stdio.out;
-  opts.stderr_fd = stdio.err;
+  auto null = open_own_null(bundle);
+  if (!null) return wrap(null.error(), fmt::format("{} {} {}", name(), verb, id));
+  opts.stdin_fd = stdio.in >= 0 ? stdio.in : null->get();
+  opts.stdout_fd = stdio.out >= 0 ? stdio.out : null->get();
+  opts.stderr_fd = stdio.err >= 0 ? stdio.err : null->get();
+  if (kind_ == RuntimeKind::Runsc) {
+    // runsc runs its Sentry as host nobody (65534) when started by root, so any local nobody could
+    // signal it. Started with real ids of the sandbox's own nobody and effective ids root, it maps the
+    // Sentry to that real id instead, and maps the gofer through newuidmap/newgidmap, which moat-init
+    // stands in for (guest/host_idmap.h: why, and what it allows).
+    if (idmap_dir_.empty())
+      return fail(ErrorKind::Internal, "runsc {} of '{}': no id-mapping helper directory was set up", verb, id);
+    auto config_text = read_file(bundle / "config.json");
+    if (!config_text) return std::unexpected(config_text.error());
+    auto config = Json::parse(*config_text, nullptr, false);
+    auto uids = root_mapping(config, "uidMappings");
+    auto gids = root_mapping(config, "gidMappings");
+    if (!uids || !gids) return std::unexpected(!uids ? uids.error() : gids.error());
+    if (uids->second <= kSentryIdInside || gids->second <= kSentryIdInside)
+      return fail(ErrorKind::Internal, "runsc needs the sandbox to map at least {} ids", kSentryIdInside + 1);
+    auto sentry_uid = std::to_string(uids->first + kSentryIdInside), sentry_gid = std::to_string(gids->first + kSentryIdInside);
+    // setpriv (util-linux, in every Debian): the real ids alone change; capabilities stay, since the
+    // effective ids stay root. No supplementary groups: the gofer keeps the caller's.
+    argv.insert(argv.begin(), {"setpriv", "--ruid", sentry_uid, "--euid", "0", "--rgid", sentry_gid, "--egid", "0",
+                               "--clear-groups", "--"});
+    const char* path = getenv("PATH");
+    opts.env_extra["PATH"] = idmap_dir_.string() + ":" + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+    opts.env_extra["MOAT_IDMAP_UID_RANGE"] = fmt::format("{}:{}", uids->first, uids->second);
+    opts.env_extra["MOAT_IDMAP_GID_RANGE"] = fmt::format("{}:{}", gids->first, gids->second);
+  }
+
+  auto t0 = Clock::now();
   auto child = spawn_process(argv, opts);
   if (!child) return wrap(child.error(), fmt::format("{} {} {}", name(), verb, id));
   int status = child->wait();

@@ -25,8 +25,8 @@ struct ContainerState {
   pid_t pid = 0;       // host pid of the container's init (runsc: of the sandbox process); 0 when stopped
 };
 
-// Where the container's stdin/stdout/stderr go; -1 = /dev/null. The fds are only borrowed for the
-// duration of create() (the container keeps its own copies).
+// Where the container's stdin/stdout/stderr go; -1 = a null device of the bundle's own (see launch()).
+// The fds are only borrowed for the duration of create() (the container keeps its own copies).
 struct ContainerStdio {
   int in = -1, out = -1, err = -1;
 };
@@ -42,8 +42,9 @@ Status remove_empty_cgroup(std::string_view cgroup_path);
 
 class OciRuntime {
  public:
-  // state_root is the runtime's --root (e.g. <state>/runtime/runc); created on first use.
-  OciRuntime(RuntimeKind kind, std::filesystem::path state_root);
+  // state_root is the runtime's --root (e.g. <state>/runtime/runc); created on first use. idmap_dir
+  // holds moat-init as newuidmap and newgidmap (guest/host_idmap.h); runsc cannot start without it.
+  OciRuntime(RuntimeKind kind, std::filesystem::path state_root, std::filesystem::path idmap_dir = {});
 
   RuntimeKind kind() const { return kind_; }
   std::string_view name() const { return runtime_name(kind_); }
@@ -82,6 +83,7 @@ class OciRuntime {
 
   RuntimeKind kind_;
   std::filesystem::path state_root_;
+  std::filesystem::path idmap_dir_;
   std::string binary_;  // absolute path, empty when not installed
 };
 

@@ -10,11 +10,16 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
+
+#include "base/fs.h"
+#include "base/json.h"
 
 #include "base/subprocess.h"
 #include "support/gateway_client.h"
@@ -27,6 +32,32 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
+
+// Runs `attempt` in a child that has become uid:gid (no supplementary groups, no capabilities);
+// returns what the attempt says happened.
+std::string as_user(uid_t uid, gid_t gid, const std::function<std::string()>& attempt) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    std::string out;
+    if (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+      out = "SETUP FAILED: cannot become the user";
+    else
+      out = attempt();
+    (void)!write(fds[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return out;
+}
 
 // An unprivileged host user made for the test and removed (with anything it owns in /tmp) after it.
 class HostUser {
@@ -46,31 +77,8 @@ class HostUser {
 
   uid_t uid() const { return uid_; }
 
-  // Runs `attempt` in a child that has become this user (no supplementary groups, no capabilities);
-  // returns what the attempt says happened.
-  std::string attempt(const std::function<std::string()>& attempt) const {
-    int fds[2];
-    if (pipe(fds) != 0) return "pipe failed";
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(fds[0]);
-      std::string out;
-      if (setgroups(0, nullptr) != 0 || setresgid(gid_, gid_, gid_) != 0 || setresuid(uid_, uid_, uid_) != 0)
-        out = "SETUP FAILED: cannot become the user";
-      else
-        out = attempt();
-      (void)!write(fds[1], out.data(), out.size());
-      _exit(0);
-    }
-    close(fds[1]);
-    std::string out;
-    char buf[512];
-    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return out;
-  }
+  // Runs `attempt` in a child that has become this user; what the attempt says happened.
+  std::string attempt(const std::function<std::string()>& what) const { return as_user(uid_, gid_, what); }
 
  private:
   std::string name_;
@@ -189,6 +197,58 @@ TEST_P(HostileHostUser, TheGatewayRefusesAStrangerEvenPastTheFence) {
   // The sandbox's own traffic still passes the check.
   auto through = sh("box", "printf 'CONNECT 192.0.2.1:443 HTTP/1.1\\r\\nHost: 192.0.2.1:443\\r\\n\\r\\n' | nc -w 5 127.0.0.1 3128 | head -1");
   EXPECT_NE(through.out.find(" 403 "), std::string::npos) << through.out << through.err;
+}
+
+// The host's own nobody (65534) is a user like any other, and the one runtimes like to run as: runsc ran
+// its Sentry as host nobody, so every local nobody could signal every gVisor sandbox, and runsc chowned
+// the stdio it was given, /dev/null included, to that uid. Now every host process of a sandbox runs as
+// one of the sandbox's own ids, and no host device changes owner.
+TEST_P(HostileHostUser, TheHostsNobodyCannotSignalTheSandboxAndOwnsNoHostDevice) {
+  constexpr uid_t kNobody = 65534;
+  auto shown = Json::parse(env_->ok({"sandbox", "inspect", "box"}));
+  const int64_t base = shown["uid_base"].get<int64_t>();
+  auto pids = sandbox_processes("box");
+  ASSERT_FALSE(pids.empty());
+  std::string foreign, signalled;
+  for (int pid : pids) {
+    auto status = read_file(fs::path("/proc") / std::to_string(pid) / "status");
+    if (!status) continue;  // gone meanwhile
+    auto at = status->find("\nUid:");
+    ASSERT_NE(at, std::string::npos);
+    std::istringstream uids(status->substr(at + 5));
+    int64_t real = -1, effective = -1;
+    uids >> real >> effective;
+    if (real < base || real >= base + 65536 || effective < base || effective >= base + 65536)
+      foreign += fmt::format("pid {} runs as host uid {}/{}; ", pid, real, effective);
+    auto outcome = as_user(kNobody, kNobody, [pid] {
+      if (kill(pid, 0) == 0) return std::string("kill 0: PERMITTED");
+      return denied_or("kill", errno);
+    });
+    if (!safe(outcome) && outcome.find("No such process") == std::string::npos)
+      signalled += fmt::format("pid {}: {}; ", pid, outcome);
+  }
+  report_.add("host user", fmt::format("each of the sandbox's {} host processes runs as one of its own ids", pids.size()),
+              foreign.empty() ? "every one" : foreign, foreign.empty());
+  report_.add("host user", "as the host's nobody (65534): signal each of the sandbox's host processes",
+              signalled.empty() ? "kill: denied (EPERM) for every one" : signalled, signalled.empty());
+  EXPECT_TRUE(foreign.empty()) << foreign;
+  EXPECT_TRUE(signalled.empty()) << signalled;
+
+  // Starting a sandbox (again: a restart takes the same path) leaves every host device with root. A
+  // moat before this fix may have left /dev/null with nobody: give it back first, so the check is ours.
+  const std::vector<const char*> devices = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
+  for (const char* dev : devices) (void)!chown(dev, 0, 0);
+  env_->ok({"sandbox", "stop", "box"});
+  env_->ok({"sandbox", "start", "box"});
+  std::string given;
+  for (const char* dev : devices) {
+    struct stat st {};
+    if (stat(dev, &st) == 0 && (st.st_uid != 0 || st.st_gid != 0))
+      given += fmt::format("{} is owned by {}:{}; ", dev, st.st_uid, st.st_gid);
+  }
+  report_.add("host user", "own a host device after a sandbox starts (runtimes chown the stdio they are given)",
+              given.empty() ? "every device is still root's" : given, given.empty());
+  EXPECT_TRUE(given.empty()) << given;
 }
 
 MOAT_HOSTILE_ON_EVERY_RUNTIME(HostileHostUser);
