@@ -17,6 +17,7 @@
 // requests at POST /_control/<verb> (see #control).
 import http from 'node:http';
 import { EventEmitter } from 'node:events';
+import { readBody, sendJson, serveFromCommandLine } from './common.mjs';
 import { WebSocketServer } from 'ws';
 
 const EPOCH = 1420070400000n;
@@ -352,26 +353,12 @@ function unknownChannel(res) {
   return json(res, 404, { message: 'Unknown Channel', code: 10003 });
 }
 
+// With the rate-limit headers #rateLimit left on the response.
 function json(res, status, body, headers = {}) {
-  if (res.writableEnded || res.destroyed) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(res.rateHeaders ?? {}), ...headers });
-  res.end(text);
+  sendJson(res, status, body, { ...(res.rateHeaders ?? {}), ...headers });
 }
 
-async function readBody(req) {
-  const chunks = [];
-  for await (const c of req) chunks.push(c);
-  return Buffer.concat(chunks);
-}
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const arg = (name, fallback) => {
-    const i = process.argv.indexOf(name);
-    return i > 0 ? process.argv[i + 1] : fallback;
-  };
-  const d = new DiscordStandIn({ token: arg('--token', undefined) });
-  await d.start(Number(arg('--port', 0)));
-  console.log(JSON.stringify({ url: d.url, gateway: d.gatewayUrl, token: d.token }));
-  process.on('SIGTERM', () => d.stop().then(() => process.exit(0)));
+  await serveFromCommandLine(({ token }) => new DiscordStandIn({ token }), (s) => ({ url: s.url, gateway: s.gatewayUrl, token: s.token }));
 }

@@ -11,6 +11,7 @@
 // {"url": ...} and takes control requests at POST /_control/<verb> with a JSON body (see control()).
 import http from 'node:http';
 import { EventEmitter } from 'node:events';
+import { readBody, sendJson, serveFromCommandLine } from './common.mjs';
 
 const NOT_MODIFIED =
   'Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message';
@@ -340,12 +341,7 @@ function describe(f) {
   return 'Internal Server Error';
 }
 
-function reply(res, status, json) {
-  if (res.writableEnded || res.destroyed) return;
-  const body = JSON.stringify(json);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
-}
+const reply = sendJson;
 
 function now() {
   return Math.floor(Date.now() / 1000);
@@ -355,11 +351,6 @@ function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function readBody(req) {
-  const chunks = [];
-  for await (const c of req) chunks.push(c);
-  return Buffer.concat(chunks);
-}
 
 // The Bot API takes parameters as a query string, urlencoded or JSON bodies, or multipart/form-data.
 function parseParams(url, type, body) {
@@ -384,12 +375,5 @@ function parseMultipart(type, body) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const arg = (name, fallback) => {
-    const i = process.argv.indexOf(name);
-    return i > 0 ? process.argv[i + 1] : fallback;
-  };
-  const tg = new TelegramStandIn({ token: arg('--token', undefined) });
-  await tg.start(Number(arg('--port', 0)));
-  console.log(JSON.stringify({ url: tg.url, token: tg.token }));
-  process.on('SIGTERM', () => tg.stop().then(() => process.exit(0)));
+  await serveFromCommandLine(({ token }) => new TelegramStandIn({ token }), (s) => ({ url: s.url, token: s.token }));
 }
