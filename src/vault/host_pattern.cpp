@@ -66,6 +66,21 @@ Status check_dns_name(std::string_view spec, std::string_view name) {
   return {};
 }
 
+// A binding may not cover a public suffix (ICANN or private section: co.uk, github.io): anyone can
+// register a name under one, so the secret would go to every tenant there. A wildcard's suffix counts
+// with the list's implicit rule (a bare top-level name is one too); an exact name only by an explicit
+// rule (a name such as "localhost" is not a suffix anyone registers under).
+Status refuse_public_suffix(std::string_view spec, const std::string& name, bool wildcard) {
+  auto psl = PublicSuffixList::system();
+  if (!psl) return std::unexpected(psl.error());
+  if (wildcard ? (*psl)->is_public_suffix(name) : (*psl)->listed(name))
+    return fail(ErrorKind::InvalidInput,
+                "invalid host '{}': {} is a public suffix (anyone can register a name under it), so the secret would "
+                "go to every tenant there; bind the names that need it{}",
+                spec, name, wildcard ? fmt::format(" (e.g. myproject.{})", name) : "");
+  return {};
+}
+
 }  // namespace
 
 std::string normalize_host(std::string_view host) {
@@ -90,6 +105,7 @@ bool HostPattern::matches(std::string_view asked, uint16_t asked_port) const {
   if (kind == Kind::Exact) return h == host;
   return h.size() > host.size() + 1 && h.ends_with(host) && h[h.size() - host.size() - 1] == '.';
 }
+
 
 Result<HostPattern> parse_host_pattern(std::string_view spec) {
   std::string_view s = spec;
@@ -153,13 +169,7 @@ Result<HostPattern> parse_host_pattern(std::string_view spec) {
     if (suffix.find('.') == std::string::npos)
       return fail(ErrorKind::InvalidInput,
                   "invalid host '{}': a wildcard must name a domain below the top level (e.g. *.example.com)", spec);
-    auto psl = PublicSuffixList::system();
-    if (!psl) return std::unexpected(psl.error());
-    if ((*psl)->is_public_suffix(suffix))
-      return fail(ErrorKind::InvalidInput,
-                  "invalid host '{}': {} is a public suffix (anyone can register a name under it), so the secret would "
-                  "go to every tenant there; bind the names that need it (e.g. myproject.{})",
-                  spec, suffix, suffix);
+    if (auto st = refuse_public_suffix(spec, suffix, true); !st) return std::unexpected(st.error());
     p.host = std::move(suffix);
     return p;
   }
@@ -172,13 +182,7 @@ Result<HostPattern> parse_host_pattern(std::string_view spec) {
     return p;
   }
   if (auto st = check_dns_name(spec, h); !st) return std::unexpected(st.error());
-  auto psl = PublicSuffixList::system();
-  if (!psl) return std::unexpected(psl.error());
-  if ((*psl)->listed(h))
-    return fail(ErrorKind::InvalidInput,
-                "invalid host '{}': {} is a public suffix (anyone can register a name under it); bind the name that "
-                "needs the secret",
-                spec, h);
+  if (auto st = refuse_public_suffix(spec, h, false); !st) return std::unexpected(st.error());
   p.host = std::move(h);
   return p;
 }
