@@ -41,9 +41,9 @@ void TerminalChannel::push(const std::string& chat, const Item& item) {
   }
 }
 
-Status TerminalChannel::deliver(const router::Outbound& msg) {
+router::DeliveryResult TerminalChannel::deliver(const router::Outbound& msg) {
   std::lock_guard l(mu_);
-  if (!delivered_keys_.insert(msg.key).second) return {};
+  if (!delivered_keys_.insert(msg.key).second) return router::Delivered{};
   key_order_.push_back(msg.key);
   if (key_order_.size() > kRememberedKeys) {
     delivered_keys_.erase(key_order_.front());
@@ -52,7 +52,7 @@ Status TerminalChannel::deliver(const router::Outbound& msg) {
   // Nobody attached is fine: the reply stays in the store (outbox and history) and the terminal is
   // interactive; there is no one to hand it to later.
   push(msg.chat, msg);
-  return {};
+  return router::Delivered{};
 }
 
 void TerminalChannel::live(const router::LiveEvent& ev) {

@@ -40,7 +40,7 @@ class TerminalChannel : public router::Channel {
   };
 
   std::string_view name() const override { return "terminal"; }
-  Status deliver(const router::Outbound& msg) override;
+  router::DeliveryResult deliver(const router::Outbound& msg) override;
   void live(const router::LiveEvent& ev) override;
 
   std::unique_ptr<Subscription> subscribe(const std::string& chat);

@@ -13,6 +13,8 @@ namespace moat::router {
 namespace {
 constexpr size_t kPage = 256;
 constexpr int64_t kMaxBackoffMs = 60'000;
+// A platform may ask for a long wait (a daily quota); beyond an hour the row is tried again anyway.
+constexpr int64_t kMaxPlatformWaitMs = 3'600'000;
 constexpr int64_t kIdlePollMs = 5'000;  // a safety net; inserts poke the thread
 }  // namespace
 
@@ -46,7 +48,7 @@ void Router::Impl::delivery_loop() {
     // Delivered rows are marked, with their audit records, in one transaction per page. A crash
     // before that mark means those rows go out again with the same keys, which channels drop (see
     // Channel::deliver), and are audited then.
-    std::vector<int64_t> done;
+    std::vector<OutboxDelivery> done;
     std::vector<AuditEntry> records;
     auto mark = [&] {
       if (done.empty()) return;
@@ -107,31 +109,34 @@ void Router::Impl::delivery_loop() {
             break;
           }
         }
-        Status s;
+        DeliveryResult s;
         try {
           s = ch->deliver(row.msg);
         } catch (const std::exception& ex) {
-          s = fail(ErrorKind::Internal, "channel {} threw: {}", row.msg.channel, ex.what());
+          s = delivery_failed(Error{ErrorKind::Internal, fmt::format("channel {} threw: {}", row.msg.channel, ex.what())});
         }
         if (s) {
-          done.push_back(row.msg.id);
           Json data = {{"id", row.msg.id}, {"channel", row.msg.channel}, {"chat", row.msg.chat},
                        {"in_reply_to", row.msg.in_reply_to}, {"is_error", row.msg.is_error}, {"bytes", row.msg.text.size()}};
+          if (!s->platform_id.empty()) data["platform_id"] = s->platform_id;
+          done.push_back(OutboxDelivery{row.msg.id, std::move(s->platform_id)});
           records.push_back(AuditEntry{"message.out", row.msg.agent.empty() ? "router" : row.msg.agent, row.msg.agent,
                                        std::move(data)});
-        } else if (s.error().kind == ErrorKind::InvalidInput || s.error().kind == ErrorKind::NotFound) {
+        } else if (const Error& e = s.error().error; e.kind == ErrorKind::InvalidInput || e.kind == ErrorKind::NotFound) {
           log::warn("router: outbox message {} cannot be delivered to {}:{}: {}", row.msg.id, row.msg.channel,
-                    row.msg.chat, s.error().message);
-          if (auto u = outbox_failed(db, row.msg.id, s.error().message); !u)
+                    row.msg.chat, e.message);
+          if (auto u = outbox_failed(db, row.msg.id, e.message); !u)
             log::error("router: cannot mark outbox message {} failed: {}", row.msg.id, u.error().message);
         } else {
           int attempts = row.attempts + 1;
           int64_t delay = std::max<int64_t>(opts.delivery_retry_base.count(), 1);
           for (int i = 1; i < attempts && delay < kMaxBackoffMs; ++i) delay *= 2;
           delay = std::min(delay, kMaxBackoffMs);
+          // The platform's own word on when to come back (a 429's retry_after) replaces the guess.
+          if (int64_t asked = s.error().retry_after.count(); asked > 0) delay = std::min(asked, kMaxPlatformWaitMs);
           int64_t next = clock::now_ms() + delay;
           log::info("router: delivering outbox message {} to {} failed (attempt {}), retrying in {} ms: {}",
-                    row.msg.id, row.msg.channel, attempts, delay, s.error().message);
+                    row.msg.id, row.msg.channel, attempts, delay, e.message);
           if (auto u = outbox_retry_later(db, row.msg.id, attempts, next); !u)
             log::error("router: cannot store a delivery retry: {}", u.error().message);
           blocked.insert(chat_key);

@@ -279,16 +279,27 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
   return out;
 }
 
-Status outbox_delivered(Database& db, const std::vector<int64_t>& ids) {
-  if (ids.empty()) return {};
-  auto st = db.prepare("UPDATE outbox SET delivered_at_ms = ?2 WHERE id = ?1");
+Status outbox_delivered(Database& db, const std::vector<OutboxDelivery>& rows) {
+  if (rows.empty()) return {};
+  auto st = db.prepare("UPDATE outbox SET delivered_at_ms = ?2, platform_id = ?3 WHERE id = ?1");
   if (!st) return std::unexpected(st.error());
   int64_t now = clock::now_ms();
-  for (int64_t id : ids) {
-    st->bind(1, id).bind(2, now);
+  for (const auto& row : rows) {
+    st->bind(1, row.id).bind(2, now).bind(3, row.platform_id);
     if (auto s = run(*st, "marking a message delivered"); !s) return s;
   }
   return {};
+}
+
+Result<std::string> outbox_platform_id(Database& db, int64_t id) {
+  auto l = db.lock();
+  auto st = db.prepare("SELECT platform_id FROM outbox WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id);
+  auto row = st->step();
+  if (!row) return std::unexpected(row.error());
+  if (!*row) return fail(ErrorKind::NotFound, "no outbox message {}", id);
+  return std::string(st->column_text(0));
 }
 
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms) {

@@ -68,8 +68,15 @@ Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::strin
                               std::string_view reply_to = {});
 // Up to `limit` undelivered rows with id > after_id, in id order.
 Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit);
-// Marks rows delivered, inside the caller's transaction (which also stages their audit records).
-Status outbox_delivered(Database& db, const std::vector<int64_t>& ids);
+// Marks rows delivered, with the platform's id for each (may be empty), inside the caller's
+// transaction (which also stages their audit records).
+struct OutboxDelivery {
+  int64_t id = 0;
+  std::string platform_id;
+};
+Status outbox_delivered(Database& db, const std::vector<OutboxDelivery>& rows);
+// The platform's id of a delivered row ("" when the channel has none or it is not delivered).
+Result<std::string> outbox_platform_id(Database& db, int64_t id);
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);
 Status outbox_failed(Database& db, int64_t id, std::string_view why);
 Result<int64_t> outbox_undelivered_count(Database& db);

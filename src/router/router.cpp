@@ -177,15 +177,15 @@ Result<Acceptance> Router::accept(Envelope e) {
   return std::move(accept_many(std::move(one))[0]);
 }
 
-std::vector<Result<Acceptance>> Router::accept_many(std::vector<Envelope> envelopes) {
-  std::vector<Result<Acceptance>> out(envelopes.size(), Acceptance{Acceptance::Outcome::Dropped});
-  std::shared_ptr<const RuleMatcher> matcher;
+std::vector<Router::Impl::Item> Router::Impl::prepare(std::vector<Envelope>& envelopes,
+                                                    std::vector<Result<Acceptance>>& out, std::vector<size_t>& where) {
+  out.assign(envelopes.size(), Acceptance{Acceptance::Outcome::Dropped});
+  std::shared_ptr<const RuleMatcher> m_;
   {
-    std::shared_lock r(impl_->rules_mu);
-    matcher = impl_->matcher;
+    std::shared_lock r(rules_mu);
+    m_ = matcher;
   }
-  std::vector<Impl::Item> items;
-  std::vector<size_t> where;  // items[k] answers out[where[k]]
+  std::vector<Item> items;
   items.reserve(envelopes.size());
   for (size_t i = 0; i < envelopes.size(); ++i) {
     Envelope& e = envelopes[i];
@@ -203,19 +203,51 @@ std::vector<Result<Acceptance>> Router::accept_many(std::vector<Envelope> envelo
     if (e.received_ms == 0) e.received_ms = clock::now_ms();
     e.id = 0;
     // Matching happens on the caller's thread, outside the group commit, so it runs in parallel.
-    MatchResult m =
-        matcher->match(e, [&](const std::string& agent) { return impl_->approved(agent, e.channel, e.sender); });
-    items.push_back(Impl::Item{std::move(e), std::move(m)});
+    MatchResult m = m_->match(e, [&](const std::string& agent) { return approved(agent, e.channel, e.sender); });
+    items.push_back(Item{std::move(e), std::move(m)});
     where.push_back(i);
   }
-  if (!items.empty()) impl_->accept_grouped(items);
+  return items;
+}
+
+std::vector<Result<Acceptance>> Router::accept_many(std::vector<Envelope> envelopes) {
+  std::vector<Result<Acceptance>> out;
+  std::vector<size_t> where;  // items[k] answers out[where[k]]
+  auto items = impl_->prepare(envelopes, out, where);
+  if (!items.empty()) (void)impl_->accept_grouped(items);
   for (size_t k = 0; k < items.size(); ++k) out[where[k]] = std::move(items[k].result);
   return out;
 }
 
-void Router::Impl::accept_grouped(std::vector<Item>& items) {
+Result<std::vector<Result<Acceptance>>> Router::accept_with_cursor(std::vector<Envelope> envelopes, ChannelCursor cursor) {
+  if (auto st = require("channel", cursor.channel); !st) return std::unexpected(st.error());
+  std::vector<Result<Acceptance>> out;
+  std::vector<size_t> where;
+  auto items = impl_->prepare(envelopes, out, where);
+  if (auto st = impl_->accept_grouped(items, &cursor); !st)
+    return wrap(st.error(), fmt::format("storing {} message(s) of channel {} with its cursor", items.size(), cursor.channel));
+  for (size_t k = 0; k < items.size(); ++k) out[where[k]] = std::move(items[k].result);
+  return out;
+}
+
+Result<std::optional<Json>> Router::channel_cursor(std::string_view channel) {
+  auto& db = impl_->db;
+  auto l = db.lock();
+  auto st = db.prepare("SELECT cursor_json FROM channel_cursors WHERE channel = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, channel);
+  auto row = st->step();
+  if (!row) return std::unexpected(row.error());
+  if (!*row) return std::optional<Json>();
+  auto j = Json::parse(st->column_text(0), nullptr, false);
+  if (j.is_discarded()) return fail(ErrorKind::Internal, "the stored cursor of channel {} is not JSON", channel);
+  return std::optional<Json>(std::move(j));
+}
+
+Status Router::Impl::accept_grouped(std::vector<Item>& items, const ChannelCursor* cursor) {
   Pending p;
   p.items = std::move(items);
+  p.cursor = cursor;
   bool lead = false;
   {
     std::lock_guard g(gc_mu);
@@ -227,7 +259,7 @@ void Router::Impl::accept_grouped(std::vector<Item>& items) {
     while ((st = p.state.load(std::memory_order_acquire)) == 0) futex_wait(p.state, 0);
     if (st == 1) {
       items = std::move(p.items);
-      return;
+      return p.committed;
     }
     // state 2: the previous leader handed over; we are first in the queue.
   }
@@ -260,15 +292,19 @@ void Router::Impl::accept_grouped(std::vector<Item>& items) {
   // channel does not acknowledge, the sender retries, and the retry is deduplicated by message id.
   if (Status synced = db.sync_wal(); !synced) {
     Error e = wrap(synced.error(), "storing inbound messages").error();
-    for (Pending* q : batch)
+    for (Pending* q : batch) {
+      q->committed = std::unexpected(e);
       for (Item& it : q->items) it.result = std::unexpected(e);
+    }
   }
   items = std::move(p.items);
+  Status mine = p.committed;
   for (Pending* q : batch) {
     if (q == &p) continue;
     q->state.store(1, std::memory_order_release);
     futex_wake(q->state);
   }
+  return mine;
 }
 
 void Router::Impl::write_batch(std::vector<Pending*>& batch) {
@@ -277,8 +313,10 @@ void Router::Impl::write_batch(std::vector<Pending*>& batch) {
   std::vector<QueuedEnvelope> queued;
   bool outbox_added = false;
   auto fail_all = [&](const Error& e) {
-    for (Pending* q : batch)
+    for (Pending* q : batch) {
+      q->committed = std::unexpected(e);
       for (Item& it : q->items) it.result = std::unexpected(e);
+    }
   };
 
   // The outer lock outlives the transaction so that queued envelopes reach the scheduler, in commit
@@ -354,6 +392,23 @@ void Router::Impl::write_batch(std::vector<Pending*>& batch) {
         break;
     }
     item.result = std::move(a);
+  }
+  // A pulling channel's cursor moves with the envelopes it covers (queue order: the later call wins).
+  for (Pending* pend : batch) {
+    if (!pend->cursor) continue;
+    auto st = db.prepare(
+        "INSERT INTO channel_cursors (channel, cursor_json, updated_at_ms) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(channel) DO UPDATE SET cursor_json = excluded.cursor_json, updated_at_ms = excluded.updated_at_ms");
+    Status s = st ? Status{} : Status(std::unexpected(st.error()));
+    if (s) {
+      st->bind(1, pend->cursor->channel).bind(2, pend->cursor->value.dump()).bind(3, clock::now_ms());
+      auto done = st->step();
+      if (!done) s = std::unexpected(done.error());
+    }
+    if (!s) {
+      fail_all(s.error());
+      return;
+    }
   }
   // The records go in the same transaction: an accepted message always has its audit record.
   auto staged = audit.stage(*tx, std::move(entries));

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,13 @@ struct Acceptance {
   std::string reason;        // Dropped: why (no rule matched, unknown sender, no trigger)
 };
 std::string_view outcome_name(Acceptance::Outcome o);
+
+// Where a channel that pulls from a platform has got to (Telegram's update offset; Discord's session
+// id, resume URL and sequence): opaque to the router, stored per channel.
+struct ChannelCursor {
+  std::string channel;
+  Json value;
+};
 
 struct EnvelopeStatus {  // for `moat messages`
   Envelope envelope;
@@ -74,6 +82,15 @@ class Router {
   // result per envelope, in order, all durable when it returns. Cheaper than as many accept() calls
   // from as many threads: one wake-up for the lot instead of one per envelope.
   std::vector<Result<Acceptance>> accept_many(std::vector<Envelope> envelopes);
+  // accept_many() for a channel that pulls: `cursor` is committed in the same transaction as the
+  // envelopes, so after a crash the channel resumes from a cursor that covers exactly what was stored
+  // (what it fetches again is dropped as a duplicate). An error when the commit failed: nothing was
+  // stored and the cursor did not move. An invalid envelope is an error of its own and the cursor still
+  // moves past it (the platform will not send it better). `envelopes` may be empty (a poll that brought
+  // nothing to accept still advances the cursor).
+  Result<std::vector<Result<Acceptance>>> accept_with_cursor(std::vector<Envelope> envelopes, ChannelCursor cursor);
+  // The cursor last committed for `channel`; nullopt when it never committed one.
+  Result<std::optional<Json>> channel_cursor(std::string_view channel);
   // Approves the sender a pairing code was issued for; its held messages are queued in order.
   // NotFound for an unknown or already used code.
   Result<Json> approve(std::string_view code, std::string_view actor);

@@ -53,6 +53,8 @@ struct Router::Impl {
   };
   struct Pending {  // one caller's envelopes (one for accept(), many for accept_many())
     std::vector<Item> items;
+    const ChannelCursor* cursor = nullptr;  // accept_with_cursor(): written in the same transaction
+    Status committed;                       // whether the batch this caller was in reached the disk
     // 0 waiting, 1 done, 2 lead the next batch. Waited on with a futex: one wake-up per caller and
     // no mutex, which matters at tens of thousands of callers a second.
     std::atomic<int> state{0};
@@ -61,7 +63,11 @@ struct Router::Impl {
   std::deque<Pending*> gc_queue;
   bool gc_leader = false;
   // Writes the items durably with whatever other callers queued meanwhile; fills their results.
-  void accept_grouped(std::vector<Item>& items);
+  Status accept_grouped(std::vector<Item>& items, const ChannelCursor* cursor = nullptr);
+  // accept_many()'s checks and matching, on the caller's thread: items to store, and where each
+  // answers in `out` (invalid envelopes are answered there at once).
+  std::vector<Item> prepare(std::vector<Envelope>& envelopes, std::vector<Result<Acceptance>>& out,
+                            std::vector<size_t>& where);
   // Writes `batch` and its audit records in one transaction (durable at the next db.sync_wal()),
   // queues its envelopes and fills each result.
   void write_batch(std::vector<Pending*>& batch);

@@ -103,6 +103,7 @@ constexpr Migration kMigrations[] = {
     {4, "create router tables", schema::kRouter},
     {5, "create agents and conversation tables", schema::kAgents},
     {6, "create audit checkpoints", kAuditCheckpoints},
+    {7, "create channel cursors, keep platform message ids", schema::kChannelState},
 };
 
 }  // namespace

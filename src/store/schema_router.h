@@ -63,4 +63,17 @@ CREATE TABLE pairing_codes (
 CREATE INDEX pairing_codes_open ON pairing_codes (agent, channel, sender) WHERE used_at_ms = 0;
 )sql";
 
+// Migration 7 (issue 15): what a channel that pulls from a platform has taken (Telegram's update offset,
+// Discord's session and sequence), written in the same transaction as the envelopes it covers, so a
+// crash between fetching and storing fetches again and the dedupe drops what was already accepted;
+// and each delivered outbox row's id on the platform (to edit it, or to find it after a crash).
+constexpr std::string_view kChannelState = R"sql(
+CREATE TABLE channel_cursors (
+  channel       TEXT    PRIMARY KEY NOT NULL,
+  cursor_json   TEXT    NOT NULL,
+  updated_at_ms INTEGER NOT NULL
+);
+ALTER TABLE outbox ADD COLUMN platform_id TEXT NOT NULL DEFAULT '';
+)sql";
+
 }  // namespace moat::schema

@@ -227,7 +227,7 @@ TEST_F(WebChatTest, ReconnectWithLastEventIdReplaysOnlyNewerMessages) {
   bad.chat = "somewhere";
   auto st = chat->deliver(bad);
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().kind, ErrorKind::InvalidInput);
+  EXPECT_EQ(st.error().error.kind, ErrorKind::InvalidInput);
 }
 
 TEST_F(WebChatTest, ServerLimits) {

@@ -136,7 +136,7 @@ TEST_F(WebhookTest, ReplyIsPostedToTheCallbackWithItsIdempotencyKey) {
   cb.status = 503;  // the caller is down: worth a retry
   auto st = hooks->deliver(reply("o5", "t-7", "hello back"));
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().kind, ErrorKind::Unavailable);
+  EXPECT_EQ(st.error().error.kind, ErrorKind::Unavailable);
 
   cb.status = 200;
   ASSERT_TRUE(hooks->deliver(reply("o5", "t-7", "hello back")));
@@ -157,7 +157,7 @@ TEST_F(WebhookTest, ReplyIsPostedToTheCallbackWithItsIdempotencyKey) {
   cb.status = 400;  // the caller refuses it for good
   auto refused = hooks->deliver(reply("o6", "t-7", "again"));
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().kind, ErrorKind::InvalidInput);
+  EXPECT_EQ(refused.error().error.kind, ErrorKind::InvalidInput);
 }
 
 TEST_F(WebhookTest, UnreachableCallbackIsRetryable) {
@@ -175,7 +175,7 @@ TEST_F(WebhookTest, UnreachableCallbackIsRetryable) {
             202);
   auto st = hooks->deliver(reply("o8", "t-8", "y"));
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().kind, ErrorKind::Unavailable);
+  EXPECT_EQ(st.error().error.kind, ErrorKind::Unavailable);
 }
 
 TEST_F(WebhookTest, RepliesWithoutCallbackAreKeptForPolling) {

@@ -35,13 +35,13 @@ class FileChannel : public Channel {
   }
   ~FileChannel() override { ::close(fd_); }
   std::string_view name() const override { return "file"; }
-  Status deliver(const Outbound& m) override {
-    if (keys_.contains(m.key)) return {};
+  DeliveryResult deliver(const Outbound& m) override {
+    if (keys_.contains(m.key)) return Delivered{};
     std::string line = m.key + "\t" + m.chat + "\t" + m.text + "\n";
     if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()) || ::fsync(fd_) != 0)
-      return fail(ErrorKind::Unavailable, "cannot write the channel file");
+      return delivery_failed(Error{ErrorKind::Unavailable, "cannot write the channel file"});
     keys_.insert(m.key);
-    return {};
+    return Delivered{};
   }
 
  private:

@@ -45,13 +45,19 @@ class RecordingChannel : public Channel {
  public:
   explicit RecordingChannel(std::string name = "web") : name_(std::move(name)) {}
   std::string_view name() const override { return name_; }
-  Status deliver(const Outbound& msg) override {
+  DeliveryResult deliver(const Outbound& msg) override {
+    Delivered d;
     if (hook) {
-      if (auto s = hook(msg); !s) return s;
+      if (auto s = hook(msg); !s) return delivery_failed(s.error());
+    }
+    if (platform) {
+      auto r = platform(msg);
+      if (!r) return r;
+      d = *r;
     }
     std::lock_guard g(mu);
     got.push_back(msg);
-    return {};
+    return d;
   }
   void live(const LiveEvent& ev) override {
     std::lock_guard g(mu);
@@ -66,6 +72,8 @@ class RecordingChannel : public Channel {
     return got.size();
   }
   std::function<Status(const Outbound&)> hook;  // set before start()
+  // A platform's answer (its message id, or a failure with retry_after); set before start().
+  std::function<DeliveryResult(const Outbound&)> platform;
   std::mutex mu;
   std::vector<Outbound> got;
   std::vector<LiveEvent> lives;

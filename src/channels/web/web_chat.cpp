@@ -262,7 +262,9 @@ void WebChat::publish(const std::string& session, std::string_view event, const 
   if (it->second.empty()) streams_.erase(it);
 }
 
-Status WebChat::deliver(const router::Outbound& msg) {
+router::DeliveryResult WebChat::deliver(const router::Outbound& msg) { return router::delivered_if(show(msg)); }
+
+Status WebChat::show(const router::Outbound& msg) {
   std::string session = session_of_chat(msg.chat);
   if (session.empty()) {
     return fail(ErrorKind::InvalidInput, "web chat: '{}' is not a web chat id (<agent>/web-<session>)", msg.chat);

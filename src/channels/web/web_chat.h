@@ -62,7 +62,7 @@ class WebChat : public router::Channel {
   ~WebChat() override;
 
   std::string_view name() const override { return "web"; }
-  Status deliver(const router::Outbound& msg) override;
+  router::DeliveryResult deliver(const router::Outbound& msg) override;
   void live(const router::LiveEvent& ev) override;
 
   // Takes back what a restart would otherwise lose: the conversations the store kept
@@ -78,6 +78,8 @@ class WebChat : public router::Channel {
   static std::string session_of_chat(std::string_view chat);
 
  private:
+  // Shows a reply to the chat's subscribers and keeps it for reloads; a repeat key is dropped.
+  Status show(const router::Outbound& msg);
   http::Response page(const http::Request& req);
   http::Response post_message(const http::Request& req, const std::string& session);
   http::Response history(const std::string& session);

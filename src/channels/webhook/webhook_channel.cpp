@@ -166,7 +166,11 @@ void WebhookChannel::restore(const std::vector<router::ChannelMessage>& history)
   }
 }
 
-Status WebhookChannel::deliver(const router::Outbound& msg) {
+router::DeliveryResult WebhookChannel::deliver(const router::Outbound& msg) {
+  return router::delivered_if(hand_over(msg));
+}
+
+Status WebhookChannel::hand_over(const router::Outbound& msg) {
   size_t slash = msg.chat.find('/');
   if (slash == std::string::npos || slash == 0 || slash + 1 == msg.chat.size()) {
     return fail(ErrorKind::InvalidInput, "webhook: '{}' is not a webhook chat id (<agent>/<chat>)", msg.chat);

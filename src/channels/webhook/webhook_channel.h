@@ -63,7 +63,7 @@ class WebhookChannel : public router::Channel {
   std::string_view name() const override { return "webhook"; }
   // Stores the reply for polling and, when the chat has a callback, POSTs it there (blocking, up to
   // callback_timeout: this runs on the router's delivery thread).
-  Status deliver(const router::Outbound& msg) override;
+  router::DeliveryResult deliver(const router::Outbound& msg) override;
 
   // Takes back the replies kept for polling from the store (Router::channel_history("webhook")),
   // oldest first; inbound messages, which polling never shows, are ignored. Call before serving.
@@ -76,6 +76,8 @@ class WebhookChannel : public router::Channel {
   static std::string chat_id(std::string_view agent, std::string_view chat) { return fmt::format("{}/{}", agent, chat); }
 
  private:
+  // Keeps a reply for polling and posts it to the callback, if there is one; a repeat key is dropped.
+  Status hand_over(const router::Outbound& msg);
   http::Response inbound(const http::Request& req, const std::string& agent);
   http::Response replies(const http::Request& req, const std::string& agent);
   bool authorized(const http::Request& req, const std::string& agent) const;
