@@ -8,6 +8,7 @@
 
 #include "base/result.h"
 #include "router/envelope.h"
+#include "router/split.h"
 
 namespace moat::router {
 
@@ -42,6 +43,9 @@ class Channel {
   // Return an error only for a failure worth retrying; InvalidInput/NotFound mean "never deliverable"
   // and the row is marked failed instead. A retry_after on the failure replaces the router's backoff.
   virtual DeliveryResult deliver(const Outbound& msg) = 0;
+  // How long a message may be on this channel's platform; a longer reply is delivered in parts, each
+  // under its own key (router/split.h). No limit by default.
+  virtual MessageLimit message_limit() const { return {}; }
   // Called from the turn's thread; must be quick and must not block on the network.
   virtual void live(const LiveEvent& ev) {}
 };

@@ -32,6 +32,32 @@ void Router::Impl::poke_delivery() {
   out_cv.notify_one();
 }
 
+// One row through its channel: the whole text, or the parts the channel's limit asks for, from the
+// first part not yet sent. Each part but the last is recorded as sent at once (a crash resumes with
+// the next part; the part in flight may go twice under its own key). Success is the last part's.
+DeliveryResult Router::Impl::deliver_parts(Channel& ch, OutboxRow& row) {
+  auto parts = split_text(row.msg.text, ch.message_limit());
+  row.msg.parts = parts.size();
+  const std::string row_key = row.msg.key;
+  for (size_t i = std::min(row.parts_sent, parts.size() - 1); i < parts.size(); ++i) {
+    Outbound part = row.msg;
+    part.part = i;
+    part.key = part_key(row_key, i, parts.size());
+    part.text = std::move(parts[i]);
+    DeliveryResult s;
+    try {
+      s = ch.deliver(part);
+    } catch (const std::exception& ex) {
+      s = delivery_failed(Error{ErrorKind::Internal, fmt::format("channel {} threw: {}", row.msg.channel, ex.what())});
+    }
+    if (!s || i + 1 == parts.size()) return s;
+    if (auto st = outbox_parts_sent(db, row.msg.id, i + 1, s->platform_id); !st)
+      return delivery_failed(st.error());
+    row.parts_sent = i + 1;
+  }
+  return Delivered{};  // unreachable: the loop returns at its last part
+}
+
 void Router::Impl::delivery_loop() {
   std::unordered_set<std::string> warned;  // channels we said are missing, once each
   for (;;) {
@@ -109,16 +135,12 @@ void Router::Impl::delivery_loop() {
             break;
           }
         }
-        DeliveryResult s;
-        try {
-          s = ch->deliver(row.msg);
-        } catch (const std::exception& ex) {
-          s = delivery_failed(Error{ErrorKind::Internal, fmt::format("channel {} threw: {}", row.msg.channel, ex.what())});
-        }
+        DeliveryResult s = deliver_parts(*ch, row);
         if (s) {
           Json data = {{"id", row.msg.id}, {"channel", row.msg.channel}, {"chat", row.msg.chat},
                        {"in_reply_to", row.msg.in_reply_to}, {"is_error", row.msg.is_error}, {"bytes", row.msg.text.size()}};
           if (!s->platform_id.empty()) data["platform_id"] = s->platform_id;
+          if (row.msg.parts > 1) data["parts"] = row.msg.parts;
           done.push_back(OutboxDelivery{row.msg.id, std::move(s->platform_id)});
           records.push_back(AuditEntry{"message.out", row.msg.agent.empty() ? "router" : row.msg.agent, row.msg.agent,
                                        std::move(data)});

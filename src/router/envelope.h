@@ -49,6 +49,9 @@ struct Outbound {
   bool is_error = false;     // an honest failure notice after the last retry
   std::string reply_to;      // the answered envelope's reply_to (the last of the batch); may be empty
   int64_t created_ms = 0;    // when the reply was written (wall clock): the same on every delivery
+  // A reply longer than the channel's limit goes out in parts: this is part `part` (0-based) of
+  // `parts`, and `key` is the part's own ("o31.2"; the row's key when there is one part).
+  size_t part = 0, parts = 1;
 };
 
 // A message as a channel showed it, read back from the store after a restart: an inbound envelope

@@ -250,7 +250,8 @@ Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::strin
 Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit) {
   auto l = db.lock();
   auto st = db.prepare(
-      "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to, created_ms "
+      "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to, created_ms, "
+      "parts_sent "
       "FROM outbox "
       "WHERE delivered_at_ms = 0 AND failed = '' AND id > ?1 ORDER BY id LIMIT ?2");
   if (!st) return std::unexpected(st.error());
@@ -274,6 +275,7 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
     row.next_attempt_ms = st->column_int64(8);
     m.reply_to = st->column_text(9);
     m.created_ms = st->column_int64(10);
+    row.parts_sent = static_cast<size_t>(st->column_int64(11));
     out.push_back(std::move(row));
   }
   return out;
@@ -289,6 +291,14 @@ Status outbox_delivered(Database& db, const std::vector<OutboxDelivery>& rows) {
     if (auto s = run(*st, "marking a message delivered"); !s) return s;
   }
   return {};
+}
+
+Status outbox_parts_sent(Database& db, int64_t id, size_t parts_sent, std::string_view platform_id) {
+  auto l = db.lock();
+  auto st = db.prepare("UPDATE outbox SET parts_sent = ?2, platform_id = ?3 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id).bind(2, static_cast<int64_t>(parts_sent)).bind(3, platform_id);
+  return run(*st, "recording a sent part");
 }
 
 Result<std::string> outbox_platform_id(Database& db, int64_t id) {

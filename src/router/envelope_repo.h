@@ -61,6 +61,7 @@ struct OutboxRow {
   Outbound msg;
   int attempts = 0;
   int64_t next_attempt_ms = 0;
+  size_t parts_sent = 0;  // of a reply delivered in parts
 };
 // `reply_to` is the answered envelope's (see Envelope::reply_to); empty for unsolicited messages.
 Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent,
@@ -75,6 +76,9 @@ struct OutboxDelivery {
   std::string platform_id;
 };
 Status outbox_delivered(Database& db, const std::vector<OutboxDelivery>& rows);
+// Records that the first `parts_sent` parts of a row went out (the last with `platform_id`), in a
+// transaction of its own: a crash after it resumes with the next part.
+Status outbox_parts_sent(Database& db, int64_t id, size_t parts_sent, std::string_view platform_id);
 // The platform's id of a delivered row ("" when the channel has none or it is not delivered).
 Result<std::string> outbox_platform_id(Database& db, int64_t id);
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);

@@ -94,6 +94,7 @@ struct Router::Impl {
   bool out_stopping = false;
   std::thread delivery;
   void delivery_loop();
+  DeliveryResult deliver_parts(Channel& ch, OutboxRow& row);
   void poke_delivery();
 };
 

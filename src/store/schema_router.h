@@ -66,7 +66,8 @@ CREATE INDEX pairing_codes_open ON pairing_codes (agent, channel, sender) WHERE 
 // Migration 7 (issue 15): what a channel that pulls from a platform has taken (Telegram's update offset,
 // Discord's session and sequence), written in the same transaction as the envelopes it covers, so a
 // crash between fetching and storing fetches again and the dedupe drops what was already accepted;
-// and each delivered outbox row's id on the platform (to edit it, or to find it after a crash).
+// and each delivered outbox row's id on the platform (to edit it, or to find it after a crash), and
+// how many parts of a reply split for its platform were sent (a crash resumes with the next part).
 constexpr std::string_view kChannelState = R"sql(
 CREATE TABLE channel_cursors (
   channel       TEXT    PRIMARY KEY NOT NULL,
@@ -74,6 +75,7 @@ CREATE TABLE channel_cursors (
   updated_at_ms INTEGER NOT NULL
 );
 ALTER TABLE outbox ADD COLUMN platform_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 }  // namespace moat::schema

@@ -113,3 +113,42 @@ TEST(RouterChannelState, APlatformsRetryAfterReplacesTheRoutersBackoff) {
   EXPECT_GE(waited, 290ms);
   EXPECT_LT(waited, 5s);
 }
+
+namespace {
+// A platform with a 10-character limit that fails once on the part named `fail_key`.
+class SmallChannel : public RecordingChannel {
+ public:
+  using RecordingChannel::RecordingChannel;
+  MessageLimit message_limit() const override { return {10, TextUnit::CodePoints}; }
+};
+}  // namespace
+
+TEST(RouterChannelState, ALongReplyGoesOutInPartsEachUnderItsOwnKeyAndResumesAfterAFailedPart) {
+  Store s;
+  SmallChannel web;
+  std::atomic<int> failures{0};
+  web.platform = [&](const Outbound& o) -> DeliveryResult {
+    if (o.part == 2 && failures.fetch_add(1) == 0) return delivery_failed(Error{ErrorKind::Unavailable, "dropped"}, 50ms);
+    return Delivered{"p-" + o.key};
+  };
+  Router r(*s.db, *s.audit);
+  r.set_rules({catch_all()});
+  r.add_channel(web);
+  ASSERT_TRUE(r.start());
+  auto id = r.send("a", "web", "c1", "aaaa bbbb cccc dddd eeee ffff");  // 29 characters: 3 parts of at most 10
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(wait_for([&] { return s.count("SELECT count(*) FROM outbox WHERE delivered_at_ms > 0") == 1; }, 10s));
+  auto got = web.delivered();
+  std::vector<std::string> keys, texts;
+  for (auto& o : got) {
+    keys.push_back(o.key);
+    texts.push_back(o.text);
+    EXPECT_EQ(o.parts, 3u);
+  }
+  // Parts 1 and 2 went once each; part 3 failed once and went again alone.
+  EXPECT_EQ(keys, (std::vector<std::string>{fmt::format("o{}.1", *id), fmt::format("o{}.2", *id), fmt::format("o{}.3", *id)}));
+  EXPECT_EQ(texts, (std::vector<std::string>{"aaaa bbbb ", "cccc dddd ", "eeee ffff"}));
+  EXPECT_EQ(failures.load(), 2);
+  EXPECT_EQ(outbox_platform_id(*s.db, *id).value(), fmt::format("p-o{}.3", *id));
+  EXPECT_EQ(s.count(fmt::format("SELECT parts_sent FROM outbox WHERE id = {}", *id)), 2);
+}
