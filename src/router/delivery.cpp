@@ -12,7 +12,6 @@ namespace moat::router {
 
 namespace {
 constexpr size_t kPage = 256;
-constexpr int64_t kMaxBackoffMs = 60'000;
 constexpr int64_t kIdlePollMs = 5'000;  // a safety net; inserts poke the thread
 }  // namespace
 
@@ -126,9 +125,7 @@ void Router::Impl::delivery_loop() {
             log::error("router: cannot mark outbox message {} failed: {}", row.msg.id, u.error().message);
         } else {
           int attempts = row.attempts + 1;
-          int64_t delay = std::max<int64_t>(opts.delivery_retry_base.count(), 1);
-          for (int i = 1; i < attempts && delay < kMaxBackoffMs; ++i) delay *= 2;
-          delay = std::min(delay, kMaxBackoffMs);
+          int64_t delay = retry_backoff(opts.delivery_retry_base).delay(attempts).count();
           int64_t next = clock::now_ms() + delay;
           log::info("router: delivering outbox message {} to {} failed (attempt {}), retrying in {} ms: {}",
                     row.msg.id, row.msg.channel, attempts, delay, s.error().message);
