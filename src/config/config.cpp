@@ -12,6 +12,7 @@
 #include "base/fs.h"
 #include "config/limits.h"
 #include "config/toml_text.h"
+#include "net/url.h"
 #include "config/units.h"
 
 namespace moat {
@@ -222,9 +223,20 @@ const std::vector<Key>& schema() {
          return {};
        })},
       {"web", "listen", as_string([](Config& c, const std::string& s) -> Status {
-         if (s != "off" && s.rfind(':') == std::string::npos)
-           return fail(ErrorKind::InvalidInput, "expected \"ADDRESS:PORT\" such as \"127.0.0.1:7700\", or \"off\"");
+         if (s != "off")
+           if (auto a = net::parse_listen_address(s); !a)
+             return fail(ErrorKind::InvalidInput, "expected \"ADDRESS:PORT\" such as \"127.0.0.1:7700\", or \"off\" ({})",
+                         a.error().message);
          c.web.listen = s;
+         return {};
+       })},
+      {"web", "webhook_callbacks", as_string([](Config& c, const std::string& s) -> Status {
+         if (s == "loopback")
+           c.web.webhook_callbacks = WebhookCallbacks::Loopback;
+         else if (s == "public")
+           c.web.webhook_callbacks = WebhookCallbacks::Public;
+         else
+           return fail(ErrorKind::InvalidInput, "expected \"loopback\" (programs on this host) or \"public\" (public addresses)");
          return {};
        })},
   };

@@ -75,8 +75,15 @@ struct RouterConfig {
   std::chrono::milliseconds retry_base{1000};
 };
 
+// Where the webhook channel may POST replies (docs/config.md, [web]).
+enum class WebhookCallbacks {
+  Loopback,  // programs on this host only: 127.0.0.0/8, ::1, localhost
+  Public,    // public addresses only, never this host's or a private network's
+};
+
 struct WebConfig {
   std::string listen = "127.0.0.1:7700";  // web chat and webhooks; "off" disables
+  WebhookCallbacks webhook_callbacks = WebhookCallbacks::Loopback;
 };
 
 // Signed checkpoints of the audit chain (docs/security.md, "Signed audit checkpoints").

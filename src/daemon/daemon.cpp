@@ -11,7 +11,6 @@
 #include <openssl/hmac.h>
 #include <openssl/crypto.h>
 
-#include <charconv>
 
 #include "base/fs.h"
 #include "base/log.h"
@@ -25,6 +24,7 @@
 #include "daemon/exec_relay.h"
 #include "daemon/policy_verbs.h"
 #include "daemon/secret_verbs.h"
+#include "net/url.h"
 #include "wire/frame.h"
 #include "wire/messages.h"
 
@@ -217,9 +217,17 @@ Status Daemon::start_channels() {
     return out;
   };
   web_ = std::make_unique<channels::WebChat>(accept, agent_list);
-  webhook_ = std::make_unique<channels::WebhookChannel>(accept, [this](std::string_view agent) {
-    return agents_->exists(agent) ? std::vector<std::string>{webhook_token(agent)} : std::vector<std::string>{};
-  });
+  channels::WebhookOptions hook_options;
+  hook_options.callbacks = config_.web.webhook_callbacks == WebhookCallbacks::Public
+                               ? channels::CallbackScope::Public
+                               : channels::CallbackScope::Loopback;
+  hook_options.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers
+  webhook_ = std::make_unique<channels::WebhookChannel>(
+      accept,
+      [this](std::string_view agent) {
+        return agents_->exists(agent) ? std::vector<std::string>{webhook_token(agent)} : std::vector<std::string>{};
+      },
+      hook_options);
   // What the two channels had shown before a restart (their latest messages and replies, up to
   // kRestored of each); replies still undelivered come when the router starts. Without it the web
   // chat would open empty and a reply nobody polled would be gone.
@@ -236,14 +244,10 @@ Status Daemon::start_channels() {
   router_->add_channel(*webhook_);
   if (config_.web.listen == "off") return {};
   channels::http::ServerOptions so;
-  auto colon = config_.web.listen.rfind(':');
-  so.address = config_.web.listen.substr(0, colon);
-  if (so.address.size() > 2 && so.address.front() == '[') so.address = so.address.substr(1, so.address.size() - 2);
-  auto port = std::string_view(config_.web.listen).substr(colon + 1);
-  uint16_t p = 0;
-  if (std::from_chars(port.data(), port.data() + port.size(), p).ec != std::errc{})
-    return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": the port is not a number", config_.web.listen);
-  so.port = p;
+  auto listen = net::parse_listen_address(config_.web.listen);
+  if (!listen) return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": {}", config_.web.listen, listen.error().message);
+  so.address = listen->host;
+  so.port = listen->port;
   http_ = std::make_unique<channels::http::HttpServer>(so);
   web_->register_routes(*http_);
   webhook_->register_routes(*http_);

@@ -139,7 +139,7 @@ struct Gateway::Impl {
       boost::system::error_code ec;
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
-      ctx.own_addresses = host_own_addresses();
+      ctx.own_addresses = net::host_own_addresses();
     }
   }
 };
@@ -156,7 +156,7 @@ Result<std::unique_ptr<Gateway>> Gateway::start(GatewayParts parts) {
   auto tls = TlsContexts::create(parts.config.upstream_ca_file, parts.ca);
   if (!tls) return std::unexpected(tls.error());
   impl->tls = std::move(*tls);
-  impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, impl->refusals, host_own_addresses()});
+  impl->ctx.reset(new GatewayContext{impl->io, parts, *impl->tls, impl->audit, impl->refusals, net::host_own_addresses()});
   asio::co_spawn(impl->io, Impl::refresh_own_addresses(*impl->ctx), asio::detached);
   asio::co_spawn(impl->io, Impl::roll_refusals(*impl->ctx), asio::detached);
   asio::co_spawn(impl->io, Impl::recheck_live(*impl->ctx), asio::detached);

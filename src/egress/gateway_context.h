@@ -9,7 +9,7 @@
 #include <map>
 #include <set>
 
-#include "egress/address.h"
+#include "net/address.h"
 #include "egress/audit_queue.h"
 #include "egress/gateway.h"
 #include "egress/refusal_ledger.h"
@@ -35,7 +35,7 @@ struct GatewayContext {
   TlsContexts& tls;
   AuditQueue& audit;
   RefusalLedger& refusals;
-  std::vector<IpAddress> own_addresses;  // refreshed by the gateway every minute
+  std::vector<net::IpAddress> own_addresses;  // refreshed by the gateway every minute
   std::set<LiveConnection*> live;         // every open connection
   std::map<std::string, size_t> sessions;  // open connections per agent (capped at accept)
 };

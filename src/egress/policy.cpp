@@ -80,13 +80,13 @@ std::optional<std::string> name_error(std::string_view name) {
   return std::nullopt;
 }
 
-bool same_bytes(const IpAddress& x, const IpAddress& y) {
+bool same_bytes(const net::IpAddress& x, const net::IpAddress& y) {
   if (x.is_v4() && y.is_v4()) return x.to_v4() == y.to_v4();
   if (x.is_v6() && y.is_v6()) return x.to_v6().to_bytes() == y.to_v6().to_bytes();
   return false;
 }
 
-bool in_network(const IpAddress& a, const IpAddress& net, unsigned prefix) {
+bool in_network(const net::IpAddress& a, const net::IpAddress& net, unsigned prefix) {
   auto check = [&](const auto& ab, const auto& nb) {
     unsigned full = prefix / 8, rest = prefix % 8;
     for (unsigned i = 0; i < full; ++i)
@@ -107,7 +107,7 @@ Result<Rule> parse_cidr(Rule r, std::string_view spec, std::string_view host) {
   std::string net_text(host.substr(0, slash));
   std::string_view len_text = host.substr(slash + 1);
   boost::system::error_code ec;
-  IpAddress net = boost::asio::ip::make_address(net_text, ec);
+  net::IpAddress net = boost::asio::ip::make_address(net_text, ec);
   if (ec || net_text.find('%') != std::string::npos)
     return fail(ErrorKind::InvalidInput,
                 "egress rule \"{}\": \"{}\" is not an IP address; a range is written like 10.0.0.0/8 or fd00::/8",
@@ -115,7 +115,7 @@ Result<Rule> parse_cidr(Rule r, std::string_view spec, std::string_view host) {
   unsigned max = net.is_v4() ? 32 : 128;
   if (net.is_v6() && len_text.find(':') != std::string_view::npos)
     return fail(ErrorKind::InvalidInput, "egress rule \"{}\": to give a port with an IPv6 range, bracket the range: [{}/{}]:{}",
-                printable(spec), format_address(net), printable(len_text.substr(0, len_text.find(':'))),
+                printable(spec), net::format_address(net), printable(len_text.substr(0, len_text.find(':'))),
                 printable(len_text.substr(len_text.find(':') + 1)));
   unsigned len = 0;
   auto [p, perr] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
@@ -124,7 +124,7 @@ Result<Rule> parse_cidr(Rule r, std::string_view spec, std::string_view host) {
                 printable(spec), max);
   // ::ffff:10.0.0.0/104 is 10.0.0.0/8: keep one spelling so it matches IPv4 and mapped addresses alike.
   if (net.is_v6() && net.to_v6().is_v4_mapped() && len >= 96) {
-    net = unmap(net);
+    net = net::unmap(net);
     len -= 96;
   }
   // Host bits set ("10.0.0.5/8") is most likely a typo for either the network or one address: say both.
@@ -132,17 +132,17 @@ Result<Rule> parse_cidr(Rule r, std::string_view spec, std::string_view host) {
     for (unsigned bit = len; bit < bytes.size() * 8; ++bit) bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
     return bytes;
   };
-  IpAddress masked = net.is_v4() ? IpAddress(boost::asio::ip::address_v4(clear_host_bits(net.to_v4().to_bytes())))
-                                 : IpAddress(boost::asio::ip::address_v6(clear_host_bits(net.to_v6().to_bytes())));
+  net::IpAddress masked = net.is_v4() ? net::IpAddress(boost::asio::ip::address_v4(clear_host_bits(net.to_v4().to_bytes())))
+                                 : net::IpAddress(boost::asio::ip::address_v6(clear_host_bits(net.to_v6().to_bytes())));
   if (masked != net)
     return fail(ErrorKind::InvalidInput,
                 "egress rule \"{}\": {} has bits set beyond the /{} prefix; write the network address ({}/{}) or, for "
                 "one address, leave out the /{}",
-                printable(spec), format_address(net), len, format_address(masked), len, len);
+                printable(spec), net::format_address(net), len, net::format_address(masked), len, len);
   r.kind = PatternKind::Cidr;
   r.address = net;
   r.prefix = len;
-  r.pattern = fmt::format("{}/{}", format_address(net), len);
+  r.pattern = fmt::format("{}/{}", net::format_address(net), len);
   return r;
 }
 
@@ -196,10 +196,10 @@ std::string Rule::spec() const {
 
 std::string Rule::text() const { return fmt::format("{} {}", action == RuleAction::Allow ? "allow" : "deny", spec()); }
 
-bool Rule::matches_address(const IpAddress& a, uint16_t p) const {
+bool Rule::matches_address(const net::IpAddress& a, uint16_t p) const {
   if (port && *port != p) return false;
   if (!address) return false;
-  IpAddress u = unmap(a);
+  net::IpAddress u = net::unmap(a);
   if (kind == PatternKind::Ip) return same_bytes(u, *address);
   if (kind == PatternKind::Cidr) return in_network(u, *address, prefix);
   return false;
@@ -208,7 +208,7 @@ bool Rule::matches_address(const IpAddress& a, uint16_t p) const {
 bool Rule::matches_host(std::string_view host, uint16_t p) const {
   if (port && *port != p) return false;
   if (kind == PatternKind::Any) return true;
-  if (auto ip = parse_ip_literal(host)) return matches_address(*ip, p);
+  if (auto ip = net::parse_ip_literal(host)) return matches_address(*ip, p);
   if (kind != PatternKind::Exact && kind != PatternKind::Wildcard) return false;
   std::string name = normalize_host(host);
   if (kind == PatternKind::Exact) return name == pattern;
@@ -271,13 +271,13 @@ Result<Rule> parse_rule(RuleAction action, std::string_view raw) {
       return fail(ErrorKind::InvalidInput, "egress rule \"{}\": brackets are only for IPv6 addresses", printable(spec));
     return c;
   }
-  if (auto ip = parse_ip_literal(host)) {
+  if (auto ip = net::parse_ip_literal(host)) {
     if (bracketed && !ip->is_v6())
       return fail(ErrorKind::InvalidInput, "egress rule \"{}\": brackets are only for IPv6 addresses", printable(spec));
     r.kind = PatternKind::Ip;
-    r.address = unmap(*ip);
-    if (r.address->is_v6()) r.address = IpAddress(boost::asio::ip::address_v6(r.address->to_v6().to_bytes()));  // no zone
-    r.pattern = format_address(*r.address);
+    r.address = net::unmap(*ip);
+    if (r.address->is_v6()) r.address = net::IpAddress(boost::asio::ip::address_v6(r.address->to_v6().to_bytes()));  // no zone
+    r.pattern = net::format_address(*r.address);
     return r;
   }
   if (bracketed)
@@ -312,7 +312,7 @@ std::span<const std::string_view> preset_names() {
 }
 
 std::string normalize_host(std::string_view host) {
-  if (auto ip = parse_ip_literal(host)) return format_address(*ip);
+  if (auto ip = net::parse_ip_literal(host)) return net::format_address(*ip);
   std::string name = lower(host);
   if (name.size() > 1 && name.back() == '.') name.pop_back();
   return name;
@@ -341,27 +341,27 @@ Decision check_host(const Policy& policy, std::string_view host, uint16_t port) 
                       hint(policy, endpoint))};
 }
 
-Decision check_address(const Policy& policy, const IpAddress& address, uint16_t port, std::span<const IpAddress> own) {
-  const std::string endpoint = format_endpoint(address, port);
-  std::optional<IpAddress> embedded;
+Decision check_address(const Policy& policy, const net::IpAddress& address, uint16_t port, std::span<const net::IpAddress> own) {
+  const std::string endpoint = net::format_endpoint(address, port);
+  std::optional<net::IpAddress> embedded;
   if (address.is_v6())
-    if (auto e = embedded_ipv4(address.to_v6())) embedded = IpAddress(*e);
+    if (auto e = net::embedded_ipv4(address.to_v6())) embedded = net::IpAddress(*e);
   for (const auto& r : policy.rules)
     if (r.action == RuleAction::Deny && (r.matches_address(address, port) || (embedded && r.matches_address(*embedded, port))))
       return {false, r.text(), fmt::format("egress to {} refused by rule `{}`", endpoint, r.text())};
 
-  AddressClass cls = classify(address, own);
-  std::string_view what = address_class_phrase(cls);
-  if (cls == AddressClass::Public) return {true, std::string(what), fmt::format("egress to {} allowed: {}", endpoint, what)};
+  net::AddressClass cls = net::classify(address, own);
+  std::string_view what = net::address_class_phrase(cls);
+  if (cls == net::AddressClass::Public) return {true, std::string(what), fmt::format("egress to {} allowed: {}", endpoint, what)};
   for (const auto& r : policy.rules)
     if (r.action == RuleAction::Allow && r.port && (r.kind == PatternKind::Ip || r.kind == PatternKind::Cidr) &&
         r.matches_address(address, port))
       return {true, r.text(), fmt::format("egress to {} allowed by rule `{}` ({} allowed explicitly)", endpoint, r.text(), what)};
-  if (cls == AddressClass::Metadata)  // not worth advertising how to open this one
+  if (cls == net::AddressClass::Metadata)  // not worth advertising how to open this one
     return {false, std::string(what), fmt::format("egress to {} refused: {}", endpoint, what)};
   return {false, std::string(what),
           fmt::format("egress to {} refused: {}; {}", endpoint, what,
-                      hint(policy, format_endpoint(unmap(address), port), true))};
+                      hint(policy, net::format_endpoint(net::unmap(address), port), true))};
 }
 
 }  // namespace moat::egress

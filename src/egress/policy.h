@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "base/result.h"
-#include "egress/address.h"
+#include "net/address.h"
 
 namespace moat::egress {
 
@@ -33,7 +33,7 @@ struct Rule {
   std::string pattern;
   std::optional<uint16_t> port;  // nullopt = any port
   PatternKind kind = PatternKind::Exact;
-  std::optional<IpAddress> address;  // Ip: the address; Cidr: the network address
+  std::optional<net::IpAddress> address;  // Ip: the address; Cidr: the network address
   unsigned prefix = 0;               // Cidr only
 
   // The spec as parse_rule reads it back: "*.example.com:443", "[fd00::1]:80", "10.0.0.0/8".
@@ -45,7 +45,7 @@ struct Rule {
   // name rules and "*"; an IP literal by IP/CIDR rules and "*".
   bool matches_host(std::string_view host, uint16_t port) const;
   // Stage 2: does this IP/CIDR rule cover the address and port? (Name rules never match here.)
-  bool matches_address(const IpAddress& a, uint16_t port) const;
+  bool matches_address(const net::IpAddress& a, uint16_t port) const;
 
   bool operator==(const Rule& o) const { return action == o.action && pattern == o.pattern && port == o.port; }
 };
@@ -86,10 +86,10 @@ std::string normalize_host(std::string_view host);
 Decision check_host(const Policy& policy, std::string_view host, uint16_t port);
 
 // Stage 2, on each resolved address (and on a literal the client gave): a deny rule whose IP/CIDR
-// covers the address (or the IPv4 address it embeds) refuses; a non-Public address (see classify) is
+// covers the address (or the IPv4 address it embeds) refuses; a non-Public address (see net::classify) is
 // refused unless an allow rule whose IP/CIDR covers it and which names this port explicitly matches;
 // a Public address is allowed (stage 1 already decided on the name).
-Decision check_address(const Policy& policy, const IpAddress& address, uint16_t port,
-                       std::span<const IpAddress> own);
+Decision check_address(const Policy& policy, const net::IpAddress& address, uint16_t port,
+                       std::span<const net::IpAddress> own);
 
 }  // namespace moat::egress

@@ -20,7 +20,7 @@
 
 #include "egress/client_hello.h"
 #include "egress/gateway_context.h"
-#include "egress/http_target.h"
+#include "net/url.h"
 #include "egress/injection.h"
 #include "egress/policy_book.h"
 #include "egress/request_form.h"
@@ -147,7 +147,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
         why = "the credentials it carries changed";
       if (why.empty()) continue;
       rec->error = fmt::format("revoked: {}", why);
-      log::info("egress: {}: closed a connection to {}: {}", agent_, authority_text(rec->host, rec->port), rec->error);
+      log::info("egress: {}: closed a connection to {}: {}", agent_, net::authority_text(rec->host, rec->port), rec->error);
       abort_io();
       return;
     }
@@ -338,8 +338,8 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       rec.reason = d.reason;
       co_return std::unexpected(Refusal{http::status::forbidden, d.rule, d.reason});
     }
-    std::vector<IpAddress> candidates;
-    if (auto literal = parse_ip_literal(host)) {
+    std::vector<net::IpAddress> candidates;
+    if (auto literal = net::parse_ip_literal(host)) {
       candidates.push_back(*literal);
     } else {
       tcp::resolver resolver(client_.get_executor());
@@ -352,7 +352,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       }
       for (const auto& r : results) candidates.push_back(r.endpoint().address());
     }
-    std::vector<IpAddress> allowed;
+    std::vector<net::IpAddress> allowed;
     std::optional<Decision> refused;
     for (const auto& a : candidates) {
       Decision ad = check_address(policy, a, port, ctx_.own_addresses);
@@ -408,7 +408,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       rec.address = a.to_string();
     }
     rec.decision = "error";
-    rec.error = fmt::format("cannot connect to {} ({}): {}", authority_text(host, port), rec.address, last_error);
+    rec.error = fmt::format("cannot connect to {} ({}): {}", net::authority_text(host, port), rec.address, last_error);
     co_return std::unexpected(Refusal{http::status::bad_gateway, d.rule, rec.error});
   }
 
@@ -479,7 +479,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       rec.error = fmt::format("upstream response: {}", ec.message());
       co_await respond(down, http::status::bad_gateway,
                        fmt::format("moat egress: {} answered with no valid HTTP response ({})\n",
-                                   authority_text(rec.host, rec.port), ec.message()),
+                                   net::authority_text(rec.host, rec.port), ec.message()),
                        false);
       co_return std::pair{false, false};
     }
@@ -501,7 +501,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   // --- plain HTTP: GET http://host/path HTTP/1.1 ---
   awaitable<bool> handle_http(http::request_parser<http::empty_body>& hp) {
     std::string_view raw(hp.get().target().data(), hp.get().target().size());
-    auto target = parse_absolute_http_uri(raw);
+    auto target = net::parse_absolute_http_uri(raw);
     bool keep_alive = hp.get().keep_alive();
     if (!target) {
       co_await respond(client_, http::status::bad_request,
@@ -539,7 +539,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     req.target(target->path);
     strip_hop_by_hop(req.base());
     // The URI decided where this goes; a different Host header would let it go elsewhere (fronting).
-    req.set(http::field::host, target->port == 80 ? target->host : authority_text(target->host, target->port));
+    req.set(http::field::host, target->port == 80 ? target->host : net::authority_text(target->host, target->port));
     req.keep_alive(true);
     http::request_parser<http::buffer_body> p{std::move(hp)};
     auto [down_ok, up_ok] = co_await exchange(client_, buf_, p, plain_->socket, plain_->buf, plain_->rec, keep_alive);
@@ -568,7 +568,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
       co_await respond(client_, http::status::not_found, std::move(body), false);
       co_return false;
     }
-    auto upstream = parse_https_url(it->second.upstream);
+    auto upstream = net::parse_https_url(it->second.upstream);
     if (!upstream) {
       co_await respond(client_, http::status::bad_gateway,
                        fmt::format("moat egress: route '{}' has a bad upstream: {}\n", name, upstream.error().message), false);
@@ -611,7 +611,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     auto& req = hp.get();
     req.target(prefix + rest);
     strip_hop_by_hop(req.base());
-    req.set(http::field::host, upstream->port == 443 ? upstream->host : authority_text(upstream->host, upstream->port));
+    req.set(http::field::host, upstream->port == 443 ? upstream->host : net::authority_text(upstream->host, upstream->port));
     req.keep_alive(true);
     if (!creds) {
       // A bound credential that cannot be opened (wrong key, altered row): refuse rather than send the
@@ -645,7 +645,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     co_await s.async_handshake(ssl::stream_base::client, nothrow(ec));
     if (ec) {
       rec.decision = "error";
-      rec.error = fmt::format("TLS with {} failed: {}", authority_text(host, rec.port), tls_failure_text(s.native_handle(), ec));
+      rec.error = fmt::format("TLS with {} failed: {}", net::authority_text(host, rec.port), tls_failure_text(s.native_handle(), ec));
       co_return rec.error;
     }
     co_return std::string();
@@ -655,7 +655,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   awaitable<void> handle_connect(std::string authority) {
     ConnRecord rec;
     rec.mode = "connect";
-    auto target = parse_authority(authority);
+    auto target = net::parse_authority(authority);
     if (!target) {
       co_await respond(client_, http::status::bad_request,
                        fmt::format("moat egress: bad CONNECT target '{}': {}\n", authority.substr(0, 200), target.error().message),
@@ -731,7 +731,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   }
 
   // A CONNECT without credentials: the bytes pass untouched once the ClientHello checks out.
-  awaitable<void> tunnel(tcp::socket up, const Target& target, ConnRecord& rec) {
+  awaitable<void> tunnel(tcp::socket up, const net::HostPort& target, ConnRecord& rec) {
     HelloInfo hello = co_await peek_hello();
     // A tunnel must carry TLS unless the rule that allowed it named a port other than 443 explicitly
     // (e.g. `allow git.example.com:22`): then the rule itself says what the port is for.
@@ -746,7 +746,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
         rec.decision = "deny";
         rec.rule = "tls required";
         rec.reason = fmt::format("the tunnel to {} does not carry TLS; only TLS may pass unless a rule names port {}",
-                                 authority_text(target.host, target.port), target.port);
+                                 net::authority_text(target.host, target.port), target.port);
         co_return;
       }
     } else if (!hello.sni.empty() && hello.sni != target.host) {
@@ -906,7 +906,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
   }
 
   // --- TLS interception, only for a destination with a credential binding ---
-  awaitable<void> intercept(tcp::socket up_sock, const Target& target, Credentials creds, ConnRecord& rec) {
+  awaitable<void> intercept(tcp::socket up_sock, const net::HostPort& target, Credentials creds, ConnRecord& rec) {
     auto server_ctx = ctx_.tls.server_for(target.host);
     if (!server_ctx) {
       rec.decision = "error";

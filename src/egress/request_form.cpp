@@ -5,7 +5,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
-#include "egress/http_target.h"
+#include "net/url.h"
 
 namespace moat::egress {
 
@@ -23,7 +23,7 @@ std::string quoted(boost::beast::string_view s) {
 
 std::optional<std::string> credential_request_refusal(const http::request_header<>& req,
                                                       const CredentialDestination& dest) {
-  auto where = authority_text(dest.host, dest.port);
+  auto where = net::authority_text(dest.host, dest.port);
   if (req.method() == http::verb::connect)
     return fmt::format("a CONNECT inside the session to {} (a tunnel within a tunnel)", where);
   auto target = req.target();
@@ -40,7 +40,7 @@ std::optional<std::string> credential_request_refusal(const http::request_header
     return fmt::format("a request to {} with {} Host headers (exactly one is allowed)", where, host_count);
   if (dest.host_must_match) {
     auto value = req[http::field::host];
-    auto named = parse_authority(std::string_view(value.data(), value.size()), dest.port);
+    auto named = net::parse_authority(std::string_view(value.data(), value.size()), dest.port);
     if (!named || named->host != dest.host || named->port != dest.port)
       return fmt::format("a request inside the session to {} named Host {}", where, quoted(value));
   }

@@ -3,7 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "egress/address.h"
+#include "net/address.h"
 #include "egress/cert_authority.h"
 
 namespace moat::egress {
@@ -62,7 +62,7 @@ Result<std::shared_ptr<ssl::context>> TlsContexts::server_for(const std::string&
 
 Status expect_upstream_identity(SSL* ssl, const std::string& host) {
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-  if (parse_ip_literal(host)) {
+  if (net::parse_ip_literal(host)) {
     if (X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) != 1)
       return fail(ErrorKind::Internal, "cannot set the expected upstream address {}", host);
     return {};

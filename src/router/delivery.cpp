@@ -12,7 +12,6 @@ namespace moat::router {
 
 namespace {
 constexpr size_t kPage = 256;
-constexpr int64_t kMaxBackoffMs = 60'000;
 // A platform may ask for a long wait (a daily quota); beyond an hour the row is tried again anyway.
 constexpr int64_t kMaxPlatformWaitMs = 3'600'000;
 constexpr int64_t kIdlePollMs = 5'000;  // a safety net; inserts poke the thread
@@ -151,9 +150,7 @@ void Router::Impl::delivery_loop() {
             log::error("router: cannot mark outbox message {} failed: {}", row.msg.id, u.error().message);
         } else {
           int attempts = row.attempts + 1;
-          int64_t delay = std::max<int64_t>(opts.delivery_retry_base.count(), 1);
-          for (int i = 1; i < attempts && delay < kMaxBackoffMs; ++i) delay *= 2;
-          delay = std::min(delay, kMaxBackoffMs);
+          int64_t delay = retry_backoff(opts.delivery_retry_base).delay(attempts).count();
           // The platform's own word on when to come back (a 429's retry_after) replaces the guess.
           if (int64_t asked = s.error().retry_after.count(); asked > 0) delay = std::min(asked, kMaxPlatformWaitMs);
           int64_t next = clock::now_ms() + delay;

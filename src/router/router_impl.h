@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "net/backoff.h"
 #include "router/envelope_repo.h"
 #include "router/router.h"
 #include "router/rule_matcher.h"
@@ -100,5 +101,13 @@ struct Router::Impl {
 
 // The honest error reply a chat gets when its turn failed for good.
 std::string failure_reply(const Error& e, int attempts);
+
+// Failed turns and failed deliveries wait base, 2*base, 4*base ... up to a minute. No jitter: the
+// wait is stored with the row (not_before_ms / next_attempt_ms), and one chat's retries are already
+// spread by when its messages came. How many attempts a turn gets is RouterOptions::max_attempts;
+// a delivery is retried until it succeeds or the channel refuses it for good.
+inline net::Backoff retry_backoff(std::chrono::milliseconds base) {
+  return net::Backoff{.initial = base, .factor = 2.0, .cap = std::chrono::minutes(1)};
+}
 
 }  // namespace moat::router

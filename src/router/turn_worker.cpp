@@ -9,14 +9,7 @@
 namespace moat::router {
 
 namespace {
-constexpr int64_t kMaxBackoffMs = 60'000;
 constexpr size_t kMaxErrorInReply = 300;
-
-int64_t backoff_ms(std::chrono::milliseconds base, int failures) {
-  int64_t d = std::max<int64_t>(base.count(), 1);
-  for (int i = 1; i < failures && d < kMaxBackoffMs; ++i) d *= 2;
-  return std::min(d, kMaxBackoffMs);
-}
 }  // namespace
 
 std::string failure_reply(const Error& e, int attempts) {
@@ -139,7 +132,7 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
     }
     log::error("router: cannot record the failure of a turn of {}: {}; trying again later", t.agent, s.error().message);
   }
-  const int64_t not_before = clock::now_ms() + backoff_ms(opts.retry_base, t.attempt);
+  const int64_t not_before = clock::now_ms() + retry_backoff(opts.retry_base).delay(t.attempt).count();
   {
     auto tx = Transaction::begin(db);
     Status s = tx ? repo.set_retry(t.envelopes, t.attempt, not_before, err.message) : Status(std::unexpected(tx.error()));

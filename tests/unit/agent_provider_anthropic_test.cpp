@@ -5,8 +5,8 @@
 #include <atomic>
 #include <thread>
 
-#include "agent/providers/http_client.h"
 #include "agent/providers/provider.h"
+#include "net/http_client.h"
 #include "support/provider_double.h"
 #include "support/temp_dir.h"
 #include "support/test_ca.h"
@@ -474,12 +474,12 @@ TEST(AnthropicProvider, DoubleServesNonStreamingJsonToo) {
   ProviderDouble model;
   model.enqueue(ScriptedReply::call("bash", {{"command", "pwd"}}, "toolu_x", "hi"));
   // The HTTP client directly, with no "stream" in the body.
-  auto url = parse_url(model.anthropic_base_url());
+  auto url = parse_base_url(model.anthropic_base_url());
   ASSERT_TRUE(url);
-  HttpRequest req{"POST", "/v1/messages", {{"anthropic-version", "2023-06-01"}, {"content-type", "application/json"}},
+  net::HttpRequest req{"POST", "/v1/messages", {{"anthropic-version", "2023-06-01"}, {"content-type", "application/json"}},
                   R"({"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]})"};
   std::string body;
-  auto head = http_send(*url, req, {}, nullptr, [&](std::string_view b) {
+  auto head = net::HttpClient().send(*url, req, {}, nullptr, [&](std::string_view b) {
     body += b;
     return true;
   });

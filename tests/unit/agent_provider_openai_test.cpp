@@ -3,8 +3,8 @@
 
 #include <atomic>
 
-#include "agent/providers/http_client.h"
 #include "agent/providers/provider.h"
+#include "net/http_client.h"
 #include "support/provider_double.h"
 #include "support/temp_dir.h"
 #include "support/test_ca.h"
@@ -306,12 +306,12 @@ TEST(OpenAiProvider, NonStreamingAnswerIsAccepted) {
 TEST(OpenAiProvider, DoubleAnswersChatCompletionsWithoutV1AndWithoutStreaming) {
   ProviderDouble model;
   model.enqueue(ScriptedReply::call("f", {{"a", "b"}}, "call_z", "text"));
-  auto url = parse_url(model.origin());
+  auto url = parse_base_url(model.origin());
   ASSERT_TRUE(url);
-  HttpRequest req{"POST", "/chat/completions", {{"content-type", "application/json"}},
+  net::HttpRequest req{"POST", "/chat/completions", {{"content-type", "application/json"}},
                   R"({"model":"m","messages":[{"role":"user","content":"hi"}]})"};
   std::string body;
-  auto head = http_send(*url, req, {}, nullptr, [&](std::string_view b) {
+  auto head = net::HttpClient().send(*url, req, {}, nullptr, [&](std::string_view b) {
     body += b;
     return true;
   });

@@ -2,9 +2,9 @@
 // URL parsing, retry hints and error-message extraction.
 #include <gtest/gtest.h>
 
-#include "agent/providers/http_client.h"
 #include "agent/providers/http_provider.h"
 #include "agent/providers/sse.h"
+#include "net/http_client.h"
 
 namespace moat::agent {
 namespace {
@@ -97,40 +97,27 @@ TEST(SseParser, UnterminatedEventIsNotDispatched) {
   EXPECT_EQ(out[0].data, "complete");
 }
 
-TEST(ParseUrl, Forms) {
-  auto a = parse_url("https://api.anthropic.com");
-  ASSERT_TRUE(a) << a.error().message;
-  EXPECT_TRUE(a->tls);
-  EXPECT_EQ(a->host, "api.anthropic.com");
-  EXPECT_EQ(a->port, 443);
-  EXPECT_EQ(a->path, "");
-  EXPECT_EQ(a->authority(), "api.anthropic.com");
-
-  auto o = parse_url("http://127.0.0.1:11434/v1/");
-  ASSERT_TRUE(o);
-  EXPECT_FALSE(o->tls);
-  EXPECT_EQ(o->port, 11434);
-  EXPECT_EQ(o->path, "/v1");
-  EXPECT_EQ(o->authority(), "127.0.0.1:11434");
-
-  auto v6 = parse_url("https://[::1]:8443/x");
-  ASSERT_TRUE(v6);
-  EXPECT_EQ(v6->host, "::1");
-  EXPECT_EQ(v6->authority(), "[::1]:8443");
-
-  for (const char* bad : {"ftp://x", "api.openai.com", "https://", "http://h:0", "http://h:99999", "https://u:p@h/",
-                          "http://h/?q=1"}) {
-    auto r = parse_url(bad);
+TEST(ParseBaseUrl, JoinsPathsAndRefusesQueries) {
+  // The URL syntax itself is net::parse_url's (tests/unit/net_url_test.cpp); a base URL adds that
+  // its path is a prefix.
+  auto o = parse_base_url("http://127.0.0.1:11434/v1/");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->join("/chat/completions"), "/v1/chat/completions");
+  EXPECT_EQ(parse_base_url("https://api.anthropic.com")->join("/v1/messages"), "/v1/messages");
+  for (const char* bad : {"ftp://x", "api.openai.com", "https://", "http://h:0", "https://u:p@h/", "http://h/?q=1",
+                          "http://h/#x"}) {
+    auto r = parse_base_url(bad);
     EXPECT_FALSE(r) << bad;
     if (!r) {
       EXPECT_EQ(r.error().kind, ErrorKind::InvalidInput);
+      EXPECT_NE(r.error().message.find("base_url"), std::string::npos) << r.error().message;
     }
   }
 }
 
 TEST(RetryHint, HeadersInOrderOfPreference) {
   auto now = std::chrono::system_clock::from_time_t(1'700'000'000);
-  HttpResponseHead h;
+  net::HttpResponseHead h;
   EXPECT_FALSE(detail::retry_hint(h, now));
   h.headers = {{"Retry-After", "3"}};
   EXPECT_EQ(detail::retry_hint(h, now), 3000ms);

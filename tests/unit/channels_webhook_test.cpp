@@ -6,6 +6,9 @@
 #include "channels/http/http_server.h"
 #include "channels/webhook/webhook_channel.h"
 #include "channels_test_client.h"
+#include "support/temp_dir.h"
+#include "support/test_ca.h"
+#include "support/upstream_server.h"
 
 namespace moat::channels {
 namespace {
@@ -41,10 +44,16 @@ struct CallbackReceiver {
 
 class WebhookTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    hooks = std::make_unique<WebhookChannel>(router.accept_fn(), [](std::string_view agent) {
-      return agent == "helper" ? std::vector<std::string>{"old-token", kToken} : std::vector<std::string>{};
-    });
+  void SetUp() override { start({}); }
+  // (Re)starts the channel and its server with these options.
+  void start(WebhookOptions options) {
+    if (server) server->stop();
+    hooks = std::make_unique<WebhookChannel>(
+        router.accept_fn(),
+        [](std::string_view agent) {
+          return agent == "helper" ? std::vector<std::string>{"old-token", kToken} : std::vector<std::string>{};
+        },
+        options);
     http::ServerOptions o;
     o.port = 0;
     server = std::make_unique<http::HttpServer>(o);
@@ -53,6 +62,11 @@ class WebhookTest : public ::testing::Test {
     port = server->port();
   }
   void TearDown() override { server->stop(); }
+  int send_with_callback(const std::string& chat, const std::string& callback) {
+    return send("helper", Json{{"chat", chat}, {"sender", "ci"}, {"message_id", "m-" + chat}, {"text", "hi"},
+                               {"callback_url", callback}})
+        .status;
+  }
 
   testing::Reply send(const std::string& agent, const Json& body, const std::string& token = kToken) {
     testing::HeaderList h{{"Content-Type", "application/json"}};
@@ -226,6 +240,72 @@ TEST_F(WebhookTest, ExpectContinueIsAnswered) {
   testing::read_until(fd, buf, [](const std::string&) { return false; }, std::chrono::seconds(5));
   EXPECT_NE(buf.find("HTTP/1.1 202"), std::string::npos) << buf;
   EXPECT_EQ(router.envelopes().size(), 1u);
+}
+
+}  // namespace
+}  // namespace moat::channels
+
+namespace moat::channels {
+namespace {
+
+TEST_F(WebhookTest, HttpsCallbackIsVerifiedAndDelivered) {
+  moat::testing::TempDir dir;
+  moat::testing::TestCa ca(dir.path());
+  auto cert = ca.issue("cb");
+  moat::testing::UpstreamServer::Options o;
+  o.tls = moat::testing::UpstreamServer::TlsFiles{cert.cert_path, cert.key_path};
+  moat::testing::UpstreamServer cb(o);
+  start({.extra_ca_file = ca.ca_cert_path()});
+  ASSERT_EQ(send_with_callback("tls", fmt::format("https://localhost:{}/cb", cb.port())), 202);
+  ASSERT_TRUE(hooks->deliver(reply("o40", "tls", "over TLS")));
+  ASSERT_EQ(cb.requests().size(), 1u);
+  EXPECT_EQ(cb.requests()[0].sni, "localhost");
+  EXPECT_EQ(cb.requests()[0].header("idempotency-key"), "o40");
+}
+
+TEST_F(WebhookTest, PublicCallbacksCannotReachThisHostOrPrivateNetworks) {
+  CallbackReceiver local;  // a service on this host that a callback must not be able to reach
+  start({.callbacks = CallbackScope::Public});
+  // Literal addresses are judged when the message arrives, each with the gateway's class name.
+  struct Case {
+    std::string url, says;
+  };
+  for (const auto& c : {Case{local.url(), "loopback"}, Case{"http://10.1.2.3/cb", "private"},
+                        Case{"https://169.254.169.254/latest/meta-data", "metadata"},
+                        Case{"http://[::1]:80/x", "loopback"}, Case{"http://2130706433/x", "loopback"},
+                        Case{"http://192.168.0.10/x", "private"}, Case{"ftp://example.com/x", "http"}}) {
+    auto r = send("helper", Json{{"chat", "c"}, {"sender", "s"}, {"message_id", "m"}, {"text", "t"},
+                                 {"callback_url", c.url}});
+    EXPECT_EQ(r.status, 400) << c.url;
+    EXPECT_NE(r.json()["error"].get<std::string>().find(c.says), std::string::npos) << c.url << ": " << r.body;
+  }
+  EXPECT_TRUE(router.envelopes().empty());
+
+  // A name is judged on what it resolves to, at delivery: "localhost" is accepted as a name, and
+  // its reply is refused for good (not retried) without a byte reaching the local service.
+  ASSERT_EQ(send_with_callback("named", fmt::format("http://localhost:{}/cb", local.server->port())), 202);
+  auto st = hooks->deliver(reply("o41", "named", "must not arrive"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().error.kind, ErrorKind::InvalidInput);
+  EXPECT_NE(st.error().error.message.find("loopback address"), std::string::npos) << st.error().error.message;
+  EXPECT_TRUE(local.requests().empty());
+  // The reply is still kept for polling.
+  testing::HeaderList auth{{"Authorization", std::string("Bearer ") + kToken}};
+  EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies?chat=named", auth).json()["replies"].size(), 1u);
+}
+
+TEST_F(WebhookTest, LoopbackCallbacksAreCheckedOnTheResolvedAddressToo) {
+  // The default scope: programs on this host. A literal elsewhere is refused on arrival...
+  EXPECT_EQ(send_with_callback("a", "http://10.0.0.1/cb"), 400);
+  EXPECT_EQ(send_with_callback("b", "http://169.254.169.254/cb"), 400);
+  EXPECT_EQ(send_with_callback("c", "https://example.com/cb"), 400);
+  // ...and a stored callback (from before a restart) is judged again when it is used.
+  CallbackReceiver cb;
+  ASSERT_EQ(send_with_callback("d", cb.url()), 202);
+  auto r = reply("o42", "d", "back");
+  r.reply_to = cb.url();
+  ASSERT_TRUE(hooks->deliver(r));
+  EXPECT_EQ(cb.requests().size(), 1u);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 using namespace moat;
 using namespace moat::egress;
+using namespace moat::net;
 using boost::asio::ip::make_address;
 
 namespace {

@@ -231,7 +231,7 @@ class AnthropicProvider final : public detail::HttpProvider {
 
  protected:
   detail::WireCall build(const ModelRequest& req) const override {
-    return {url_.path + "/v1/messages",
+    return {url_.join("/v1/messages"),
             {{"anthropic-version", "2023-06-01"},
              {"content-type", "application/json"},
              {"accept", "text/event-stream"},
@@ -272,7 +272,7 @@ Json anthropic_request_body(const ModelRequest& req) {
   return body;
 }
 
-std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, Url url, CredentialSource credentials) {
+std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, net::Url url, CredentialSource credentials) {
   std::string name = fmt::format("anthropic provider at {}", url.authority());
   return std::make_unique<AnthropicProvider>(std::move(cfg), std::move(url), std::move(credentials), std::move(name));
 }

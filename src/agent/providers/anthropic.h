@@ -14,6 +14,6 @@ Json anthropic_request_body(const ModelRequest& req);
 // The parser of one response body, streamed or whole (exposed for fuzz/fuzz_provider_stream).
 std::unique_ptr<detail::ResponseParser> make_anthropic_parser(bool streaming, const StreamCallbacks& cb);
 
-std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, Url url, CredentialSource credentials);
+std::unique_ptr<Provider> make_anthropic_provider(ProviderConfig cfg, net::Url url, CredentialSource credentials);
 
 }  // namespace moat::agent

@@ -70,20 +70,6 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::st
   return t + std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(frac));
 }
 
-std::mt19937_64& rng() {
-  thread_local std::mt19937_64 r{std::random_device{}()};
-  return r;
-}
-
-// Exponential, capped, with jitter in [50%, 100%] so callers that failed together spread out.
-milliseconds backoff(const ProviderConfig& cfg, int attempt) {
-  double base = static_cast<double>(std::max<int64_t>(cfg.initial_backoff.count(), 1));
-  double cap = static_cast<double>(std::max<int64_t>(cfg.max_backoff.count(), 1));
-  double d = std::min(cap, base * std::pow(2.0, std::min(attempt, 30)));
-  std::uniform_real_distribution<double> jitter(0.5, 1.0);
-  return milliseconds(static_cast<int64_t>(d * jitter(rng())));
-}
-
 // Sleeps, polling cancelled() every 50 ms; false = cancelled.
 bool wait(milliseconds d, const StreamCallbacks& cb) {
   auto until = std::chrono::steady_clock::now() + d;
@@ -151,7 +137,7 @@ std::optional<milliseconds> parse_go_duration(std::string_view s) {
   return milliseconds(static_cast<int64_t>(std::ceil(total_ms)));
 }
 
-std::optional<milliseconds> retry_hint(const HttpResponseHead& head, std::chrono::system_clock::time_point now) {
+std::optional<milliseconds> retry_hint(const net::HttpResponseHead& head, std::chrono::system_clock::time_point now) {
   auto until = [&](std::chrono::system_clock::time_point t) {
     return std::max(milliseconds(0), std::chrono::ceil<milliseconds>(t - now));
   };
@@ -203,14 +189,14 @@ Result<ModelResponse> HttpProvider::complete(const ModelRequest& req, const Stre
   const std::string who = fmt::format("{} (model {})", name_, req.model.empty() ? "unset" : req.model);
   auto cancelled = [&] { return fail(ErrorKind::Unavailable, "{}: the call was cancelled", who); };
 
-  HttpOptions options{cfg_.timeout, cfg_.extra_ca_file, cb.cancelled};
+  net::CallOptions options{cfg_.timeout, cb.cancelled};
   for (int attempt = 0;; ++attempt) {
     if (cb.cancelled && cb.cancelled()) return cancelled();
 
     auto creds = credentials_(url_.host, url_.port);
     if (!creds) return wrap(creds.error(), fmt::format("{}: cannot get the credentials", who));
 
-    HttpRequest http{"POST", call.target, call.headers, call.body};
+    net::HttpRequest http{"POST", call.target, call.headers, call.body};
     // Reserved up front: a reallocation would free copies of short values without wiping them.
     http.headers.reserve(call.headers.size() + creds->size());
     for (const auto& c : *creds) http.headers.emplace_back(c.header, c.value);
@@ -218,7 +204,7 @@ Result<ModelResponse> HttpProvider::complete(const ModelRequest& req, const Stre
     // might quote it have been redacted).
     struct Wipe {
       std::vector<Credential>& creds;
-      HttpRequest& http;
+      net::HttpRequest& http;
       ~Wipe() {
         wipe(creds);
         for (auto& [k, v] : http.headers) OPENSSL_cleanse(v.data(), v.size());
@@ -226,11 +212,11 @@ Result<ModelResponse> HttpProvider::complete(const ModelRequest& req, const Stre
     } wipe_at_end{*creds, http};
 
     std::unique_ptr<ResponseParser> parse;
-    HttpResponseHead head;
+    net::HttpResponseHead head;
     std::string error_body;
-    auto result = http_send(
+    auto result = client_->send(
         url_, http, options,
-        [&](const HttpResponseHead& h) {
+        [&](const net::HttpResponseHead& h) {
           head = h;
           if (h.status / 100 == 2) {
             auto type = h.header("content-type").value_or("");
@@ -251,19 +237,19 @@ Result<ModelResponse> HttpProvider::complete(const ModelRequest& req, const Stre
     bool retry = false;
     std::optional<milliseconds> hint;
     bool rate_limited = false;
-    if (!result && result.error().kind == HttpFailure::Kind::Cancelled) return cancelled();
-    if (parse && (result || result.error().kind == HttpFailure::Kind::Aborted || parse->emitted())) {
+    if (!result && result.error().kind == net::HttpFailure::Kind::Cancelled) return cancelled();
+    if (parse && (result || result.error().kind == net::HttpFailure::Kind::Aborted || parse->emitted())) {
       // A 2xx answer: the parser decides, including about a stream cut short.
       auto r = parse->finish(result.has_value());
       if (r) return r;
       std::string why = r.error().message;
-      if (!result && result.error().kind != HttpFailure::Kind::Aborted) why += ": " + result.error().error.message;
+      if (!result && result.error().kind != net::HttpFailure::Kind::Aborted) why += ": " + result.error().error.message;
       outcome = Error{r.error().kind, fmt::format("{}: {}", who, redact(why, *creds))};
       retry = !parse->emitted() && parse->retryable() && r.error().kind != ErrorKind::InvalidInput;
     } else if (!result) {
       auto kind = result.error().kind;
       outcome = Error{result.error().error.kind, fmt::format("{}: {}", who, redact(result.error().error.message, *creds))};
-      retry = kind == HttpFailure::Kind::Connect || kind == HttpFailure::Kind::Io || kind == HttpFailure::Kind::Protocol;
+      retry = kind == net::HttpFailure::Kind::Connect || kind == net::HttpFailure::Kind::Io || kind == net::HttpFailure::Kind::Protocol;
     } else {
       int status = head.status;
       std::string message = redact(provider_error_message(error_body), *creds);
@@ -286,9 +272,10 @@ Result<ModelResponse> HttpProvider::complete(const ModelRequest& req, const Stre
     }
 
     if (!retry) return std::unexpected(*outcome);
-    if (attempt >= cfg_.max_retries)
+    const net::Backoff policy = backoff_policy(cfg_);
+    if (!policy.allows_retry(attempt + 1))
       return fail(outcome->kind, "{} (gave up after {} attempts)", outcome->message, attempt + 1);
-    milliseconds delay = hint ? *hint : backoff(cfg_, attempt);
+    milliseconds delay = hint ? *hint : policy.delay(attempt + 1);
     if (hint && *hint > cfg_.max_backoff)
       // Waiting less than asked would only be refused again; the caller decides what to do.
       return fail(rate_limited ? ErrorKind::ResourceLimit : outcome->kind, "{} (it asks to wait {} ms, longer than max_backoff {} ms)",

@@ -4,13 +4,14 @@
 // credentials fetched per attempt and wiped after it, and provider errors turned into one sentence
 // that names the provider and the model but never the key. Internal to src/agent/providers.
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "agent/providers/http_client.h"
 #include "agent/providers/provider.h"
+#include "net/http_client.h"
 
 namespace moat::agent::detail {
 
@@ -32,14 +33,21 @@ class ResponseParser {
 
 struct WireCall {
   std::string target;  // "/v1/messages"
-  HeaderList headers;  // without credentials
+  net::HeaderList headers;  // without credentials
   std::string body;
 };
 
 class HttpProvider : public Provider {
  public:
-  HttpProvider(ProviderConfig cfg, Url url, CredentialSource credentials, std::string display_name)
-      : cfg_(std::move(cfg)), url_(std::move(url)), credentials_(std::move(credentials)), name_(std::move(display_name)) {}
+  // The provider's HTTP client (its connections are reused across turns) honours HTTPS_PROXY and
+  // NO_PROXY from moatd's environment.
+  HttpProvider(ProviderConfig cfg, net::Url url, CredentialSource credentials, std::string display_name)
+      : cfg_(std::move(cfg)),
+        url_(std::move(url)),
+        client_(std::make_unique<net::HttpClient>(
+            net::ClientOptions{.extra_ca_file = cfg_.extra_ca_file, .proxy = net::ProxySettings::from_environment()})),
+        credentials_(std::move(credentials)),
+        name_(std::move(display_name)) {}
 
   Result<ModelResponse> complete(const ModelRequest& req, const StreamCallbacks& cb) final;
 
@@ -48,9 +56,10 @@ class HttpProvider : public Provider {
   virtual std::unique_ptr<ResponseParser> parser(bool streaming, const StreamCallbacks& cb) const = 0;
 
   ProviderConfig cfg_;
-  Url url_;
+  net::Url url_;
 
  private:
+  std::unique_ptr<net::HttpClient> client_;
   CredentialSource credentials_;
   std::string name_;  // "anthropic provider at api.anthropic.com:443"
 };
@@ -62,7 +71,7 @@ std::string provider_error_message(std::string_view body);
 // How long a 429/503 asks us to wait, from retry-after-ms, retry-after (seconds or HTTP date),
 // then the reset time of an exhausted limit (anthropic-ratelimit-*-reset as RFC 3339,
 // x-ratelimit-reset-* as "1m2.5s" durations). nullopt = no hint.
-std::optional<std::chrono::milliseconds> retry_hint(const HttpResponseHead& head,
+std::optional<std::chrono::milliseconds> retry_hint(const net::HttpResponseHead& head,
                                                     std::chrono::system_clock::time_point now);
 
 // "6m0s", "1.5s", "20ms", "1h2m" -> milliseconds.

@@ -183,7 +183,7 @@ class OpenAiProvider final : public detail::HttpProvider {
 
  protected:
   detail::WireCall build(const ModelRequest& req) const override {
-    return {url_.path + "/chat/completions",
+    return {url_.join("/chat/completions"),
             {{"content-type", "application/json"}, {"accept", "text/event-stream"}, {"user-agent", "moatd"}},
             openai_request_body(req).dump(-1, ' ', false, Json::error_handler_t::replace)};
   }
@@ -252,7 +252,7 @@ Json openai_request_body(const ModelRequest& req) {
   return body;
 }
 
-std::unique_ptr<Provider> make_openai_provider(ProviderConfig cfg, Url url, CredentialSource credentials) {
+std::unique_ptr<Provider> make_openai_provider(ProviderConfig cfg, net::Url url, CredentialSource credentials) {
   std::string name = fmt::format("openai-compatible provider at {}", url.authority());
   return std::make_unique<OpenAiProvider>(std::move(cfg), std::move(url), std::move(credentials), std::move(name));
 }

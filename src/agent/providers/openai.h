@@ -13,6 +13,6 @@ Json openai_request_body(const ModelRequest& req);
 // The parser of one response body, streamed or whole (exposed for fuzz/fuzz_provider_stream).
 std::unique_ptr<detail::ResponseParser> make_openai_parser(bool streaming, const StreamCallbacks& cb);
 
-std::unique_ptr<Provider> make_openai_provider(ProviderConfig cfg, Url url, CredentialSource credentials);
+std::unique_ptr<Provider> make_openai_provider(ProviderConfig cfg, net::Url url, CredentialSource credentials);
 
 }  // namespace moat::agent

@@ -12,6 +12,8 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "net/backoff.h"
+#include "net/url.h"
 
 namespace moat::agent {
 
@@ -74,6 +76,11 @@ struct ProviderConfig {
   std::filesystem::path extra_ca_file;  // extra CAs to trust (tests); the host's store always applies
 };
 
+// The retry policy a provider's config describes: exponential from initial_backoff, capped at
+// max_backoff, each wait cut by up to half at random (agents that failed together spread out),
+// max_retries retries after the first attempt. A provider's own retry-after hint replaces the wait.
+net::Backoff backoff_policy(const ProviderConfig& cfg);
+
 struct StreamCallbacks {
   std::function<void(std::string_view text_delta)> on_text;  // may be empty
   std::function<bool()> cancelled;                           // may be empty; true stops the call
@@ -86,6 +93,10 @@ class Provider {
   // InvalidInput for a 4xx the provider explains (bad key, unknown model) with its message quoted.
   virtual Result<ModelResponse> complete(const ModelRequest& req, const StreamCallbacks& cb) = 0;
 };
+
+// A provider's base_url ("https://api.anthropic.com", "http://127.0.0.1:11434/v1"): http or https,
+// an optional port and path prefix, no query or fragment; InvalidInput naming the problem.
+Result<net::Url> parse_base_url(std::string_view text);
 
 Result<std::unique_ptr<Provider>> make_provider(const ProviderConfig& cfg, CredentialSource credentials);
 

@@ -18,7 +18,7 @@
 #include <boost/beast/http.hpp>
 
 #include "base/log.h"
-#include "channels/http/url.h"
+#include "net/url.h"
 
 namespace moat::channels::http {
 
@@ -38,7 +38,7 @@ std::optional<std::string> Request::header(std::string_view lower_name) const {
 }
 
 std::optional<std::string> Request::query_param(std::string_view name) const {
-  return find_query_param(query, name);
+  return net::find_query_param(query, name);
 }
 
 std::optional<std::string> Request::cookie(std::string_view name) const {

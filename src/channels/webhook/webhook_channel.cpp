@@ -8,7 +8,7 @@
 
 #include "base/ids.h"
 #include "base/log.h"
-#include "channels/http/http_client.h"
+#include "net/address.h"
 
 namespace moat::channels {
 
@@ -35,10 +35,52 @@ http::Response unauthorized() {
   return r;
 }
 
+// The scope's rule for one address. Public: the egress gateway's classes (net::classify), with
+// this host's own addresses as they are now (an interface may have come up since moatd started).
+Status address_allowed(CallbackScope scope, const net::IpAddress& a) {
+  if (scope == CallbackScope::Loopback) {
+    if (net::classify(a) == net::AddressClass::Loopback) return {};
+    return fail(ErrorKind::InvalidInput,
+                "the callback host resolves to {}, which is not a loopback address; callbacks go to programs on this "
+                "host unless [web] webhook_callbacks = \"public\"",
+                net::format_address(a));
+  }
+  auto own = net::host_own_addresses();
+  auto cls = net::classify(a, own);
+  if (cls == net::AddressClass::Public) return {};
+  return fail(ErrorKind::InvalidInput, "the callback address {} is a {}; callbacks may only go to public addresses",
+              net::format_address(a), net::address_class_phrase(cls));
+}
+
+std::unique_ptr<net::HttpClient> callback_client(const WebhookOptions& opts) {
+  net::ClientOptions o;
+  o.extra_ca_file = opts.extra_ca_file;
+  // A proxy is for leaving the host: never for a callback to a program on it.
+  if (opts.callbacks == CallbackScope::Public) o.proxy = net::ProxySettings::from_environment();
+  o.address_check = [scope = opts.callbacks](const net::IpAddress& a) { return address_allowed(scope, a); };
+  return std::make_unique<net::HttpClient>(std::move(o));
+}
+
 }  // namespace
 
 WebhookChannel::WebhookChannel(AcceptFn accept, WebhookTokensFn tokens, WebhookOptions opts)
-    : accept_(std::move(accept)), tokens_(std::move(tokens)), opts_(opts), store_(opts.replies_per_chat) {}
+    : accept_(std::move(accept)),
+      tokens_(std::move(tokens)),
+      opts_(opts),
+      client_(callback_client(opts_)),
+      store_(opts.replies_per_chat) {}
+
+Result<net::Url> WebhookChannel::callback_url(std::string_view text) const {
+  auto url = net::parse_url(text);
+  if (!url) return url;
+  if (opts_.callbacks == CallbackScope::Loopback) {
+    if (!net::is_loopback_host(url->host))
+      return fail(ErrorKind::InvalidInput, "must be on a loopback address (127.0.0.1, ::1, localhost)");
+  } else if (auto ip = net::parse_ip_literal(url->host)) {
+    if (auto ok = address_allowed(opts_.callbacks, *ip); !ok) return std::unexpected(ok.error());
+  }
+  return url;
+}
 
 void WebhookChannel::register_routes(http::HttpServer& server) {
   server.add_route("/hooks", [this](const http::Request& req) { return handle(req); });
@@ -101,13 +143,10 @@ http::Response WebhookChannel::inbound(const http::Request& req, const std::stri
   if (text.size() > opts_.max_text_bytes) {
     return http::Response::error(413, fmt::format("'text' too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
   }
-  std::optional<http::HttpUrl> callback;
+  std::optional<net::Url> callback;
   if (auto cb = str("callback_url"); !cb.empty()) {
-    auto url = http::parse_http_url(cb);
+    auto url = callback_url(cb);
     if (!url) return http::Response::error(400, fmt::format("'callback_url': {}", url.error().message));
-    if (!opts_.allow_remote_callbacks && !http::is_loopback_host(url->host)) {
-      return http::Response::error(400, "'callback_url' must be on a loopback address (127.0.0.1, ::1, localhost)");
-    }
     callback = *url;
   } else if (body.contains("callback_url") && !body["callback_url"].is_null()) {
     return http::Response::error(400, "'callback_url' must be a string");
@@ -176,7 +215,7 @@ Status WebhookChannel::hand_over(const router::Outbound& msg) {
     return fail(ErrorKind::InvalidInput, "webhook: '{}' is not a webhook chat id (<agent>/<chat>)", msg.chat);
   }
   std::string caller_chat = msg.chat.substr(slash + 1);
-  std::optional<http::HttpUrl> callback;
+  std::optional<net::Url> callback;
   {
     std::lock_guard lock(mu_);
     store_.add(StoredMessage{.key = msg.key, .role = "agent", .agent = msg.agent, .chat = msg.chat, .text = msg.text,
@@ -187,18 +226,23 @@ Status WebhookChannel::hand_over(const router::Outbound& msg) {
   // The callback the answered message named (kept in the store) wins over the latest one in
   // memory, which a restart loses.
   if (!msg.reply_to.empty()) {
-    auto url = http::parse_http_url(msg.reply_to);
-    if (url && (opts_.allow_remote_callbacks || http::is_loopback_host(url->host))) callback = *url;
+    if (auto url = callback_url(msg.reply_to)) callback = *url;
   }
   if (!callback) return {};  // kept for polling
 
   Json body{{"key", msg.key},   {"chat", caller_chat},         {"agent", msg.agent},
             {"text", msg.text}, {"in_reply_to", msg.in_reply_to}, {"is_error", msg.is_error}};
-  auto res = http::http_request(*callback, "POST",
-                                {{"Content-Type", "application/json"}, {"Idempotency-Key", msg.key}},
-                                body.dump(-1, ' ', false, Json::error_handler_t::replace), opts_.callback_timeout);
-  if (!res) return wrap(res.error(), "webhook callback");
-  int s = res->status;
+  net::HttpRequest post{"POST", callback->path,
+                        {{"Content-Type", "application/json"}, {"Idempotency-Key", msg.key}},
+                        body.dump(-1, ' ', false, Json::error_handler_t::replace)};
+  auto res = client_->fetch(*callback, post, {.timeout = opts_.callback_timeout});
+  if (!res) {
+    // A refused address is the caller's mistake (InvalidInput: not retried); anything else the
+    // network's (Unavailable: the router retries with backoff).
+    return fail(res.error().kind == net::HttpFailure::Kind::Refused ? ErrorKind::InvalidInput : ErrorKind::Unavailable,
+                "webhook callback {}: {}", callback->origin(), res.error().error.message);
+  }
+  int s = res->head.status;
   if (s >= 200 && s < 300) {
     std::lock_guard lock(mu_);
     if (posted_.insert(msg.key).second) posted_order_.push_back(msg.key);
@@ -209,11 +253,10 @@ Status WebhookChannel::hand_over(const router::Outbound& msg) {
     return {};
   }
   if (s >= 500 || s == 408 || s == 429) {
-    return fail(ErrorKind::Unavailable, "webhook callback {}:{}{} answered HTTP {}", callback->host, callback->port,
-                callback->target, s);
+    return fail(ErrorKind::Unavailable, "webhook callback {}{} answered HTTP {}", callback->origin(), callback->path, s);
   }
-  return fail(ErrorKind::InvalidInput, "webhook callback {}:{}{} refused the reply with HTTP {}", callback->host,
-              callback->port, callback->target, s);
+  return fail(ErrorKind::InvalidInput, "webhook callback {}{} refused the reply with HTTP {}", callback->origin(),
+              callback->path, s);
 }
 
 }  // namespace moat::channels

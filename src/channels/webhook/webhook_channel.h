@@ -17,7 +17,13 @@
 //   {"key": "o31", "chat": "ticket-42", "agent": "...", "text": "...", "in_reply_to": 17, "is_error": false}
 //   Any 2xx acknowledges. A 5xx, 408, 429 or network error is retried by the router with backoff;
 //   another 4xx marks the reply undeliverable. The same key may arrive twice: drop repeats.
-//   Callbacks must be plain http:// on a loopback address unless allow_remote_callbacks is set.
+//   A callback is http:// or https:// (verified TLS; HTTPS_PROXY/NO_PROXY apply to public ones)
+//   and goes where WebhookOptions::callbacks allows: by default programs on this host (a loopback
+//   address or localhost); with CallbackScope::Public, public addresses only — never loopback, a
+//   private network, link-local, cloud metadata or one of this host's own addresses, the same
+//   classes the egress gateway refuses (net/address.h). A literal address is judged when the
+//   message arrives (400); a name on every delivery, on each address it resolves to, and the
+//   connection goes to the address that was checked, so a name cannot be pointed at this host.
 // Replies are also kept for polling (the last 200 per chat), with or without a callback:
 //   GET /hooks/<agent>/replies?chat=ticket-42&after=<key>   (same bearer token)
 //   -> 200 {"replies": [{"key", "chat", "agent", "text", "in_reply_to", "is_error", "at_ms"}...]}
@@ -31,6 +37,8 @@
 // moatd starts (restore()), so a restart does not lose a reply nobody has polled yet.
 #include <chrono>
 #include <deque>
+#include <filesystem>
+#include <memory>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -40,8 +48,9 @@
 
 #include "channels/accept_fn.h"
 #include "channels/http/http_server.h"
-#include "channels/http/url.h"
 #include "channels/message_ring.h"
+#include "net/http_client.h"
+#include "net/url.h"
 #include "router/channel.h"
 
 namespace moat::channels {
@@ -49,8 +58,15 @@ namespace moat::channels {
 // The agent's valid webhook tokens (empty: the agent takes no webhooks).
 using WebhookTokensFn = std::function<std::vector<std::string>(std::string_view agent)>;
 
+// Where callbacks may go (the [web] webhook_callbacks setting).
+enum class CallbackScope {
+  Loopback,  // programs on this host: 127.0.0.0/8, ::1, localhost
+  Public,    // public addresses only
+};
+
 struct WebhookOptions {
-  bool allow_remote_callbacks = false;  // http:// callbacks to non-loopback hosts
+  CallbackScope callbacks = CallbackScope::Loopback;
+  std::filesystem::path extra_ca_file;  // CAs trusted for https:// callbacks besides the host's store
   std::chrono::milliseconds callback_timeout{10000};
   size_t replies_per_chat = 200;
   size_t max_text_bytes = 256 * 1024;
@@ -81,14 +97,17 @@ class WebhookChannel : public router::Channel {
   http::Response inbound(const http::Request& req, const std::string& agent);
   http::Response replies(const http::Request& req, const std::string& agent);
   bool authorized(const http::Request& req, const std::string& agent) const;
+  // Whether a callback URL may be used at all (its scheme; a literal address's class).
+  Result<net::Url> callback_url(std::string_view text) const;
 
   AcceptFn accept_;
   WebhookTokensFn tokens_;
   WebhookOptions opts_;
+  std::unique_ptr<net::HttpClient> client_;  // callbacks; its AddressCheck enforces opts_.callbacks
 
   std::mutex mu_;
   MessageStore store_;
-  std::map<std::string, http::HttpUrl> callbacks_;  // moat chat id -> where its replies go
+  std::map<std::string, net::Url> callbacks_;      // moat chat id -> where its replies go
   std::unordered_set<std::string> posted_;           // keys a callback acknowledged
   std::deque<std::string> posted_order_;             // bounds posted_
 };

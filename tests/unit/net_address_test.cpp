@@ -1,11 +1,11 @@
-#include "egress/address.h"
+#include "net/address.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <random>
 
-using namespace moat::egress;
+using namespace moat::net;
 using boost::asio::ip::make_address;
 
 namespace {
@@ -215,4 +215,11 @@ TEST(Format, Endpoints) {
   EXPECT_EQ(format_endpoint(make_address("fe80::1%1"), 443), "[fe80::1]:443");
   EXPECT_EQ(unmap(make_address("::ffff:10.0.0.5")).to_string(), "10.0.0.5");
   EXPECT_EQ(unmap(make_address("fd00::1")).to_string(), "fd00::1");
+}
+
+TEST(Address, LoopbackHostsAreLiteralsOrLocalhost) {
+  for (auto h : {"localhost", "127.0.0.1", "127.1", "2130706433", "0177.0.0.1", "::1", "[::1]", "::ffff:127.0.0.1"})
+    EXPECT_TRUE(is_loopback_host(h)) << h;
+  for (auto h : {"example.com", "localhost.example.com", "10.0.0.1", "169.254.169.254", "128.0.0.1", ""})
+    EXPECT_FALSE(is_loopback_host(h)) << h;
 }

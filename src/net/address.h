@@ -1,5 +1,6 @@
 #pragma once
-// What an address is, before the gateway connects to it. A host string is an IP literal in whatever
+// What an address is, before moatd connects to it: the gateway for a sandbox's traffic, the HTTP
+// client for a webhook callback. A host string is an IP literal in whatever
 // form the C library would accept (so "0177.0.0.1" and "2130706433" cannot slip past as "names"),
 // and every address falls in one class; only Public addresses are reachable without an explicit rule.
 #include <cstdint>
@@ -11,7 +12,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
-namespace moat::egress {
+namespace moat::net {
 
 using IpAddress = boost::asio::ip::address;
 
@@ -55,6 +56,11 @@ std::optional<boost::asio::ip::address_v4> embedded_ipv4(const boost::asio::ip::
 // rule "10.0.0.5" and a connection to "::ffff:10.0.0.5" are the same destination.
 IpAddress unmap(const IpAddress& a);
 
+// "localhost", or an IP literal (any form parse_ip_literal takes) in a loopback range: a host that
+// names this machine without a lookup. Other names are false even if they resolve to 127.0.0.1
+// (what matters for a connection is checked on the resolved address, with classify()).
+bool is_loopback_host(std::string_view host);
+
 // Every address configured on the host's interfaces (getifaddrs); empty if that fails.
 std::vector<IpAddress> host_own_addresses();
 
@@ -63,4 +69,4 @@ std::string format_endpoint(const IpAddress& a, uint16_t port);
 // "10.0.0.5", "fd00::1" (no brackets, no zone).
 std::string format_address(const IpAddress& a);
 
-}  // namespace moat::egress
+}  // namespace moat::net

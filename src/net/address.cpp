@@ -1,4 +1,4 @@
-#include "egress/address.h"
+#include "net/address.h"
 
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-namespace moat::egress {
+namespace moat::net {
 
 namespace {
 
@@ -241,6 +241,12 @@ IpAddress unmap(const IpAddress& a) {
   return a;
 }
 
+bool is_loopback_host(std::string_view host) {
+  if (host == "localhost") return true;
+  auto a = parse_ip_literal(host);
+  return a && classify(*a) == AddressClass::Loopback;
+}
+
 std::vector<IpAddress> host_own_addresses() {
   std::vector<IpAddress> out;
   ifaddrs* list = nullptr;
@@ -271,4 +277,4 @@ std::string format_endpoint(const IpAddress& a, uint16_t port) {
   return fmt::format("[{}]:{}", format_address(a), port);
 }
 
-}  // namespace moat::egress
+}  // namespace moat::net

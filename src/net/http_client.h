@@ -1,0 +1,150 @@
+#pragma once
+// The one HTTP(S) client for everything moatd itself calls out to: the model providers, the webhook
+// callbacks (and next the messaging platforms). HTTP/1.1 over TCP or TLS; blocking, made for the
+// threads that call it (an agent's turn, the router's delivery thread), each call with its own
+// deadline and cancellation.
+//
+// - TLS verifies the peer against the host's default store plus an optional extra CA file, sends
+//   SNI and checks that the certificate names the host (or its IP address, which gets no SNI).
+// - Connections are reused: after a response read to its end (Content-Length or chunked, no
+//   "Connection: close") the connection waits in a small pool keyed by scheme, host and port. A
+//   pooled connection the server has closed is noticed before use; one that breaks before the
+//   first byte of the response is replaced once by a fresh connection (the server closed it while
+//   we sent, so it saw no request).
+// - The response body is streamed to a callback as it arrives, so server-sent events reach the
+//   agent loop as the provider sends them.
+// - HTTPS_PROXY / NO_PROXY (ProxySettings::from_environment) send https:// requests through an
+//   HTTP CONNECT proxy, as many hosts require for their own outbound traffic. http:// requests go
+//   direct (they are local ones: an Ollama on 127.0.0.1, a loopback webhook callback).
+// - An AddressCheck vets every address a name resolves to before connecting, and the connection
+//   goes to the address that was checked (through a proxy too: CONNECT names the checked address),
+//   so a name cannot be re-resolved to somewhere else in between. The webhook channel uses it so
+//   that a callback cannot be aimed at the host's own services.
+//
+// Why OpenSSL with poll() and not Beast + asio::ssl (the gateway's) or libcurl: the callers are
+// blocking threads, and each call must stop within its deadline or when its caller cancels it,
+// including in the middle of a TLS read. With asio that means an io_context and timers per call
+// around every step; with libcurl a second TLS and proxy configuration surface (and a new
+// dependency) whose deadlines are whole seconds. A non-blocking socket polled in 100 ms slices
+// with OpenSSL on top is a few hundred lines that do exactly this, and the gateway's asio code
+// stays what it is: a server for many concurrent connections.
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+#include "net/address.h"
+#include "net/url.h"
+
+namespace moat::net {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// Case-insensitive lookup of the first header with this name.
+std::optional<std::string> header_value(const HeaderList& headers, std::string_view name);
+
+struct HttpRequest {
+  std::string method = "POST";
+  std::string target;  // origin-form: "/v1/messages"
+  HeaderList headers;  // Host and Content-Length are added
+  std::string body;
+};
+
+struct HttpResponseHead {
+  int status = 0;
+  std::string reason;
+  HeaderList headers;
+  std::optional<std::string> header(std::string_view name) const { return header_value(headers, name); }
+};
+
+struct HttpResponse {
+  HttpResponseHead head;
+  std::string body;
+};
+
+struct CallOptions {
+  // Connect + TLS handshake + sending + the response head must finish within this; after that it
+  // is an idle limit: each read of the body must bring bytes within it (a streamed answer may
+  // legitimately last longer than any fixed total).
+  std::chrono::milliseconds timeout{120000};
+  std::function<bool()> cancelled;  // polled while waiting for the network; may be empty
+};
+
+// Why a request failed, so the caller can decide about retrying without parsing text.
+struct HttpFailure {
+  enum class Kind {
+    Connect,    // no connection (refused, unreachable, DNS, the proxy said no): safe to retry
+    Refused,    // the AddressCheck refused every address the host has: retrying will not help
+    Tls,        // handshake or certificate failure: retrying will not help
+    Io,         // the connection broke or timed out mid-exchange: retry if nothing was consumed
+    Protocol,   // the server spoke something other than HTTP/1.x
+    Cancelled,  // CallOptions::cancelled() said stop
+    Aborted,    // the body callback returned false
+  } kind;
+  Error error;
+};
+
+// Called once with the response head, then with each piece of the decoded body in order; return
+// false from on_body to stop reading (the request then fails with Kind::Aborted).
+using HeadCallback = std::function<void(const HttpResponseHead&)>;
+using BodyCallback = std::function<bool(std::string_view)>;
+
+// May the client connect to this address? An error (its kind and message are the failure's) refuses it.
+using AddressCheck = std::function<Status(const IpAddress&)>;
+
+// Where https:// requests go: straight to the host, or through an HTTP proxy's CONNECT.
+struct ProxySettings {
+  std::optional<HostPort> https_proxy;
+  // NO_PROXY entries: "*" (everything), a domain ("example.com" or ".example.com": it and its
+  // subdomains), an IP literal, or a CIDR block ("10.0.0.0/8"); compared with the URL's host as
+  // written (a name is not resolved to match an address entry). Loopback is not implied.
+  std::vector<std::string> no_proxy;
+  std::string error;  // HTTPS_PROXY is set but unusable: every https:// request fails saying so
+
+  // HTTPS_PROXY (or https_proxy) = "http://host:port" or "host:port"; NO_PROXY (or no_proxy) =
+  // comma-separated entries.
+  static ProxySettings from_environment();
+  static ProxySettings parse(std::string_view https_proxy, std::string_view no_proxy);
+  bool bypasses(std::string_view host) const;
+};
+
+struct ClientOptions {
+  std::filesystem::path extra_ca_file;  // extra CAs to trust (tests, private setups); the host's store always applies
+  ProxySettings proxy;                  // none by default; moatd passes ProxySettings::from_environment()
+  AddressCheck address_check;           // empty = any address
+  size_t max_idle_per_origin = 4;       // pooled connections kept per scheme+host+port
+  std::chrono::milliseconds max_idle{30000};  // a pooled connection idle longer than this is closed, not reused
+};
+
+class HttpClient {
+ public:
+  explicit HttpClient(ClientOptions options = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // One request; `url` gives scheme, host and port (its path is ignored: request.target is sent).
+  // Thread-safe: concurrent calls use different connections.
+  std::expected<HttpResponseHead, HttpFailure> send(const Url& url, const HttpRequest& request,
+                                                    const CallOptions& options, const HeadCallback& on_head,
+                                                    const BodyCallback& on_body);
+  // The same, with the whole body collected (a body over max_body fails with Kind::Aborted).
+  std::expected<HttpResponse, HttpFailure> fetch(const Url& url, const HttpRequest& request,
+                                                 const CallOptions& options, size_t max_body = 1 << 20);
+
+  size_t connections_opened() const;  // TCP connections made so far (reuse shows as fewer)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moat::net
