@@ -13,6 +13,8 @@
 #include "api/client.h"
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "wire/frame.h"
+#include "wire/messages.h"
 
 namespace moat::bench {
 
@@ -74,6 +76,21 @@ Daemon::Daemon(const std::filesystem::path& state, const std::string& config) : 
 Daemon::~Daemon() {
   if (!api::call(socket(), "daemon.stop", Json{{"all", true}})) kill(pid_, SIGTERM);
   waitpid(pid_, nullptr, 0);
+}
+
+ExecResult exec_over_api(const Daemon& d, const std::string& name, std::vector<std::string> argv) {
+  auto c = must(api::Client::connect(d.socket()), "connect");
+  must(c.call("exec", Json{{"name", name}, {"argv", argv}}), "exec");
+  (void)wire::write_frame(c.fd(), wire::FrameType::StdinEof);
+  ExecResult r;
+  for (;;) {
+    auto f = must(wire::read_frame(c.fd()), "exec stream");
+    if (f.type == wire::FrameType::Stdout || f.type == wire::FrameType::Stderr) r.out += f.payload;
+    if (f.type == wire::FrameType::Exit) {
+      r.exit_code = must(wire::decode<wire::ExecExit>(f.payload), "exec exit").exit_code;
+      return r;
+    }
+  }
 }
 
 Json Daemon::call(std::string_view verb, Json args) const { return must(api::call(socket(), verb, std::move(args)), verb); }

@@ -61,6 +61,16 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
+// What one exec over the API ended with.
+struct ExecResult {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr, as they came
+};
+
+// One exec of argv in sandbox `name` over the API, as a client of moatd does it; returns once Exit
+// arrives.
+ExecResult exec_over_api(const Daemon& d, const std::string& name, std::vector<std::string> argv);
+
 // Replaces the section that starts with `heading` ("## Router") in the markdown file, or appends it.
 void write_section(const std::string& path, const std::string& heading, const std::string& section);
 

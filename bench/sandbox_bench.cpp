@@ -24,8 +24,6 @@
 #include "base/json.h"
 #include "base/subprocess.h"
 #include "support/temp_dir.h"
-#include "wire/frame.h"
-#include "wire/messages.h"
 
 using namespace moat;
 using namespace moat::bench;
@@ -73,17 +71,6 @@ void drop_caches() {
 
 constexpr const char* kConfig =
     "[daemon]\nidle_timeout = \"0\"\n[sandbox]\nimage = \"tiny\"\ndisk = \"64MiB\"\nmemory = \"64MiB\"\n";
-
-// One exec of argv over the API, returning once Exit arrives.
-void exec_over_api(const Daemon& d, const std::string& name, std::vector<std::string> argv) {
-  auto c = must(api::Client::connect(d.socket()), "connect");
-  must(c.call("exec", Json{{"name", name}, {"argv", argv}}), "exec");
-  (void)wire::write_frame(c.fd(), wire::FrameType::StdinEof);
-  for (;;) {
-    auto f = must(wire::read_frame(c.fd()), "exec stream");
-    if (f.type == wire::FrameType::Exit) return;
-  }
-}
 
 // A plain runc bundle of the same busybox root, with runc's own default spec: the baseline.
 struct BareRunc {

@@ -140,6 +140,7 @@ Json agent_spec_to_json(const AgentSpec& a) {
   if (a.memory_bytes) j["memory_bytes"] = *a.memory_bytes;
   if (a.pids) j["pids"] = *a.pids;
   if (a.cpus) j["cpus"] = *a.cpus;
+  put_io_limits(j, a.io);
   return j;
 }
 
@@ -160,8 +161,9 @@ Result<AgentSpec> agent_spec_from_json(const Json& j) {
   AgentSpec a;
   if (!j.contains("name")) return fail(ErrorKind::InvalidInput, "name: required");
   if (auto st = check_keys(j, "", {"name", "source", "image", "runtime", "disk_bytes", "memory_bytes", "pids", "cpus",
-                                   "model", "system_prompt", "limits", "command", "channels", "chats", "senders",
-                                   "trigger", "unknown_senders", "may_message", "created_ms", "updated_ms"});
+                                   "io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops", "model",
+                                   "system_prompt", "limits", "command", "channels", "chats", "senders", "trigger",
+                                   "unknown_senders", "may_message", "created_ms", "updated_ms"});
       !st)
     return std::unexpected(st.error());
   if (j.contains("model") && j["model"].is_object()) {
@@ -186,6 +188,7 @@ Result<AgentSpec> agent_spec_from_json(const Json& j) {
   run(read_limit(j, "memory_bytes", Limit::MemoryBytes, a.memory_bytes));
   run(read_limit(j, "pids", Limit::Pids, a.pids));
   run(read_limit(j, "cpus", Limit::Cpus, a.cpus));
+  run(read_io_limits(j, a.io));
   if (j.contains("model") && !j["model"].is_null()) {
     const auto& m = j["model"];
     if (!m.is_object()) return fail(ErrorKind::InvalidInput, "model: must be an object");

@@ -9,6 +9,7 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "config/limits.h"
 
 namespace moat::agent {
 
@@ -34,6 +35,7 @@ struct AgentSpec {
   std::string runtime;  // empty = [sandbox] runtime
   std::optional<uint64_t> disk_bytes, memory_bytes, pids;
   std::optional<double> cpus;
+  IoThrottle<std::optional<uint64_t>> io;  // io_read_bps, io_write_bps, io_read_iops, io_write_iops
   // Mind.
   ModelSettings model;
   std::string system_prompt;

@@ -32,6 +32,7 @@ CreateRequest sandbox_request_for(const AgentSpec& spec) {
   r.memory_bytes = spec.memory_bytes;
   r.pids = spec.pids;
   r.cpus = spec.cpus;
+  r.io = spec.io;
   return r;
 }
 

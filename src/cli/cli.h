@@ -27,9 +27,20 @@ Result<Json> call(const Globals& g, std::string_view verb, Json args);
 // call(), and on failure report the error into `rc` and return nothing.
 std::optional<Json> call_or_report(const Globals& g, std::string_view verb, Json args, int& rc);
 
-// The limits among a request's arguments (disk and memory under the given keys, pids, cpus), checked
+// The limits among a request's arguments (disk and memory under the given keys, pids, cpus, the io_
+// limits), checked
 // early with the very check moatd makes (config/limits.h), so the refusal reads the same either way.
 Status check_limit_args(const Json& args, std::string_view disk_key, std::string_view memory_key);
+
+// --io-read-bps, --io-write-bps (sizes per second, e.g. 100MiB), --io-read-iops, --io-write-iops: the
+// I/O throttle flags of `sandbox create`, `agent create` and `agent edit`; put() adds those given to a
+// request under the table's names (io_read_bps, ...).
+struct IoFlags {
+  std::string read_bps, write_bps;
+  std::optional<int64_t> read_iops, write_iops;  // signed, so that -1 gets the range in its refusal
+  void add_to(CLI::App* cmd, std::string_view disk);  // disk: "the sandbox's disk"
+  void put(Json& args) const;
+};
 
 void add_sandbox_commands(CLI::App& app, Globals& g, int& rc);
 void add_exec_commands(CLI::App& app, Globals& g, int& rc);

@@ -13,6 +13,7 @@ struct AgentFlags {
   std::string memory, disk;
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // signed, so that -1 gets the range in its refusal, not a parse error
+  IoFlags io;
   std::vector<std::string> command, channels, chats, senders, may_message;
   bool clear_command = false;
 
@@ -23,6 +24,7 @@ struct AgentFlags {
     c->add_option("--disk", disk, "disk cap of its sandbox, e.g. 10GiB");
     c->add_option("--cpus", cpus, "CPU limit of its sandbox, e.g. 1 or 0.5");
     c->add_option("--pids", pids, "process/thread limit of its sandbox");
+    io.add_to(c, "its sandbox's disk");
     c->add_option("--provider", provider, "model provider: anthropic, openai (any OpenAI-compatible server) or none");
     c->add_option("--model", model, "model name, e.g. claude-sonnet-4-5, gpt-4o, llama3.1");
     c->add_option("--base-url", base_url, "provider base URL, e.g. http://127.0.0.1:11434/v1 for Ollama");
@@ -50,6 +52,7 @@ struct AgentFlags {
     put("disk_bytes", disk);
     if (cpus) j["cpus"] = *cpus;
     if (pids) j["pids"] = *pids;
+    io.put(j);
     Json m = Json::object();
     if (!provider.empty()) m["provider"] = provider;
     if (!model.empty()) m["model"] = model;

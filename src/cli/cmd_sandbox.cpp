@@ -43,7 +43,22 @@ Status check_limit_args(const Json& args, std::string_view disk_key, std::string
   for (auto st : {read_limit(args, disk_key, Limit::DiskBytes, whole), read_limit(args, memory_key, Limit::MemoryBytes, whole),
                   read_limit(args, "pids", Limit::Pids, whole), read_limit(args, "cpus", Limit::Cpus, cpus)})
     if (!st) return st;
-  return {};
+  IoThrottle<std::optional<uint64_t>> io;
+  return read_io_limits(args, io);
+}
+
+void IoFlags::add_to(CLI::App* cmd, std::string_view disk) {
+  cmd->add_option("--io-read-bps", read_bps, fmt::format("read limit on {}, bytes per second, e.g. 100MiB", disk));
+  cmd->add_option("--io-write-bps", write_bps, fmt::format("write limit on {}, bytes per second, e.g. 100MiB", disk));
+  cmd->add_option("--io-read-iops", read_iops, fmt::format("read limit on {}, operations per second", disk));
+  cmd->add_option("--io-write-iops", write_iops, fmt::format("write limit on {}, operations per second", disk));
+}
+
+void IoFlags::put(Json& args) const {
+  if (!read_bps.empty()) args["io_read_bps"] = read_bps;
+  if (!write_bps.empty()) args["io_write_bps"] = write_bps;
+  if (read_iops) args["io_read_iops"] = *read_iops;
+  if (write_iops) args["io_write_iops"] = *write_iops;
 }
 
 void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
@@ -55,6 +70,7 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
     std::string name, image, runtime, disk, memory;
     std::optional<int64_t> pids;  // signed, so that -1 gets the range in its refusal, not a parse error
     std::optional<double> cpus;
+    IoFlags io;
     bool start = false;
     std::vector<std::string> insecure;
   };
@@ -66,6 +82,7 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
   create->add_option("--memory", co->memory, "memory limit, e.g. 2GiB");
   create->add_option("--pids", co->pids, "process/thread limit");
   create->add_option("--cpus", co->cpus, "CPU limit in cores, e.g. 0.5");
+  co->io.add_to(create, "the sandbox's disk");
   create->add_flag("--start", co->start, "start it right away");
   create->add_option("--insecure", co->insecure,
                      "explicitly turn off one protection: no-seccomp, all-caps, no-userns, new-privileges, unmask-paths");
@@ -77,6 +94,7 @@ void add_sandbox_commands(CLI::App& app, Globals& g, int& rc) {
     if (!co->memory.empty()) args["memory"] = co->memory;
     if (co->pids) args["pids"] = *co->pids;
     if (co->cpus) args["cpus"] = *co->cpus;
+    co->io.put(args);
     if (auto st = check_limit_args(args, "disk", "memory"); !st) {
       rc = report(st.error());
       return;

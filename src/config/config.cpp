@@ -38,7 +38,7 @@ Setter as_string(F apply) {
   };
 }
 
-// [sandbox] disk, memory, pids and cpus: a number (sizes also as text such as "2GiB"), checked against
+// [sandbox] disk, memory, pids, cpus and the io_ limits: a number (sizes also as text such as "2GiB"), checked against
 // the one table of limits (config/limits.h). The caller's error names the file, line and key.
 Result<double> limit_value(const toml::node& n, Limit which) {
   const auto& r = limit_range(which);
@@ -66,6 +66,16 @@ Setter limit_key(Limit which, T SandboxDefaults::*field) {
     auto v = limit_value(n, which);
     if (!v) return std::unexpected(v.error());
     c.sandbox.*field = static_cast<T>(*v);  // checked: in range, whole where T is an integer
+    return {};
+  };
+}
+
+// [sandbox] io_read_bps, io_write_bps, io_read_iops, io_write_iops: as limit_key, into the I/O throttle.
+Setter io_key(Limit which, uint64_t IoThrottle<uint64_t>::*field) {
+  return [which, field](Config& c, const toml::node& n) -> Status {
+    auto v = limit_value(n, which);
+    if (!v) return std::unexpected(v.error());
+    c.sandbox.io.*field = static_cast<uint64_t>(*v);  // checked: whole and in range
     return {};
   };
 }
@@ -142,6 +152,10 @@ const std::vector<Key>& schema() {
       {"sandbox", "memory", limit_key(Limit::MemoryBytes, &SandboxDefaults::memory_bytes)},
       {"sandbox", "pids", limit_key(Limit::Pids, &SandboxDefaults::pids)},
       {"sandbox", "cpus", limit_key(Limit::Cpus, &SandboxDefaults::cpus)},
+      {"sandbox", "io_read_bps", io_key(Limit::IoReadBps, &IoThrottle<uint64_t>::read_bps)},
+      {"sandbox", "io_write_bps", io_key(Limit::IoWriteBps, &IoThrottle<uint64_t>::write_bps)},
+      {"sandbox", "io_read_iops", io_key(Limit::IoReadIops, &IoThrottle<uint64_t>::read_iops)},
+      {"sandbox", "io_write_iops", io_key(Limit::IoWriteIops, &IoThrottle<uint64_t>::write_iops)},
       {"egress", "preset", as_string([](Config& c, const std::string& s) -> Status {
          if (auto st = check_preset(s); !st) return st;
          c.egress.preset = s;

@@ -10,6 +10,7 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "config/limits.h"
 
 namespace moat {
 
@@ -21,6 +22,10 @@ struct SandboxDefaults {
   uint64_t memory_bytes = 2ull << 30;
   uint64_t pids = 1024;
   double cpus = 1.0;
+  // The block I/O throttle on each sandbox's disk (see kLimitTable and docs/config.md for how these
+  // were chosen): high enough that an agent's ordinary work never meets it, low enough that one
+  // sandbox's storm leaves the device to its neighbours.
+  IoThrottle<uint64_t> io = kDefaultIoThrottle;
 };
 
 struct DaemonConfig {

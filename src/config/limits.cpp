@@ -85,4 +85,24 @@ Status read_limit(const Json& obj, std::string_view key, Limit which, std::optio
   return {};
 }
 
+Status read_io_limits(const Json& obj, IoThrottle<std::optional<uint64_t>>& out) {
+  for (const auto& f : io_fields<std::optional<uint64_t>>())
+    if (auto st = read_limit(obj, limit_range(f.limit).name, f.limit, out.*f.field); !st) return st;
+  return {};
+}
+
+void put_io_limits(Json& obj, const IoThrottle<std::optional<uint64_t>>& io) {
+  for (const auto& f : io_fields<std::optional<uint64_t>>())
+    if (io.*f.field) obj[std::string(limit_range(f.limit).name)] = *(io.*f.field);
+}
+
+void put_io_limits(Json& obj, const IoThrottle<uint64_t>& io) {
+  for (const auto& f : io_fields<uint64_t>()) obj[std::string(limit_range(f.limit).name)] = io.*f.field;
+}
+
+IoThrottle<uint64_t> io_or(const IoThrottle<std::optional<uint64_t>>& given, const IoThrottle<uint64_t>& defaults) {
+  return {given.read_bps.value_or(defaults.read_bps), given.write_bps.value_or(defaults.write_bps),
+          given.read_iops.value_or(defaults.read_iops), given.write_iops.value_or(defaults.write_iops)};
+}
+
 }  // namespace moat

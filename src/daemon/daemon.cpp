@@ -68,6 +68,10 @@ Json record_json(const SandboxRecord& r) {
               {"memory_bytes", r.memory_bytes},
               {"pids", r.pids_limit},
               {"cpus", r.cpus},
+              {"io_read_bps", r.io_read_bps},
+              {"io_write_bps", r.io_write_bps},
+              {"io_read_iops", r.io_read_iops},
+              {"io_write_iops", r.io_write_iops},
               {"created_at_ms", r.created_at_ms},
               {"last_used_at_ms", r.last_used_at_ms}};
 }
@@ -361,7 +365,8 @@ void Daemon::register_handlers() {
     req.runtime = a.value("runtime", "");
     for (auto st : {read_limit(a, "disk", Limit::DiskBytes, req.disk_bytes),
                     read_limit(a, "memory", Limit::MemoryBytes, req.memory_bytes),
-                    read_limit(a, "pids", Limit::Pids, req.pids), read_limit(a, "cpus", Limit::Cpus, req.cpus)})
+                    read_limit(a, "pids", Limit::Pids, req.pids), read_limit(a, "cpus", Limit::Cpus, req.cpus),
+                    read_io_limits(a, req.io)})
       if (!st) return std::unexpected(st.error());
     for (auto& opt : a.value("insecure", std::vector<std::string>{})) {
       if (opt == "no-seccomp") req.hardening.seccomp = false;

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <map>
 #include <optional>
@@ -36,6 +37,19 @@ constexpr std::string_view kRunInside = "/run/moat";
 int64_t now_ms() { return moat::clock::now_ms(); }
 
 std::string container_of(const SandboxRecord& rec) { return container_id(rec.name, rec.id); }
+
+// The record's I/O throttle, in the table's terms (the store keeps four plain columns).
+IoThrottle<int64_t> io_of(const SandboxRecord& rec) {
+  return {rec.io_read_bps, rec.io_write_bps, rec.io_read_iops, rec.io_write_iops};
+}
+
+// `j` with the record's I/O throttle added under the table's names (io_read_bps, ...).
+Json with_io(Json j, const SandboxRecord& rec) {
+  auto io = io_of(rec);
+  for (const auto& f : io_fields<int64_t>()) j[std::string(limit_range(f.limit).name)] = io.*f.field;
+  return j;
+}
+
 std::string cgroup_of(const SandboxRecord& rec) { return cgroup_path(container_of(rec)); }
 
 Json hardening_to_json(const oci::Hardening& h) {
@@ -162,6 +176,9 @@ Status SandboxManager::check_record_limits(const SandboxRecord& rec) {
                   check_limit(Limit::MemoryBytes, rec.memory_bytes, "memory_bytes"),
                   check_limit(Limit::Pids, rec.pids_limit, "pids"), check_limit(Limit::Cpus, rec.cpus, "cpus")})
     if (!st) return st;
+  auto io = io_of(rec);
+  for (const auto& f : io_fields<int64_t>())
+    if (auto st = check_limit(f.limit, static_cast<double>(io.*f.field), limit_range(f.limit).name); !st) return st;
   return {};
 }
 
@@ -254,6 +271,11 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   rec.memory_bytes = static_cast<int64_t>(req.memory_bytes.value_or(opts_.defaults.memory_bytes));
   rec.pids_limit = static_cast<int64_t>(req.pids.value_or(opts_.defaults.pids));
   rec.cpus = req.cpus.value_or(opts_.defaults.cpus);
+  auto io = io_or(req.io, opts_.defaults.io);
+  rec.io_read_bps = static_cast<int64_t>(io.read_bps);
+  rec.io_write_bps = static_cast<int64_t>(io.write_bps);
+  rec.io_read_iops = static_cast<int64_t>(io.read_iops);
+  rec.io_write_iops = static_cast<int64_t>(io.write_iops);
   rec.options_json = Json{{"hardening", hardening_to_json(req.hardening)}}.dump();
   rec.created_at_ms = now_ms();
   // The authoritative check (config/limits.h): no path creates a sandbox whose limits are off.
@@ -279,9 +301,10 @@ Result<SandboxRecord> SandboxManager::create(const CreateRequest& req, std::stri
   }
   if (auto st = lay_out(rec, paths); !st) return rollback(st.error());
   audit("sandbox.create", actor, rec.name,
-        Json{{"image", rec.image}, {"digest", rec.image_digest}, {"runtime", rec.runtime}, {"uid_base", rec.uid_base},
-             {"disk_bytes", rec.disk_bytes}, {"memory_bytes", rec.memory_bytes}, {"pids", rec.pids_limit},
-             {"cpus", rec.cpus}, {"hardening", hardening_to_json(req.hardening)}});
+        with_io(Json{{"image", rec.image}, {"digest", rec.image_digest}, {"runtime", rec.runtime},
+                     {"uid_base", rec.uid_base}, {"disk_bytes", rec.disk_bytes}, {"memory_bytes", rec.memory_bytes},
+                     {"pids", rec.pids_limit}, {"cpus", rec.cpus}, {"hardening", hardening_to_json(req.hardening)}},
+                rec));
   return rec;
 }
 
@@ -329,6 +352,13 @@ Status SandboxManager::write_bundle(const SandboxRecord& rec, const SandboxPaths
     spec.limits.memory_bytes += kRunscMemoryOverhead;
   }
   spec.limits.cpus = rec.cpus;
+  // The loop device is read at every start: a restart may get another one.
+  auto device = volume_device(paths.volume, paths.disk);
+  if (!device) return std::unexpected(device.error());
+  spec.limits.io_device = oci::BlockDevice{major(*device), minor(*device)};
+  // Checked in range (positive) at this start by check_record_limits.
+  spec.limits.io = {static_cast<uint64_t>(rec.io_read_bps), static_cast<uint64_t>(rec.io_write_bps),
+                    static_cast<uint64_t>(rec.io_read_iops), static_cast<uint64_t>(rec.io_write_iops)};
   spec.hardening = hardening_from_options(rec.options_json);
   spec.cgroup_path = cgroup_of(rec);
   Json j = oci::make_runtime_spec(spec);
@@ -576,8 +606,9 @@ Result<Json> SandboxManager::inspect(std::string_view name) {
          {"runtime", rec->runtime},
          {"state", rec->state},
          {"uid_base", rec->uid_base},
-         {"limits", {{"disk_bytes", rec->disk_bytes}, {"memory_bytes", rec->memory_bytes}, {"pids", rec->pids_limit},
-                     {"cpus", rec->cpus}}},
+         {"limits", with_io({{"disk_bytes", rec->disk_bytes}, {"memory_bytes", rec->memory_bytes},
+                              {"pids", rec->pids_limit}, {"cpus", rec->cpus}},
+                             *rec)},
          {"options", Json::parse(rec->options_json, nullptr, false)},
          {"created_at_ms", rec->created_at_ms},
          {"started_at_ms", rec->started_at_ms},

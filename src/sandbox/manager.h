@@ -41,6 +41,7 @@ struct CreateRequest {
   std::string runtime;  // empty = default
   std::optional<uint64_t> disk_bytes, memory_bytes, pids;
   std::optional<double> cpus;
+  IoThrottle<std::optional<uint64_t>> io;  // unset fields take [sandbox]'s
   oci::Hardening hardening;  // explicit opt-outs only
   bool operator==(const CreateRequest&) const = default;
 };

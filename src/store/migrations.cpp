@@ -96,6 +96,16 @@ CREATE TABLE audit_checkpoints (
 CREATE INDEX audit_checkpoints_by_seq ON audit_checkpoints(seq);
 )sql";
 
+// The block I/O throttle of each sandbox (config/limits.h). A sandbox made before it gets the built-in
+// defaults, kDefaultIoThrottle (256 MiB/s and 4096 IOPS each way); store_sandbox_repo_test checks that
+// these literals are those defaults.
+constexpr std::string_view kSandboxIo = R"sql(
+ALTER TABLE sandboxes ADD COLUMN io_read_bps   INTEGER NOT NULL DEFAULT 268435456;
+ALTER TABLE sandboxes ADD COLUMN io_write_bps  INTEGER NOT NULL DEFAULT 268435456;
+ALTER TABLE sandboxes ADD COLUMN io_read_iops  INTEGER NOT NULL DEFAULT 4096;
+ALTER TABLE sandboxes ADD COLUMN io_write_iops INTEGER NOT NULL DEFAULT 4096;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "create sandboxes", kSandboxes},
     {2, "create audit log", kAudit},
@@ -103,7 +113,8 @@ constexpr Migration kMigrations[] = {
     {4, "create router tables", schema::kRouter},
     {5, "create agents and conversation tables", schema::kAgents},
     {6, "create audit checkpoints", kAuditCheckpoints},
-    {7, "create channel cursors, keep platform message ids", schema::kChannelState},
+    {7, "add sandbox I/O limits", kSandboxIo},
+    {8, "create channel cursors, keep platform message ids", schema::kChannelState},
 };
 
 }  // namespace

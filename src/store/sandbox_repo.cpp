@@ -6,7 +6,8 @@ namespace {
 
 constexpr std::string_view kColumns =
     "name, id, image, image_digest, runtime, state, uid_base, disk_bytes, memory_bytes, pids_limit, cpus, "
-    "options_json, created_at_ms, started_at_ms, last_used_at_ms";
+    "options_json, created_at_ms, started_at_ms, last_used_at_ms, io_read_bps, io_write_bps, io_read_iops, "
+    "io_write_iops";
 
 SandboxRecord read_row(const Statement& st) {
   SandboxRecord r;
@@ -25,6 +26,10 @@ SandboxRecord read_row(const Statement& st) {
   r.created_at_ms = st.column_int64(12);
   r.started_at_ms = st.column_int64(13);
   r.last_used_at_ms = st.column_int64(14);
+  r.io_read_bps = st.column_int64(15);
+  r.io_write_bps = st.column_int64(16);
+  r.io_read_iops = st.column_int64(17);
+  r.io_write_iops = st.column_int64(18);
   return r;
 }
 
@@ -66,7 +71,7 @@ Result<SandboxRecord> SandboxRepo::insert(SandboxRecord rec) {
   }
 
   auto st = db_.prepare(fmt::format("INSERT INTO sandboxes ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-                                    "?11, ?12, ?13, ?14, ?15)",
+                                    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                                     kColumns));
   if (!st) return std::unexpected(st.error());
   st->bind(1, rec.name)
@@ -83,7 +88,11 @@ Result<SandboxRecord> SandboxRepo::insert(SandboxRecord rec) {
       .bind(12, rec.options_json)
       .bind(13, rec.created_at_ms)
       .bind(14, rec.started_at_ms)
-      .bind(15, rec.last_used_at_ms);
+      .bind(15, rec.last_used_at_ms)
+      .bind(16, rec.io_read_bps)
+      .bind(17, rec.io_write_bps)
+      .bind(18, rec.io_read_iops)
+      .bind(19, rec.io_write_iops);
   if (auto r = st->step(); !r) {
     if (r.error().kind == ErrorKind::Conflict)
       return fail(ErrorKind::Conflict, "cannot create sandbox '{}': {} (id {} or uid base {} is already in use)",

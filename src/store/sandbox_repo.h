@@ -19,6 +19,7 @@ struct SandboxRecord {
   int64_t uid_base = 0;  // 0 on insert = allocate one (see allocate_uid_base)
   int64_t disk_bytes = 0, memory_bytes = 0, pids_limit = 0;
   double cpus = 0;
+  int64_t io_read_bps = 0, io_write_bps = 0, io_read_iops = 0, io_write_iops = 0;  // block I/O throttle
   std::string options_json = "{}";
   int64_t created_at_ms = 0, started_at_ms = 0, last_used_at_ms = 0;
 

@@ -63,7 +63,7 @@ CREATE TABLE pairing_codes (
 CREATE INDEX pairing_codes_open ON pairing_codes (agent, channel, sender) WHERE used_at_ms = 0;
 )sql";
 
-// Migration 7 (issue 15): what a channel that pulls from a platform has taken (Telegram's update offset,
+// Migration 8 (issue 15): what a channel that pulls from a platform has taken (Telegram's update offset,
 // Discord's session and sequence), written in the same transaction as the envelopes it covers, so a
 // crash between fetching and storing fetches again and the dedupe drops what was already accepted;
 // and each delivered outbox row's id on the platform (to edit it, or to find it after a crash), and

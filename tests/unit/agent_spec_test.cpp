@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/agent_spec.h"
+#include "agent/sandbox_workbench.h"
 
 using namespace moat;
 using namespace moat::agent;
@@ -16,6 +17,8 @@ TEST(AgentSpec, RoundTripKeepsEveryField) {
   a.memory_bytes = 512ull << 20;
   a.pids = 200;
   a.cpus = 1.5;
+  a.io.read_bps = 64ull << 20;
+  a.io.write_iops = 300;
   a.model = {"openai", "gpt-4o", "http://127.0.0.1:11434/v1", 1000};
   a.system_prompt = "be brief";
   a.limits.max_model_calls = 7;
@@ -36,6 +39,8 @@ TEST(AgentSpec, RoundTripKeepsEveryField) {
   EXPECT_EQ(agent_spec_to_json(*back), agent_spec_to_json(a));
   EXPECT_EQ(back->limits.max_wall, std::chrono::seconds(30));
   EXPECT_EQ(*back->cpus, 1.5);
+  EXPECT_EQ(back->io, a.io);
+  EXPECT_EQ(sandbox_request_for(*back).io, a.io) << "the agent's sandbox is made with its I/O limits";
 }
 
 TEST(AgentSpec, DefaultsFillWhatIsMissing) {
@@ -85,6 +90,8 @@ TEST(AgentSpec, SandboxLimitsAreCheckedAgainstTheLimitsTable) {
   EXPECT_EQ(refused(Json{{"pids", 0}}), "pids: 0 is out of range; allowed 16 to 4194304 processes and threads");
   EXPECT_EQ(refused(Json{{"memory_bytes", "1MiB"}}), "memory_bytes: 1MiB is out of range; allowed 32MiB to 4TiB");
   EXPECT_EQ(refused(Json{{"disk_bytes", 0}}), "disk_bytes: 0B is out of range; allowed 64MiB to 8TiB");
+  EXPECT_EQ(refused(Json{{"io_read_bps", 1000}}),
+            "io_read_bps: 1000B is out of range; allowed 1MiB to 1TiB per second");
   auto ok = agent_spec_from_json(Json{{"name", "a"}, {"pids", 16}, {"cpus", 0.25}, {"memory_bytes", "32MiB"}});
   ASSERT_TRUE(ok) << ok.error().message;
   EXPECT_EQ(*ok->pids, 16u);

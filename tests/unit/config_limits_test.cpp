@@ -23,7 +23,8 @@ std::string refusal(Limit l, double v, std::string_view field) {
 }  // namespace
 
 TEST(Limits, TableHasEveryLimitWithAPositiveFloor) {
-  for (auto l : {Limit::DiskBytes, Limit::MemoryBytes, Limit::Pids, Limit::Cpus}) {
+  for (auto l : {Limit::DiskBytes, Limit::MemoryBytes, Limit::Pids, Limit::Cpus, Limit::IoReadBps, Limit::IoWriteBps,
+                 Limit::IoReadIops, Limit::IoWriteIops}) {
     const auto& r = limit_range(l);
     EXPECT_EQ(r.limit, l);
     EXPECT_GT(r.min, 0) << r.name;  // 0 or below would mean "no limit" to the runtimes
@@ -36,6 +37,9 @@ TEST(Limits, TableHasEveryLimitWithAPositiveFloor) {
   EXPECT_EQ(limit_range_text(Limit::Cpus), "0.01 to 1024 CPUs");
   EXPECT_EQ(limit_range_text(Limit::DiskBytes), "64MiB to 8TiB");
   EXPECT_EQ(limit_range_text(Limit::MemoryBytes), "32MiB to 4TiB");
+  EXPECT_EQ(limit_range_text(Limit::IoReadBps), "1MiB to 1TiB per second");
+  EXPECT_EQ(limit_range_text(Limit::IoWriteIops), "16 to 1000000000 I/O operations per second");
+  EXPECT_LE(limit_range(Limit::IoReadIops).max, 4294967295.0) << "the kernel keeps IOPS in 32 bits";
 }
 
 TEST(Limits, DefaultsAreInRange) {
@@ -44,6 +48,29 @@ TEST(Limits, DefaultsAreInRange) {
   EXPECT_TRUE(check_limit(Limit::MemoryBytes, d.memory_bytes, "memory"));
   EXPECT_TRUE(check_limit(Limit::Pids, d.pids, "pids"));
   EXPECT_TRUE(check_limit(Limit::Cpus, d.cpus, "cpus"));
+  for (const auto& f : io_fields<uint64_t>())
+    EXPECT_TRUE(check_limit(f.limit, double(d.io.*f.field), limit_range(f.limit).name)) << limit_range(f.limit).name;
+}
+
+TEST(Limits, IoLimitsAreReadFromJsonUnderTheirTableNames) {
+  IoThrottle<std::optional<uint64_t>> io;
+  ASSERT_TRUE(read_io_limits(Json{{"io_read_bps", "8MiB"}, {"io_write_iops", 500}}, io));
+  EXPECT_EQ(io.read_bps, 8ull << 20);
+  EXPECT_EQ(io.write_iops, 500u);
+  EXPECT_FALSE(io.write_bps);
+  EXPECT_FALSE(io.read_iops);
+  Json back = Json::object();
+  put_io_limits(back, io);
+  EXPECT_EQ(back, (Json{{"io_read_bps", 8ull << 20}, {"io_write_iops", 500}}));
+  auto full = io_or(io, kDefaultIoThrottle);
+  EXPECT_EQ(full.read_bps, 8ull << 20);
+  EXPECT_EQ(full.write_bps, kDefaultIoWriteBps);
+  auto bad = read_io_limits(Json{{"io_read_iops", 0}}, io);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message, "io_read_iops: 0 is out of range; allowed 16 to 1000000000 I/O operations per second");
+  bad = read_io_limits(Json{{"io_write_bps", "512KiB"}}, io);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message, "io_write_bps: 512KiB is out of range; allowed 1MiB to 1TiB per second");
 }
 
 TEST(Limits, BoundsAreInclusiveAndEverythingOutsideIsRefused) {

@@ -28,6 +28,10 @@ disk = "1GiB"
 memory = 536870912
 pids = 64
 cpus = 0.5
+io_read_bps = "100MiB"
+io_write_bps = 52428800
+io_read_iops = 2000
+io_write_iops = 1000
 )", "moat.toml");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->daemon.socket, "/run/moat.sock");
@@ -38,6 +42,12 @@ cpus = 0.5
   EXPECT_EQ(c->sandbox.memory_bytes, 536870912u);
   EXPECT_EQ(c->sandbox.pids, 64u);
   EXPECT_DOUBLE_EQ(c->sandbox.cpus, 0.5);
+  EXPECT_EQ(c->sandbox.io, (IoThrottle<uint64_t>{100ull << 20, 50ull << 20, 2000, 1000}));
+  auto bad = parse_config("[sandbox]\nio_write_iops = 0\n", "moat.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("moat.toml:2"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("allowed 16 to 1000000000 I/O operations per second"), std::string::npos)
+      << bad.error().message;
 }
 
 TEST(Config, UnknownKeyNamesKeyAndLine) {

@@ -169,6 +169,24 @@ TEST(OciSpec, LimitsMemoryWithoutSwapPidsAndCpu) {
   EXPECT_EQ(spec["linux"]["cgroupsPath"], "/moat/agent-1");
 }
 
+TEST(OciSpec, ThrottlesBlockIoOnTheSandboxsOwnDiskOnly) {
+  auto s = sample();
+  EXPECT_FALSE(make_runtime_spec(s)["linux"]["resources"].contains("blockIO")) << "no device: nothing to throttle";
+  s.limits.io_device = BlockDevice{7, 42};
+  s.limits.io = {8ull << 20, 16ull << 20, 100, 0};  // 0: that one unthrottled
+  auto spec = make_runtime_spec(s);
+  const auto& b = spec["linux"]["resources"]["blockIO"];
+  auto one = [&](const char* key) {
+    EXPECT_EQ(b[key].size(), 1u) << key;
+    return b[key][0];
+  };
+  EXPECT_EQ(one("throttleReadBpsDevice"), (Json{{"major", 7}, {"minor", 42}, {"rate", 8ull << 20}}));
+  EXPECT_EQ(one("throttleWriteBpsDevice"), (Json{{"major", 7}, {"minor", 42}, {"rate", 16ull << 20}}));
+  EXPECT_EQ(one("throttleReadIOPSDevice"), (Json{{"major", 7}, {"minor", 42}, {"rate", 100}}));
+  EXPECT_FALSE(b.contains("throttleWriteIOPSDevice"));
+  EXPECT_FALSE(b.contains("weight")) << "throttles only: no proportional weight";
+}
+
 TEST(OciSpec, SetsRlimits) {
   auto spec = make_runtime_spec(sample());
   std::map<std::string, Json> rl;

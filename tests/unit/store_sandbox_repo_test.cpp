@@ -6,6 +6,9 @@
 #include <set>
 #include <thread>
 
+#include "config/limits.h"
+#include "store/migrations.h"
+#include "support/raw_sqlite.h"
 #include "support/temp_dir.h"
 
 using namespace moat;
@@ -26,6 +29,10 @@ SandboxRecord make(std::string name, int64_t uid_base = 0) {
   r.memory_bytes = 2LL << 30;
   r.pids_limit = 1024;
   r.cpus = 1.5;
+  r.io_read_bps = 100LL << 20;
+  r.io_write_bps = 50LL << 20;
+  r.io_read_iops = 2000;
+  r.io_write_iops = 1000;
   r.options_json = R"({"hardening":{"seccomp":true}})";
   r.created_at_ms = 1700000000000;
   return r;
@@ -196,4 +203,26 @@ TEST(StoreSandboxRepo, ConcurrentInsertsGetDistinctRanges) {
   ASSERT_TRUE(all);
   for (auto& r : *all) bases.insert(r.uid_base);
   EXPECT_EQ(bases.size(), 40u);
+}
+
+TEST(StoreSandboxRepo, SandboxesMadeBeforeTheIoLimitGetTheDefaults) {
+  TempDir dir("moat-store-repo");
+  auto path = dir / "moat.db";
+  // A store as the previous schema left it, with one sandbox in it.
+  std::string old_schema;
+  for (const auto& m : builtin_migrations())
+    if (m.version < 7) old_schema += std::string(m.sql) + ";\n";
+  moat::testing::raw_exec(path, old_schema + "PRAGMA user_version = 6;");
+  moat::testing::raw_exec(path,
+                          "INSERT INTO sandboxes (name, id, image, image_digest, runtime, state, uid_base, disk_bytes, "
+                          "memory_bytes, pids_limit, cpus, created_at_ms) VALUES ('old', 'id-old', 'default', 'sha256:aaaa', "
+                          "'runc', 'stopped', 1073741824, 1073741824, 1073741824, 1024, 1, 1)");
+  auto db = Database::open(path);
+  ASSERT_TRUE(db) << db.error().message;
+  auto rec = SandboxRepo(*db).get("old");
+  ASSERT_TRUE(rec) << rec.error().message;
+  EXPECT_EQ(IoThrottle<uint64_t>({uint64_t(rec->io_read_bps), uint64_t(rec->io_write_bps), uint64_t(rec->io_read_iops),
+                                  uint64_t(rec->io_write_iops)}),
+            kDefaultIoThrottle)
+      << "the migration's literals must be the built-in defaults";
 }

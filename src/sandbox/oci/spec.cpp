@@ -85,6 +85,17 @@ std::vector<std::string> all_capabilities() {
           "CAP_BLOCK_SUSPEND",   "CAP_AUDIT_READ"};
 }
 
+// The OCI name of each block I/O throttle.
+std::string_view throttle_key(Limit l) {
+  switch (l) {
+    case Limit::IoReadBps: return "throttleReadBpsDevice";
+    case Limit::IoWriteBps: return "throttleWriteBpsDevice";
+    case Limit::IoReadIops: return "throttleReadIOPSDevice";
+    case Limit::IoWriteIops: return "throttleWriteIOPSDevice";
+    default: return "";
+  }
+}
+
 }  // namespace
 
 // Docker's default set minus two:
@@ -149,6 +160,20 @@ Json make_runtime_spec(const SandboxSpec& s) {
   if (s.limits.cpus > 0) {
     auto quota = static_cast<int64_t>(std::llround(s.limits.cpus * kCpuPeriodUs));
     resources["cpu"] = Json{{"quota", std::max<int64_t>(quota, 1000)}, {"period", kCpuPeriodUs}};
+  }
+
+  if (s.limits.io_device) {
+    // One entry per throttle, on the sandbox's own disk only: every byte it reads or writes there is a
+    // bio on that device (the runtime writes blkio.throttle.* on cgroup v1, io.max on v2).
+    Json block_io = Json::object();
+    for (const auto& f : io_fields<uint64_t>()) {
+      uint64_t rate = s.limits.io.*f.field;
+      if (rate == 0) continue;
+      const auto& dev = *s.limits.io_device;
+      block_io[std::string(throttle_key(f.limit))] =
+          Json::array({Json{{"major", dev.major}, {"minor", dev.minor}, {"rate", rate}}});
+    }
+    if (!block_io.empty()) resources["blockIO"] = block_io;
   }
 
   Json linux{{"namespaces", namespaces}, {"resources", resources}};

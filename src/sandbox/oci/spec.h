@@ -5,19 +5,30 @@
 // by default; a sandbox policy turns one off only by saying so in Hardening.
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/json.h"
+#include "config/limits.h"
 
 namespace moat::oci {
+
+struct BlockDevice {
+  uint32_t major = 0, minor = 0;
+  bool operator==(const BlockDevice&) const = default;
+};
 
 struct Limits {
   uint64_t memory_bytes = 2ull << 30;  // RAM; swap is set equal, so the sandbox never swaps
   uint64_t pids = 1024;                // processes + threads (pids cgroup), also RLIMIT_NPROC
   double cpus = 1.0;                   // CFS quota in cores
   uint64_t nofile = 65536;             // RLIMIT_NOFILE, soft = hard
+  // Block I/O throttle (v1 blkio.throttle.*, v2 io.max) on one device, the sandbox's disk: 0 leaves
+  // that one unthrottled; nothing is throttled without a device.
+  std::optional<BlockDevice> io_device;
+  IoThrottle<uint64_t> io{};
 };
 
 // Every field is true by default; a sandbox policy may opt out explicitly.

@@ -6,6 +6,7 @@
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <array>
@@ -436,19 +437,44 @@ Status mount_volume(const fs::path& image_file, const fs::path& mount_point) {
   return fail(ErrorKind::Unavailable, fmt::runtime(kNoLoop), "every free loop device was taken by others (64 tries)");
 }
 
-Result<std::vector<std::string>> loop_devices_for(const fs::path& image_file) {
+namespace {
+
+// Whether a loop device's backing_file text (from sysfs) names `image_file` (or its canonical path).
+bool backed_by(const std::string& backing_text, const fs::path& image_file, const fs::path& canonical) {
+  std::string b = trim(backing_text);
+  if (b.ends_with(" (deleted)")) b.resize(b.size() - 10);
+  return b == canonical.string() || b == image_file.string();
+}
+
+fs::path canonical_or_same(const fs::path& p) {
   std::error_code ec;
-  fs::path want = fs::weakly_canonical(image_file, ec);
-  if (ec) want = image_file;
+  fs::path c = fs::weakly_canonical(p, ec);
+  return ec ? p : c;
+}
+
+}  // namespace
+
+Result<dev_t> volume_device(const fs::path& mount_point, const fs::path& image_file) {
+  struct stat st {};
+  if (::stat(mount_point.c_str(), &st) != 0)
+    return fail(ErrorKind::Internal, "cannot stat {}: {}", mount_point.string(), strerror(errno));
+  auto backing = read_file(fmt::format("/sys/dev/block/{}:{}/loop/backing_file", major(st.st_dev), minor(st.st_dev)));
+  if (!backing || !backed_by(*backing, image_file, canonical_or_same(image_file)))
+    return fail(ErrorKind::Internal, "{} is on device {}:{}, which is not a loop device of {}; restart moatd to reconcile",
+                mount_point.string(), major(st.st_dev), minor(st.st_dev), image_file.string());
+  return st.st_dev;
+}
+
+Result<std::vector<std::string>> loop_devices_for(const fs::path& image_file) {
+  fs::path want = canonical_or_same(image_file);
+  std::error_code ec;
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator("/sys/block", ec)) {
     std::string n = e.path().filename().string();
     if (!n.starts_with("loop")) continue;
     auto backing = read_file(e.path() / "loop" / "backing_file");
     if (!backing) continue;  // not bound
-    std::string b = trim(*backing);
-    if (b.ends_with(" (deleted)")) b.resize(b.size() - 10);
-    if (b == want.string() || b == image_file.string()) out.push_back("/dev/" + n);
+    if (backed_by(*backing, image_file, want)) out.push_back("/dev/" + n);
   }
   if (ec) return fail(ErrorKind::Internal, "cannot list /sys/block: {}", ec.message());
   std::sort(out.begin(), out.end());

@@ -8,6 +8,8 @@
 //   work/       overlay work dir                                                  owner:owner 0755
 //   workspace/  bind-mounted at /workspace                                        owner:owner 0755
 //   run/        moat-init's socket directory                                      owner:owner 0700
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -38,6 +40,10 @@ Status prepare_volume(const std::filesystem::path& mount_point, uint32_t owner_u
 // configured with autoclear and direct I/O, so unmounting frees the loop device and the file's pages
 // are cached once (by ext4), not twice.
 Status mount_volume(const std::filesystem::path& image_file, const std::filesystem::path& mount_point);
+
+// The device `mount_point` is mounted from, checked to be a loop device backed by `image_file` (the
+// kernel's record in sysfs), so that what is done to it (an I/O throttle) lands on this disk only.
+Result<dev_t> volume_device(const std::filesystem::path& mount_point, const std::filesystem::path& image_file);
 
 // The loop devices ("/dev/loop3") currently backed by `image_file`: empty once it is unmounted.
 Result<std::vector<std::string>> loop_devices_for(const std::filesystem::path& image_file);
