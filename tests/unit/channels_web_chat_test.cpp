@@ -96,6 +96,13 @@ TEST_F(WebChatTest, ForeignHostNamesAreRefused) {
   EXPECT_EQ(r.status, 421);
   EXPECT_TRUE(r.json().contains("error"));
   EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "localhost:1"}}, "", false).status, 200);
+  // The Host header is read by the one authority parser: IPv6 in brackets, case and a trailing dot
+  // do not matter, and anything that is not an authority is refused.
+  EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "[::1]:7700"}}, "", false).status, 200);
+  EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "LocalHost."}}, "", false).status, 200);
+  EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "localhost.evil.example"}}, "", false).status, 421);
+  EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "localhost@evil.example"}}, "", false).status, 421);
+  EXPECT_EQ(http_call(port, "GET", "/", {{"Host", "[::1"}}, "", false).status, 421);
 }
 
 TEST_F(WebChatTest, ApiNeedsASessionAndPostsNeedTheCsrfMark) {

@@ -27,7 +27,9 @@ struct CallbackReceiver {
     server->add_route("/cb", [this](const http::Request& r) {
       std::lock_guard lock(mu);
       got.push_back(r);
-      return http::Response::json(status, Json{{"ok", status < 300}});
+      auto res = http::Response::json(status, Json{{"ok", status < 300}});
+      if (!location.empty()) res.headers.emplace_back("Location", location);
+      return res;
     });
     EXPECT_TRUE(server->start());
   }
@@ -39,6 +41,7 @@ struct CallbackReceiver {
   std::mutex mu;
   std::vector<http::Request> got;
   int status = 200;
+  std::string location;  // sent with the answer when set (a redirect)
   std::unique_ptr<http::HttpServer> server;
 };
 
@@ -292,6 +295,20 @@ TEST_F(WebhookTest, PublicCallbacksCannotReachThisHostOrPrivateNetworks) {
   // The reply is still kept for polling.
   testing::HeaderList auth{{"Authorization", std::string("Bearer ") + kToken}};
   EXPECT_EQ(http_call(port, "GET", "/hooks/helper/replies?chat=named", auth).json()["replies"].size(), 1u);
+}
+
+TEST_F(WebhookTest, ARedirectIsNotFollowed) {
+  // A callback that answers 302 towards another service: the reply is undeliverable, and the
+  // other service never hears from moatd.
+  CallbackReceiver bouncer, elsewhere;
+  bouncer.status = 302;
+  bouncer.location = elsewhere.url();
+  ASSERT_EQ(send_with_callback("r", bouncer.url()), 202);
+  auto st = hooks->deliver(reply("o43", "r", "bounced"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, ErrorKind::InvalidInput);
+  EXPECT_EQ(bouncer.requests().size(), 1u);
+  EXPECT_TRUE(elsewhere.requests().empty());
 }
 
 TEST_F(WebhookTest, LoopbackCallbacksAreCheckedOnTheResolvedAddressToo) {

@@ -6,6 +6,7 @@
 #include "base/ids.h"
 #include "base/log.h"
 #include "channels/web/chat_page.h"
+#include "net/url.h"
 
 namespace moat::channels {
 
@@ -45,12 +46,6 @@ http::Response secured(http::Response r) {
   r.headers.emplace_back("Referrer-Policy", "no-referrer");
   r.headers.emplace_back("Cache-Control", "no-store");
   return r;
-}
-
-// Host header without the port ("[::1]:7700" -> "[::1]").
-std::string host_name(std::string_view host) {
-  if (!host.empty() && host.front() == '[') return std::string(host.substr(0, host.find(']') + 1));
-  return std::string(host.substr(0, host.find(':')));
 }
 
 // Tool output can be huge (a file dump); the page only shows a collapsed preview.
@@ -98,8 +93,9 @@ bool WebChat::host_allowed(const http::Request& req) const {
   if (opts_.allowed_hosts.empty()) return true;
   auto host = req.header("host");
   if (!host) return false;
-  std::string name = host_name(*host);
-  return std::find(opts_.allowed_hosts.begin(), opts_.allowed_hosts.end(), name) != opts_.allowed_hosts.end();
+  // The name as the one URL parser reads it: lower-case, no port, no brackets, no trailing dot.
+  auto named = net::parse_authority(*host, 80);
+  return named && std::find(opts_.allowed_hosts.begin(), opts_.allowed_hosts.end(), named->host) != opts_.allowed_hosts.end();
 }
 
 http::Response WebChat::handle(const http::Request& req) {

@@ -47,9 +47,10 @@ struct AgentInfo {
 using AgentListFn = std::function<std::vector<AgentInfo>()>;
 
 struct WebChatOptions {
-  // Host header names (port ignored) the chat answers to; empty = any (behind a reverse proxy that
-  // checks it). Guards a loopback listener against DNS rebinding.
-  std::vector<std::string> allowed_hosts = {"127.0.0.1", "localhost", "[::1]"};
+  // Host header names (port ignored; as net::parse_authority reads them: lower-case, IPv6 without
+  // brackets) the chat answers to; empty = any (behind a reverse proxy that checks it). Guards a
+  // loopback listener against DNS rebinding.
+  std::vector<std::string> allowed_hosts = {"127.0.0.1", "localhost", "::1"};
   size_t history_per_chat = 200;
   size_t max_text_bytes = 64 * 1024;
   size_t max_streams_per_session = 8;
