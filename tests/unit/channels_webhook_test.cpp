@@ -306,7 +306,7 @@ TEST_F(WebhookTest, ARedirectIsNotFollowed) {
   ASSERT_EQ(send_with_callback("r", bouncer.url()), 202);
   auto st = hooks->deliver(reply("o43", "r", "bounced"));
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().kind, ErrorKind::InvalidInput);
+  EXPECT_EQ(st.error().error.kind, ErrorKind::InvalidInput);
   EXPECT_EQ(bouncer.requests().size(), 1u);
   EXPECT_TRUE(elsewhere.requests().empty());
 }
