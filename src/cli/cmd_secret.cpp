@@ -120,25 +120,29 @@ void add_secret_commands(CLI::App& app, Globals& g, int& rc) {
   struct SetOpts {
     std::string name, header = "Authorization: Bearer {}", env;
     std::vector<std::string> hosts, agents;
+    bool channel = false;
   };
   auto so = std::make_shared<SetOpts>();
   set->add_option("name", so->name, "secret name: 1-64 of letters, digits, _ - . (e.g. ANTHROPIC_API_KEY)")->required();
   set->add_option("--host", so->hosts,
                   "destination it may be sent to (repeatable): api.example.com, *.example.com, host:port, an IP")
-      ->required()
       ->allow_extra_args(false);  // one value per --host: a stray word must not become a host (it may be the value)
   set->add_option("--agent", so->agents, "agent (sandbox) that may use it (repeatable; default every agent)")
       ->allow_extra_args(false);
   set->add_option("--header", so->header,
                   "how it is sent: 'Name: template' with {} where the value goes (default 'Authorization: Bearer {}')");
   set->add_option("--env", so->env, "environment variable that holds the placeholder inside the sandbox");
+  set->add_flag("--channel", so->channel,
+                "a messaging channel's token (e.g. a Telegram bot token): used by moatd alone, never injected into "
+                "any sandbox's traffic; takes no --host, --agent or --env");
   set->allow_extras();
   set->footer(
       "The value comes from stdin: typed at a hidden prompt on a terminal, or piped in; one trailing\n"
       "newline is dropped. Setting an existing name replaces its value and binding.\n\n"
       "Examples:\n"
       "  moat secret set ANTHROPIC_API_KEY --host api.anthropic.com --header 'x-api-key: {}' --env ANTHROPIC_API_KEY\n"
-      "  printf %s \"$GH_TOKEN\" | moat secret set github --host api.github.com --agent coder\n");
+      "  printf %s \"$GH_TOKEN\" | moat secret set github --host api.github.com --agent coder\n"
+      "  moat secret set telegram-bot --channel < bot-token   # [channels.telegram] token_secret\n");
   set->callback([&g, &rc, so, set] {
     // Anything left over is refused without being echoed: it may well be the value itself.
     for (auto& extra : set->remaining()) {
@@ -153,6 +157,12 @@ void add_secret_commands(CLI::App& app, Globals& g, int& rc) {
                         "history and process listings); e.g. moat secret set NAME --host HOST < file"});
       return;
     }
+    if (!so->channel && so->hosts.empty()) {
+      rc = report(Error{ErrorKind::InvalidInput,
+                        "moat secret set needs at least one --host it may be sent to (e.g. --host api.anthropic.com), "
+                        "or --channel for a messaging channel's token"});
+      return;
+    }
     auto value = read_value(so->name);
     if (!value) {
       rc = report(value.error());
@@ -160,6 +170,7 @@ void add_secret_commands(CLI::App& app, Globals& g, int& rc) {
     }
     Json args{{"name", so->name}, {"hosts", so->hosts}, {"header", so->header}, {"env", so->env}, {"value", *value}};
     if (!so->agents.empty()) args["agents"] = so->agents;
+    if (so->channel) args["use"] = "channel";
     wipe(*value);
     auto r = call_or_report(g, "secret.set", std::move(args), rc);
     if (!r) return;
@@ -168,6 +179,11 @@ void add_secret_commands(CLI::App& app, Globals& g, int& rc) {
       return;
     }
     const Json& b = (*r)["binding"];
+    if (b.value("use", "") == "channel") {
+      std::printf("secret %s set: a channel token, used by moatd alone (never injected into a sandbox)\n",
+                  (*r)["name"].get<std::string>().c_str());
+      return;
+    }
     std::string env = b["env"].get<std::string>();
     std::printf("secret %s set: sent as '%s' to %s for %s%s\n", (*r)["name"].get<std::string>().c_str(),
                 b["header"].get<std::string>().c_str(), join(b["hosts"]).c_str(),
@@ -187,6 +203,12 @@ void add_secret_commands(CLI::App& app, Globals& g, int& rc) {
     std::vector<std::vector<std::string>> rows{{"NAME", "AGENTS", "HOSTS", "HEADER", "ENV", "LAST USED"}};
     for (auto& s : *r) {
       const Json& b = s["binding"];
+      if (b.value("use", "") == "channel") {
+        rows.push_back({s["name"], "-", "-", "(channel token: moatd only)", "-",
+                        s["last_used_at_ms"].get<int64_t>() > 0 ? format_time_ago(s["last_used_at_ms"].get<int64_t>())
+                                                                 : "never"});
+        continue;
+      }
       std::string env = b["env"].get<std::string>();
       rows.push_back({s["name"], join(b["agents"]), join(b["hosts"]), b["header"], env.empty() ? "-" : env,
                       s["last_used_at_ms"].get<int64_t>() > 0 ? format_time_ago(s["last_used_at_ms"].get<int64_t>())

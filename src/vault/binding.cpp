@@ -114,8 +114,22 @@ Result<HeaderTemplate> parse_header_template(std::string_view header) {
   return HeaderTemplate{std::string(name), std::string(value.substr(0, at)), std::string(value.substr(at + 2))};
 }
 
+std::string_view secret_use_name(SecretUse use) { return use == SecretUse::Channel ? "channel" : "egress"; }
+
 Result<SecretBinding> normalize_binding(SecretBinding b) {
   SecretBinding out;
+  if (b.use == SecretUse::Channel) {
+    // moatd's own: nothing that would let the gateway put it into a sandbox's request.
+    bool only_default_agents = b.agents.empty() || b.agents == std::vector<std::string>{"*"};
+    if (!b.hosts.empty() || !b.env.empty() || !only_default_agents)
+      return fail(ErrorKind::InvalidInput,
+                  "a channel secret (--channel) is used by moatd alone to reach its platform and is never injected "
+                  "into a sandbox's traffic, so it takes no --host, --agent or --env; drop them");
+    out.use = SecretUse::Channel;
+    out.agents.clear();
+    out.header.clear();
+    return out;
+  }
   out.agents.clear();
   for (auto& a : b.agents) {
     if (a == "*") {
@@ -153,6 +167,9 @@ Result<SecretBinding> normalize_binding(SecretBinding b) {
 std::string placeholder_for(std::string_view name) { return fmt::format("moat-placeholder-{}", name); }
 
 Json binding_to_json(const SecretBinding& b) {
+  // An egress binding is written as it always was (no "use"), so rows sealed before channel secrets
+  // existed still match what they sealed.
+  if (b.use == SecretUse::Channel) return Json{{"use", "channel"}, {"agents", Json::array()}, {"hosts", Json::array()}};
   return Json{{"agents", b.agents}, {"hosts", b.hosts}, {"header", b.header}, {"env", b.env}};
 }
 
@@ -175,6 +192,11 @@ Result<SecretBinding> binding_from_json(const Json& j) {
     out = j[key].get<std::string>();
     return {};
   };
+  std::string use = "egress";
+  if (auto st = string("use", use); !st) return std::unexpected(st.error());
+  if (use == "channel") b.use = SecretUse::Channel;
+  else if (use != "egress")
+    return fail(ErrorKind::InvalidInput, "'use' must be \"egress\" (injected by the gateway) or \"channel\" (moatd's own)");
   if (auto st = strings("agents", b.agents); !st) return std::unexpected(st.error());
   if (auto st = strings("hosts", b.hosts); !st) return std::unexpected(st.error());
   if (auto st = string("header", b.header); !st) return std::unexpected(st.error());

@@ -13,7 +13,15 @@
 
 namespace moat::vault {
 
+// Who uses a secret. An egress secret is injected by the gateway into a bound agent's requests to a
+// bound host. A channel secret (a messaging platform's bot token) is read by moatd alone, to call the
+// platform itself: it has no agents, hosts or env var, and the gateway never injects it into any
+// sandbox's traffic (Vault::bound_for and the rest never return it). The use is sealed with the value,
+// so a row edited in the store cannot turn a bot token into something a sandbox's egress can carry.
+enum class SecretUse { Egress, Channel };
+
 struct SecretBinding {
+  SecretUse use = SecretUse::Egress;
   std::vector<std::string> agents = {"*"};            // agent (sandbox) names; ["*"] = every agent
   std::vector<std::string> hosts;                     // host patterns (host_pattern.h), at least one
   std::string header = "Authorization: Bearer {}";    // "Name: template" with exactly one {}
@@ -36,6 +44,8 @@ Status validate_secret_name(std::string_view name);
 // value inject headers), no leading or trailing whitespace. Messages never quote the value.
 Status validate_secret_value(std::string_view value);
 Result<HeaderTemplate> parse_header_template(std::string_view header);
+
+std::string_view secret_use_name(SecretUse use);  // "egress" | "channel"
 
 // Checks every field and returns the canonical form: agents sorted, deduplicated, "*" alone when
 // present; hosts in canonical spelling, deduplicated; header as "Name: template".

@@ -70,6 +70,7 @@ SecretValue BoundSecret::header_value() const {
 }
 
 bool Vault::Entry::serves(std::string_view agent) const {
+  if (binding.use != SecretUse::Egress) return false;  // a channel secret serves no agent, ever
   return std::any_of(binding.agents.begin(), binding.agents.end(), [&](const std::string& a) {
     return a == "*" || a == agent;
   });
@@ -160,7 +161,7 @@ Status Vault::load() {
     }
     e->binding = std::move(*b);
     for (auto& h : e->binding.hosts) e->patterns.push_back(*parse_host_pattern(h));
-    e->header = *parse_header_template(e->binding.header);
+    if (e->binding.use == SecretUse::Egress) e->header = *parse_header_template(e->binding.header);
     // Find a wrong key at start rather than at the first request that needs it.
     if (!open_entry(name, *e)) ++unopenable_count;
     loaded.emplace(std::move(name), std::move(e));
@@ -218,7 +219,7 @@ Result<Vault::SetResult> Vault::set(std::string_view name, std::string_view valu
   auto e = std::make_shared<Entry>();
   e->binding = std::move(*b);
   for (auto& h : e->binding.hosts) e->patterns.push_back(*parse_host_pattern(h));
-  e->header = *parse_header_template(e->binding.header);
+  if (e->binding.use == SecretUse::Egress) e->header = *parse_header_template(e->binding.header);
   e->binding_json = binding_to_json(e->binding).dump();
   std::string key_name(name);
 
@@ -337,6 +338,20 @@ std::vector<std::pair<std::string, std::string>> Vault::placeholders_for(std::st
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+Result<SecretValue> Vault::channel_secret(std::string_view name) const {
+  auto entries = snapshot();
+  auto it = entries->find(name);
+  if (it == entries->end())
+    return fail(ErrorKind::NotFound, "no secret named '{}'; store the token with 'moat secret set {} --channel' (value on stdin)",
+                name, name);
+  if (it->second->binding.use != SecretUse::Channel)
+    return fail(ErrorKind::InvalidInput,
+                "secret '{}' is an egress secret (the gateway may inject it into sandboxes' requests), not a channel "
+                "token; store the token with 'moat secret set {} --channel' so that only moatd ever uses it",
+                name, name);
+  return open_entry(it->first, *it->second);
 }
 
 void Vault::mark_used(std::string_view name) {

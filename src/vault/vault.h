@@ -109,6 +109,11 @@ class Vault {
   // env var -> placeholder for every secret bound to `agent` that names an env var, sorted by var.
   std::vector<std::pair<std::string, std::string>> placeholders_for(std::string_view agent) const;
 
+  // The value of a channel secret (SecretUse::Channel), for moatd's own calls to a messaging platform.
+  // NotFound when there is no such secret; InvalidInput when it is an egress secret (a token that the
+  // gateway could inject into a sandbox's traffic must not double as a bot token). Does not mark it used.
+  Result<SecretValue> channel_secret(std::string_view name) const;
+
   void mark_used(std::string_view name);
   // Writes last-use times changed since the previous flush; returns how many were written.
   Result<size_t> flush_usage();

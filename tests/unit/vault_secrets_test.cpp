@@ -471,3 +471,53 @@ TEST(Vault, ABindingWithoutAPortIsMigratedToPort443OnceAndVisibly) {
   EXPECT_TRUE(f.vault->migrations().empty());
   EXPECT_EQ(f.vault->get("OLD_KEY")->binding.hosts, std::vector<std::string>{"api.example.com:443"});
 }
+
+// A channel's bot token (Telegram's) is moatd's own: it cannot be bound to an agent, a host or an env
+// var, the gateway's lookups never return it for any agent or host, an egress secret cannot stand in
+// for it, and a row edited in the store to make it injectable fails to open.
+TEST(Vault, AChannelTokenIsNeverBoundToASandboxsEgress) {
+  Fixture f;
+  constexpr std::string_view kToken = "123456:AAH-channel-token-unique-marker";
+  SecretBinding channel;
+  channel.use = SecretUse::Channel;
+  // Trying to give it a destination, an agent or a placeholder in a sandbox is refused outright.
+  for (auto bad : {binding({"*"}, {"api.telegram.org"}), binding({"coder"}, {}), binding({"*"}, {}, "x: {}", "TG_TOKEN")}) {
+    bad.use = SecretUse::Channel;
+    auto r = f.vault->set("tg-bot", kToken, bad);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("never injected into a sandbox's traffic"), std::string::npos) << r.error().message;
+  }
+  ASSERT_TRUE(f.vault->set("tg-bot", kToken, channel));
+  f.set_anthropic();
+  for (auto agent : {"coder", "*", "anyone"}) {
+    EXPECT_FALSE(f.vault->has_binding_for_host(agent, "api.telegram.org", 443));
+    auto b = f.vault->bound_for(agent, "api.telegram.org", 443);
+    ASSERT_TRUE(b);
+    EXPECT_TRUE(b->empty());
+    for (auto& [env, placeholder] : f.vault->placeholders_for(agent)) EXPECT_NE(placeholder, placeholder_for("tg-bot"));
+  }
+  // moatd reads it as a channel token; an egress secret is refused as one.
+  auto token = f.vault->channel_secret("tg-bot");
+  ASSERT_TRUE(token) << token.error().message;
+  EXPECT_EQ(token->view(), kToken);
+  auto egress = f.vault->channel_secret("ANTHROPIC_API_KEY");
+  ASSERT_FALSE(egress);
+  EXPECT_NE(egress.error().message.find("not a channel token"), std::string::npos) << egress.error().message;
+  EXPECT_EQ(f.vault->channel_secret("missing").error().kind, ErrorKind::NotFound);
+  // It survives a reopen as a channel secret.
+  f.reopen();
+  EXPECT_TRUE(f.vault->channel_secret("tg-bot"));
+  EXPECT_TRUE(f.vault->bound_for("coder", "api.telegram.org", 443)->empty());
+  // Someone with the store rewrites its binding into an egress one for every agent: it no longer opens,
+  // for the gateway or for moatd.
+  f.close();
+  raw_exec(f.db_path,
+           "UPDATE secrets SET binding_json = "
+           "'{\"agents\":[\"*\"],\"env\":\"\",\"header\":\"Authorization: Bearer {}\",\"hosts\":[\"api.telegram.org:443\"]}' "
+           "WHERE name = 'tg-bot'");
+  f.reopen();
+  auto widened = f.vault->bound_for("coder", "api.telegram.org", 443);
+  ASSERT_FALSE(widened);
+  EXPECT_NE(widened.error().message.find("altered"), std::string::npos) << widened.error().message;
+  EXPECT_EQ(widened.error().message.find(kToken), std::string::npos);
+}
