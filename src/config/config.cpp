@@ -368,6 +368,65 @@ Status parse_agent(Config& c, std::string_view origin, std::string_view name, co
   return {};
 }
 
+// [channels.telegram]: token_secret (required), mode, api_base, poll_timeout. Other platforms' tables
+// ([channels.discord]) come with their channels; until then they are unknown tables.
+Status parse_channels(Config& c, std::string_view origin, const toml::node& node) {
+  auto* tbl = node.as_table();
+  if (!tbl) return fail(ErrorKind::InvalidInput, "{}: 'channels' must be a table of [channels.NAME]", where(origin, node));
+  for (auto& [name, cnode] : *tbl) {
+    if (name.str() != "telegram")
+      return fail(ErrorKind::InvalidInput, "{}: unknown channel [channels.{}]; known: [channels.telegram] (see docs/config.md)",
+                  where(origin, cnode), name.str());
+    auto* t = cnode.as_table();
+    if (!t) return fail(ErrorKind::InvalidInput, "{}: channels.telegram must be a table", where(origin, cnode));
+    TelegramConfig tg;
+    tg.line = static_cast<int>(cnode.source().begin.line);
+    for (auto& [key, v] : *t) {
+      std::string_view k = key.str();
+      auto str = v.value<std::string>();
+      auto bad = [&](std::string_view why) {
+        return fail(ErrorKind::InvalidInput, "{}: channels.telegram.{}: {}", where(origin, v), k, why);
+      };
+      if (k == "token_secret") {
+        if (!str || str->empty())
+          return bad("expected the name of a vault secret holding the bot token, such as \"telegram-bot\" (store it "
+                     "with 'moat secret set telegram-bot --channel'; never the token itself)");
+        if (str->find(':') != std::string::npos)
+          return bad("this looks like a bot token, not a secret's name; never put the token in moat.toml: store it "
+                     "with 'moat secret set telegram-bot --channel' and write token_secret = \"telegram-bot\"");
+        tg.token_secret = *str;
+      } else if (k == "mode") {
+        if (str && *str == "polling") tg.mode = TelegramMode::Polling;
+        else if (str && *str == "webhook")
+          return bad("webhook mode is not yet supported; use mode = \"polling\" (getUpdates long polling)");
+        else return bad("expected \"polling\"");
+      } else if (k == "api_base") {
+        auto u = str ? net::parse_url(*str) : Result<net::Url>(fail(ErrorKind::InvalidInput, "expected a string"));
+        if (!u) return bad(fmt::format("expected an http(s):// URL such as \"https://api.telegram.org\" ({})", u.error().message));
+        tg.api_base = *str;
+        while (tg.api_base.ends_with('/')) tg.api_base.pop_back();
+      } else if (k == "poll_timeout") {
+        auto d = str ? parse_duration(*str) : Result<std::chrono::milliseconds>(fail(ErrorKind::InvalidInput, "x"));
+        if (!d || *d < std::chrono::seconds(1) || *d > std::chrono::seconds(50))
+          return bad("expected a duration from \"1s\" to \"50s\" (Telegram holds a long poll at most 50 s)");
+        tg.poll_timeout = *d;
+      } else {
+        return fail(ErrorKind::InvalidInput,
+                    "{}: unknown key 'channels.telegram.{}'; known keys: token_secret, mode, api_base, poll_timeout "
+                    "(see docs/config.md)",
+                    where(origin, v), k);
+      }
+    }
+    if (tg.token_secret.empty())
+      return fail(ErrorKind::InvalidInput,
+                  "{}: [channels.telegram] needs token_secret = \"NAME\", the vault secret holding the bot token "
+                  "(moat secret set NAME --channel)",
+                  where(origin, cnode));
+    c.channels.telegram = tg;
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<Config> parse_config(std::string_view text, std::string_view origin, Config cfg) {
@@ -377,14 +436,18 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
     bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents" ||
-                       table == "router" || table == "web" || table == "audit";
+                       table == "router" || table == "web" || table == "audit" || table == "channels";
     if (!known_table) {
       return fail(ErrorKind::InvalidInput,
-                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [audit], [agents.NAME] (see docs/config.md)",
+                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [audit], [channels.NAME], [agents.NAME] (see docs/config.md)",
                   where(origin, table_node), table_node.is_table() ? "table" : "key", table);
     }
     auto* tbl = table_node.as_table();
     if (!tbl) return fail(ErrorKind::InvalidInput, "{}: '{}' must be a table", where(origin, table_node), table);
+    if (table == "channels") {
+      if (auto st = parse_channels(cfg, origin, table_node); !st) return std::unexpected(st.error());
+      continue;
+    }
     if (table == "agents") {
       for (auto& [name, node] : *tbl) {
         if (auto st = parse_agent(cfg, origin, name.str(), node); !st) return std::unexpected(st.error());

@@ -98,6 +98,21 @@ struct AuditConfig {
   std::filesystem::path sink;                                 // file the checkpoints are appended to; empty = none
 };
 
+// [channels.telegram] (docs/channels.md): a Telegram bot, long polling getUpdates.
+enum class TelegramMode { Polling };  // "webhook" is recognised and refused until it is built
+
+struct TelegramConfig {
+  std::string token_secret;  // name of a channel secret in the vault (moat secret set NAME --channel)
+  TelegramMode mode = TelegramMode::Polling;
+  std::string api_base = "https://api.telegram.org";  // overridable for tests and Bot API servers of one's own
+  std::chrono::milliseconds poll_timeout{25 * 1000};  // getUpdates long-poll timeout, 1s..50s
+  int line = 0;  // of the [channels.telegram] header, for errors
+};
+
+struct ChannelsConfig {
+  std::optional<TelegramConfig> telegram;  // absent: no Telegram channel
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/moat";
   DaemonConfig daemon;
@@ -106,6 +121,7 @@ struct Config {
   RouterConfig router;
   WebConfig web;
   AuditConfig audit;
+  ChannelsConfig channels;
   std::map<std::string, AgentDeclaration> agents;  // from [agents.NAME]
 
   std::filesystem::path socket_path() const { return daemon.socket.empty() ? state_dir / "moatd.sock" : daemon.socket; }

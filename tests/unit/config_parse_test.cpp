@@ -222,3 +222,44 @@ TEST(ConfigParse, AuditCheckpointsAndSink) {
             std::string::npos)
       << unknown.error().message;
 }
+
+TEST(ConfigParse, TelegramChannel) {
+  auto none = parse_config("", "moat.toml");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->channels.telegram);
+  auto c = parse_config("[channels.telegram]\ntoken_secret = \"tg-bot\"\n", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->channels.telegram);
+  EXPECT_EQ(c->channels.telegram->token_secret, "tg-bot");
+  EXPECT_EQ(c->channels.telegram->mode, TelegramMode::Polling);
+  EXPECT_EQ(c->channels.telegram->api_base, "https://api.telegram.org");
+  EXPECT_EQ(c->channels.telegram->poll_timeout, std::chrono::seconds(25));
+  auto full = parse_config("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"polling\"\n"
+                           "api_base = \"http://127.0.0.1:8081/\"\npoll_timeout = \"5s\"\n",
+                           "moat.toml");
+  ASSERT_TRUE(full) << full.error().message;
+  EXPECT_EQ(full->channels.telegram->api_base, "http://127.0.0.1:8081");
+  EXPECT_EQ(full->channels.telegram->poll_timeout, std::chrono::seconds(5));
+
+  // Each mistake is one error naming the file, line and field, and what to write instead.
+  auto err = [](std::string_view toml) {
+    auto r = parse_config(toml, "moat.toml");
+    EXPECT_FALSE(r) << toml;
+    return r ? std::string() : r.error().message;
+  };
+  std::string e = err("[channels.telegram]\nmode = \"polling\"\n");
+  EXPECT_NE(e.find("moat.toml:1: [channels.telegram] needs token_secret"), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\"\n");
+  EXPECT_NE(e.find("moat.toml:2: channels.telegram.token_secret: this looks like a bot token"), std::string::npos) << e;
+  EXPECT_EQ(e.find("AAHdqTcv"), std::string::npos) << "the error quotes the token: " << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"webhook\"\n");
+  EXPECT_NE(e.find("moat.toml:3: channels.telegram.mode: webhook mode is not yet supported"), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\napi_base = \"ftp://x\"\n");
+  EXPECT_NE(e.find("channels.telegram.api_base"), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\npoll_timeout = \"2m\"\n");
+  EXPECT_NE(e.find("channels.telegram.poll_timeout: expected a duration from \"1s\" to \"50s\""), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\ntoken = \"x\"\n");
+  EXPECT_NE(e.find("unknown key 'channels.telegram.token'"), std::string::npos) << e;
+  e = err("[channels.discord]\ntoken_secret = \"d\"\n");
+  EXPECT_NE(e.find("unknown channel [channels.discord]"), std::string::npos) << e;
+}
