@@ -481,6 +481,31 @@ Result<std::vector<ChannelMessage>> Router::channel_history(std::string_view cha
   return router::channel_history(impl_->db, channel, inbound, replies);
 }
 
+Result<Router::Traffic> Router::channel_traffic(std::string_view channel, int64_t since_ms) {
+  auto& db = impl_->db;
+  auto l = db.lock();
+  Traffic t;
+  auto count = [&](const char* sql) -> Result<uint64_t> {
+    auto st = db.prepare(sql);
+    if (!st) return std::unexpected(st.error());
+    st->bind(1, channel).bind(2, since_ms);
+    auto row = st->step();
+    if (!row) return std::unexpected(row.error());
+    return *row ? static_cast<uint64_t>(st->column_int64(0)) : 0;
+  };
+  auto in = count(
+      "SELECT count(*) FROM envelopes WHERE id > (SELECT coalesce(max(id), 0) - 200000 FROM envelopes) "
+      "AND channel = ?1 AND received_ms >= ?2");
+  if (!in) return std::unexpected(in.error());
+  auto out = count(
+      "SELECT count(*) FROM outbox WHERE id > (SELECT coalesce(max(id), 0) - 200000 FROM outbox) "
+      "AND channel = ?1 AND delivered_at_ms >= ?2");
+  if (!out) return std::unexpected(out.error());
+  t.in = *in;
+  t.out = *out;
+  return t;
+}
+
 Result<int64_t> Router::send(std::string agent, std::string channel, std::string chat, std::string text) {
   if (channel.empty()) return fail(ErrorKind::InvalidInput, "send: no channel given");
   if (chat.empty()) return fail(ErrorKind::InvalidInput, "send: no chat given");

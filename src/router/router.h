@@ -102,6 +102,13 @@ class Router {
   // merged oldest first, from among the store's newest 200,000 envelopes and outbox rows (so the
   // cost does not grow with the store). Replies not yet delivered are not here: start() delivers them.
   Result<std::vector<ChannelMessage>> channel_history(std::string_view channel, size_t inbound, size_t replies);
+  // What `channel` took in (envelopes stored, dropped ones included, repeats not) and delivered out
+  // (outbox rows delivered) since `since_ms` (wall clock), counted among the store's newest 200,000
+  // envelopes and outbox rows so the cost does not grow with the store.
+  struct Traffic {
+    uint64_t in = 0, out = 0;
+  };
+  Result<Traffic> channel_traffic(std::string_view channel, int64_t since_ms);
   // Sends an unsolicited message (e.g. a scheduled task's result) through the outbox.
   Result<int64_t> send(std::string agent, std::string channel, std::string chat, std::string text);
 
