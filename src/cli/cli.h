@@ -52,6 +52,7 @@ void add_policy_commands(CLI::App& app, Globals& g, int& rc);
 void add_secret_commands(CLI::App&, Globals&, int&);
 void add_agent_commands(CLI::App& app, Globals& g, int& rc);
 void add_chat_command(CLI::App& app, Globals& g, int& rc);
+void add_channel_commands(CLI::App& app, Globals& g, int& rc);
 
 // Runs an exec conversation over an API connection already answered OK; returns the command's exit code.
 int run_exec_stream(api::Client& client, bool forward_stdin, bool tty);

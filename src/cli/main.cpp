@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   moat::cli::add_secret_commands(app, g, rc);
   moat::cli::add_policy_commands(app, g, rc);
   moat::cli::add_agent_commands(app, g, rc);
+  moat::cli::add_channel_commands(app, g, rc);
   moat::cli::add_chat_command(app, g, rc);
   try {
     app.parse(argc, argv);

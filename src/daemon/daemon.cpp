@@ -24,6 +24,7 @@
 #include "daemon/exec_relay.h"
 #include "daemon/policy_verbs.h"
 #include "daemon/secret_verbs.h"
+#include "daemon/channel_verbs.h"
 #include "net/url.h"
 #include "wire/frame.h"
 #include "wire/messages.h"
@@ -246,6 +247,7 @@ Status Daemon::start_channels() {
     log::warn("webhook: cannot read its replies from the store ({}); polling starts empty", h.error().message);
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
+  start_telegram();
   if (config_.web.listen == "off") return {};
   channels::http::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
@@ -256,6 +258,46 @@ Status Daemon::start_channels() {
   web_->register_routes(*http_);
   webhook_->register_routes(*http_);
   return {};
+}
+
+// [channels.telegram]: the channel is made and registered now; it polls once the router runs. Its
+// token is read from the vault's channel secret each time it (re)connects, never kept in the config.
+void Daemon::start_telegram() {
+  if (!config_.channels.telegram) return;
+  const auto& tc = *config_.channels.telegram;
+  channels::TelegramOptions opts;
+  opts.api_base = tc.api_base;
+  opts.token_secret = tc.token_secret;
+  opts.poll_timeout = tc.poll_timeout;
+  opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and webhook callbacks
+  opts.proxy = net::ProxySettings::from_environment();
+  std::string secret = tc.token_secret;
+  telegram_ = std::make_unique<channels::TelegramChannel>(
+      [this, secret]() -> Result<std::string> {
+        auto v = vault_->channel_secret(secret);
+        if (!v) return std::unexpected(v.error());
+        return std::string(v->view());
+      },
+      [this](std::vector<router::Envelope> envelopes, router::ChannelCursor cursor) {
+        return router_->accept_with_cursor(std::move(envelopes), std::move(cursor));
+      },
+      [this] { return router_->channel_cursor("telegram"); }, opts);
+  router_->add_channel(*telegram_);
+}
+
+std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
+  std::vector<channels::ChannelStatus> out;
+  for (const char* name : {"terminal", "web", "webhook"}) {
+    channels::ChannelStatus s;
+    s.name = name;
+    s.kind = "built-in";
+    s.state = channels::ChannelState::Serving;
+    if (std::string_view(name) != "terminal")
+      s.identity = http_ ? http_->base_url() : std::string("[web] listen = \"off\"");
+    out.push_back(std::move(s));
+  }
+  if (telegram_) out.push_back(telegram_->status());
+  return out;
 }
 
 std::string Daemon::webhook_token(std::string_view agent) const {
@@ -270,6 +312,7 @@ std::string Daemon::webhook_token(std::string_view agent) const {
 
 Daemon::~Daemon() {
   stop();
+  if (telegram_) telegram_->stop();
   if (idle_thread_.joinable()) idle_thread_.join();
 }
 
@@ -308,7 +351,9 @@ Status Daemon::run() {
     }
     log::info("web chat on {}", http_->base_url());
   }
+  if (telegram_) telegram_->start();
   server_.serve();
+  if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
@@ -520,6 +565,7 @@ void Daemon::register_handlers() {
   });
 
   register_audit_verbs(s, *db_, *checkpointer_);
+  register_channel_verbs(s, *router_, [this] { return channel_statuses(); });
 }
 
 }  // namespace moat

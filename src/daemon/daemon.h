@@ -12,6 +12,7 @@
 #include "base/unique_fd.h"
 #include "config/config.h"
 #include "channels/http/http_server.h"
+#include "channels/telegram/telegram_channel.h"
 #include "channels/web/web_chat.h"
 #include "channels/webhook/webhook_channel.h"
 #include "daemon/agent_directory.h"
@@ -50,6 +51,8 @@ class Daemon {
   Status start_egress();
   Status start_agents();
   Status start_channels();
+  void start_telegram();
+  std::vector<channels::ChannelStatus> channel_statuses() const;
 
   Config config_;
   UniqueFd state_lock_;  // flock on <state>/moatd.lock: one moatd per state directory
@@ -73,6 +76,8 @@ class Daemon {
   std::unique_ptr<channels::WebChat> web_;
   std::unique_ptr<channels::WebhookChannel> webhook_;
   std::string webhook_key_;  // tokens are HMAC(key, agent): see webhook_token()
+  // [channels.telegram]; its polling thread is stopped before the router (it accepts into it).
+  std::unique_ptr<channels::TelegramChannel> telegram_;
   std::unique_ptr<router::Router> router_;
   // The channels' listener goes first: no request may reach a router that is gone.
   std::unique_ptr<channels::http::HttpServer> http_;
