@@ -121,6 +121,9 @@ namespace {
 // Beast 1.74 hands out boost::string_view.
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
+// "/api/history?x=1" -> "/api/history": what routes match (not percent-decoded).
+std::string_view target_path(std::string_view target) { return target.substr(0, target.find('?')); }
+
 std::string status_line(int status) {
   auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
   return fmt::format("HTTP/1.1 {} {}\r\n", status, std::string_view(reason.data(), reason.size()));
@@ -189,7 +192,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_header(error_code ec) {
     if (read_failed(ec)) return;
     auto target = view(parser_->get().target());
-    route_ = srv_.find(target.substr(0, target.find('?')));
+    route_ = srv_.find(target_path(target));
     if (route_ != nullptr) body_limit_ = route_->body_limit;
     // A declared length over the limit is refused before a byte of the body is read (and before
     // "100 Continue" invites it); a chunked body is cut off by the parser once it passes the limit.
@@ -219,9 +222,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ServerRequest req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
-    size_t q = req.target.find('?');
-    req.path = req.target.substr(0, q);
-    if (q != std::string::npos) req.query = req.target.substr(q + 1);
+    req.path = std::string(target_path(req.target));
+    if (req.path.size() < req.target.size()) req.query = req.target.substr(req.path.size() + 1);
     for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(msg.body());
     req.remote = remote_;
