@@ -249,12 +249,12 @@ Status Daemon::start_channels() {
   router_->add_channel(*webhook_);
   start_telegram();
   if (config_.web.listen == "off") return {};
-  channels::http::ServerOptions so;
+  net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
   if (!listen) return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": {}", config_.web.listen, listen.error().message);
   so.address = listen->host;
   so.port = listen->port;
-  http_ = std::make_unique<channels::http::HttpServer>(so);
+  http_ = std::make_unique<net::HttpServer>(so);
   web_->register_routes(*http_);
   webhook_->register_routes(*http_);
   return {};

@@ -11,7 +11,6 @@
 #include "agent/agent_runtime.h"
 #include "base/unique_fd.h"
 #include "config/config.h"
-#include "channels/http/http_server.h"
 #include "channels/telegram/telegram_channel.h"
 #include "channels/web/web_chat.h"
 #include "channels/webhook/webhook_channel.h"
@@ -23,6 +22,7 @@
 #include "egress/policy_book.h"
 #include "egress/usage_meter.h"
 #include "image/image_store.h"
+#include "net/http_server.h"
 #include "router/router.h"
 #include "sandbox/manager.h"
 #include "store/database.h"
@@ -80,7 +80,7 @@ class Daemon {
   std::unique_ptr<channels::TelegramChannel> telegram_;
   std::unique_ptr<router::Router> router_;
   // The channels' listener goes first: no request may reach a router that is gone.
-  std::unique_ptr<channels::http::HttpServer> http_;
+  std::unique_ptr<net::HttpServer> http_;
   api::Server server_;
   std::atomic<bool> stopping_{false};
   std::thread idle_thread_;

@@ -17,6 +17,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "net/tls_errors.h"
 #include "vault/private_file.h"
 
 namespace moat::egress {
@@ -41,21 +42,10 @@ using BnPtr = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
 using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION, X509_EXTENSION_free>>;
 using NamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES, GENERAL_NAMES_free>>;
 
-// OpenSSL's queued errors as one line (and the queue emptied), for messages.
-std::string ssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
-
+// The failed step, with OpenSSL's reasons (net::tls_errors), as an internal error.
 template <class... Args>
 std::unexpected<Error> ssl_fail(fmt::format_string<Args...> f, Args&&... args) {
-  return fail(ErrorKind::Internal, "{} ({})", fmt::format(f, std::forward<Args>(args)...), ssl_errors());
+  return fail(ErrorKind::Internal, "{} ({})", fmt::format(f, std::forward<Args>(args)...), net::tls_errors());
 }
 
 std::string bio_text(BIO* bio) {

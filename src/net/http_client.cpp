@@ -23,6 +23,7 @@
 #include <mutex>
 
 #include "base/unique_fd.h"
+#include "net/tls_errors.h"
 
 namespace moat::net {
 namespace {
@@ -35,12 +36,6 @@ std::unexpected<Failure> failure(Kind kind, ErrorKind error_kind, std::string me
   return std::unexpected(Failure{kind, Error{error_kind, std::move(message)}});
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -51,17 +46,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
   return s;
-}
-
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown TLS error" : out;
 }
 
 template <class T>
@@ -125,7 +109,7 @@ class Connection {
           if (auto w = wait_io(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline, call); !w) return w;
           continue;
         }
-        return failure(Kind::Io, ErrorKind::Unavailable, fmt::format("sending to {}: {}", where_, openssl_errors()));
+        return failure(Kind::Io, ErrorKind::Unavailable, fmt::format("sending to {}: {}", where_, tls_errors()));
       }
       ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
       if (n > 0) {
@@ -160,7 +144,7 @@ class Connection {
         if (err == SSL_ERROR_SYSCALL || (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) ==
                                                                       SSL_R_UNEXPECTED_EOF_WHILE_READING))
           return 0;
-        return failure(Kind::Io, ErrorKind::Unavailable, fmt::format("reading from {}: {}", where_, openssl_errors()));
+        return failure(Kind::Io, ErrorKind::Unavailable, fmt::format("reading from {}: {}", where_, tls_errors()));
       }
       ssize_t n = ::recv(fd_.get(), buf, cap, 0);
       if (n >= 0) return static_cast<size_t>(n);
@@ -192,7 +176,7 @@ class Connection {
     };
     ctx_ = ctx;
     ssl_.reset(SSL_new(ctx.get()));
-    if (!ssl_) return tls_fail(openssl_errors());
+    if (!ssl_) return tls_fail(tls_errors());
     in6_addr ip{};
     bool is_ip = ::inet_pton(AF_INET, host.c_str(), &ip) == 1 || ::inet_pton(AF_INET6, host.c_str(), &ip) == 1;
     if (is_ip) {
@@ -217,7 +201,7 @@ class Connection {
       }
       long vr = SSL_get_verify_result(ssl_.get());
       if (vr != X509_V_OK) return tls_fail(fmt::format("certificate verification failed: {}", X509_verify_cert_error_string(vr)));
-      return tls_fail(openssl_errors());
+      return tls_fail(tls_errors());
     }
   }
 
@@ -322,12 +306,6 @@ std::string env(const char* upper, const char* lower_name) {
 
 }  // namespace
 
-std::optional<std::string> header_value(const HeaderList& headers, std::string_view name) {
-  for (const auto& [k, v] : headers)
-    if (iequals(k, name)) return v;
-  return std::nullopt;
-}
-
 // --- proxy settings ---
 
 ProxySettings ProxySettings::parse(std::string_view https_proxy, std::string_view no_proxy) {
@@ -401,14 +379,14 @@ struct HttpClient::Impl {
       return std::unexpected(f);
     };
     SslCtx ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-    if (!ctx) return remember({Kind::Tls, {ErrorKind::Internal, fmt::format("TLS setup: {}", openssl_errors())}});
+    if (!ctx) return remember({Kind::Tls, {ErrorKind::Internal, fmt::format("TLS setup: {}", tls_errors())}});
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1)
       return remember({Kind::Tls, {ErrorKind::Unavailable, "TLS setup: cannot load the host's CA store"}});
     if (!options.extra_ca_file.empty() &&
         SSL_CTX_load_verify_locations(ctx.get(), options.extra_ca_file.c_str(), nullptr) != 1)
       return remember({Kind::Tls, {ErrorKind::InvalidInput, fmt::format("cannot load the extra CA file '{}': {}",
-                                                                         options.extra_ca_file.string(), openssl_errors())}});
+                                                                         options.extra_ca_file.string(), tls_errors())}});
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     static const unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
     SSL_CTX_set_alpn_protos(ctx.get(), kAlpn, sizeof kAlpn);

@@ -42,14 +42,10 @@
 
 #include "base/result.h"
 #include "net/address.h"
+#include "net/headers.h"
 #include "net/url.h"
 
 namespace moat::net {
-
-using HeaderList = std::vector<std::pair<std::string, std::string>>;
-
-// Case-insensitive lookup of the first header with this name.
-std::optional<std::string> header_value(const HeaderList& headers, std::string_view name);
 
 struct HttpRequest {
   std::string method = "POST";

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "net/headers.h"
+
 namespace moat::net {
 namespace {
 
@@ -18,12 +20,6 @@ int hex_value(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-bool starts_with_nocase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), s.begin(), [](char p, char c) {
-           return p == std::tolower(static_cast<unsigned char>(c));
-         });
 }
 
 }  // namespace
@@ -103,10 +99,10 @@ Result<HostPort> parse_listen_address(std::string_view a) { return parse_host_po
 Result<Url> parse_url(std::string_view uri) {
   Url u;
   std::string_view rest;
-  if (starts_with_nocase(uri, "https://")) {
+  if (istarts_with(uri, "https://")) {
     u.scheme = Scheme::Https;
     rest = uri.substr(8);
-  } else if (starts_with_nocase(uri, "http://")) {
+  } else if (istarts_with(uri, "http://")) {
     rest = uri.substr(7);
   } else {
     return fail(ErrorKind::InvalidInput, "'{}' does not start with http:// or https://", uri.substr(0, 64));
@@ -128,7 +124,7 @@ Result<Url> parse_url(std::string_view uri) {
 }
 
 Result<Url> parse_url(std::string_view uri, Scheme only) {
-  if (!starts_with_nocase(uri, fmt::format("{}://", scheme_name(only))))
+  if (!istarts_with(uri, fmt::format("{}://", scheme_name(only))))
     return fail(ErrorKind::InvalidInput, "'{}' does not start with {}://", uri.substr(0, 64), scheme_name(only));
   return parse_url(uri);
 }

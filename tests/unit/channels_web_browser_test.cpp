@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "base/subprocess.h"
-#include "channels/http/http_server.h"
 #include "channels/web/web_chat.h"
 #include "channels_test_client.h"
+#include "net/http_server.h"
 
 namespace moat::channels {
 namespace {
@@ -82,9 +82,9 @@ TEST(WebChatBrowserTest, ChromiumSendsAMessageAndSeesTheStreamedReplyAndToolActi
 
   testing::FakeRouter router;
   WebChat chat(router.accept_fn(), [] { return std::vector<AgentInfo>{{"helper", "echoes"}, {"other", ""}}; });
-  http::ServerOptions o;
+  net::ServerOptions o;
   o.port = 0;
-  http::HttpServer server(o);
+  net::HttpServer server(o);
   chat.register_routes(server);
   ASSERT_TRUE(server.start());
   FakeTurns turns(router, chat);

@@ -3,9 +3,9 @@
 // replies kept for polling.
 #include <gtest/gtest.h>
 
-#include "channels/http/http_server.h"
 #include "channels/webhook/webhook_channel.h"
 #include "channels_test_client.h"
+#include "net/http_server.h"
 #include "support/temp_dir.h"
 #include "support/test_ca.h"
 #include "support/upstream_server.h"
@@ -21,28 +21,28 @@ constexpr const char* kToken = "s3cret-token-for-helper";
 // The caller's side: an HTTP server that records the replies moat POSTs to it.
 struct CallbackReceiver {
   CallbackReceiver() {
-    http::ServerOptions o;
+    net::ServerOptions o;
     o.port = 0;
-    server = std::make_unique<http::HttpServer>(o);
-    server->add_route("/cb", [this](const http::Request& r) {
+    server = std::make_unique<net::HttpServer>(o);
+    server->add_route("/cb", [this](const net::ServerRequest& r) {
       std::lock_guard lock(mu);
       got.push_back(r);
-      auto res = http::Response::json(status, Json{{"ok", status < 300}});
+      auto res = net::ServerResponse::json(status, Json{{"ok", status < 300}});
       if (!location.empty()) res.headers.emplace_back("Location", location);
       return res;
     });
     EXPECT_TRUE(server->start());
   }
   std::string url() const { return server->base_url() + "/cb"; }
-  std::vector<http::Request> requests() {
+  std::vector<net::ServerRequest> requests() {
     std::lock_guard lock(mu);
     return got;
   }
   std::mutex mu;
-  std::vector<http::Request> got;
+  std::vector<net::ServerRequest> got;
   int status = 200;
   std::string location;  // sent with the answer when set (a redirect)
-  std::unique_ptr<http::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
 };
 
 class WebhookTest : public ::testing::Test {
@@ -57,9 +57,9 @@ class WebhookTest : public ::testing::Test {
           return agent == "helper" ? std::vector<std::string>{"old-token", kToken} : std::vector<std::string>{};
         },
         options);
-    http::ServerOptions o;
+    net::ServerOptions o;
     o.port = 0;
-    server = std::make_unique<http::HttpServer>(o);
+    server = std::make_unique<net::HttpServer>(o);
     hooks->register_routes(*server);
     ASSERT_TRUE(server->start());
     port = server->port();
@@ -89,7 +89,7 @@ class WebhookTest : public ::testing::Test {
 
   FakeRouter router;
   std::unique_ptr<WebhookChannel> hooks;
-  std::unique_ptr<http::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
   uint16_t port = 0;
 };
 
@@ -181,9 +181,9 @@ TEST_F(WebhookTest, UnreachableCallbackIsRetryable) {
   // A port nobody listens on (bound then closed).
   uint16_t dead;
   {
-    http::ServerOptions o;
+    net::ServerOptions o;
     o.port = 0;
-    http::HttpServer tmp(o);
+    net::HttpServer tmp(o);
     ASSERT_TRUE(tmp.start());
     dead = tmp.port();
   }

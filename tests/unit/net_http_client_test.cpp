@@ -4,6 +4,9 @@
 // keeps webhook callbacks off this host's services.
 #include "net/http_client.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +19,7 @@
 #include <mutex>
 #include <thread>
 
+#include "net/tls_errors.h"
 #include "support/temp_dir.h"
 #include "support/test_ca.h"
 #include "support/upstream_server.h"
@@ -258,9 +262,11 @@ TEST(HttpClient, ADeadlineFiresAndCancellationStopsTheCall) {
   EXPECT_GE(took, 300ms);
   EXPECT_LT(took, 1500ms);
 
+  // Cancelled while it waits for the answer: once the server holds the request (the first call's
+  // is already recorded, so this one is the second).
   std::atomic<bool> stop{false};
   std::thread canceller([&] {
-    std::this_thread::sleep_for(200ms);  // the cancellation itself, at a moment mid-wait
+    EXPECT_TRUE(server.wait_for_requests(2, 5s));
     stop = true;
   });
   t0 = Clock::now();
@@ -351,6 +357,19 @@ TEST(HttpClient, TheAddressCheckRefusesBeforeConnecting) {
   }
   EXPECT_EQ(server.connections_accepted(), 0u);
   EXPECT_EQ(client.connections_opened(), 0u);
+}
+
+// The one reader of OpenSSL's error queue (net/tls_errors.h, used by this client and the egress
+// CA): every queued reason in one line, and the queue left empty for the next failure.
+TEST(TlsErrors, DrainTheQueueIntoOneLine) {
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  ASSERT_TRUE(ctx);
+  ASSERT_NE(SSL_CTX_use_certificate_file(ctx.get(), "/nonexistent/moat-cert.pem", SSL_FILETYPE_PEM), 1);
+  std::string first = tls_errors();
+  EXPECT_NE(first.find("error:"), std::string::npos) << first;
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  EXPECT_EQ(tls_errors(), "no detail from OpenSSL");
 }
 
 }  // namespace

@@ -18,13 +18,6 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
-bool iequals_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) return false;
-  return true;
-}
-
 std::optional<double> parse_double(std::string_view s) {
   while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
   while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
@@ -171,7 +164,7 @@ std::string redact(std::string text, const std::vector<Credential>& secrets) {
   };
   for (const auto& c : secrets) {
     scrub(c.value);
-    if (iequals_prefix(c.value, "bearer ")) scrub(std::string_view(c.value).substr(7));
+    if (net::istarts_with(c.value, "bearer ")) scrub(std::string_view(c.value).substr(7));
   }
   return text;
 }

@@ -40,7 +40,7 @@ int64_t now_ms() {
       .count();
 }
 
-http::Response secured(http::Response r) {
+net::ServerResponse secured(net::ServerResponse r) {
   r.headers.emplace_back("Content-Security-Policy", std::string(kCsp));
   r.headers.emplace_back("X-Frame-Options", "DENY");
   r.headers.emplace_back("Referrer-Policy", "no-referrer");
@@ -85,11 +85,11 @@ std::string WebChat::session_of_chat(std::string_view chat) {
   return valid_session(s) ? std::string(s) : std::string{};
 }
 
-void WebChat::register_routes(http::HttpServer& server) {
-  server.add_route("/", [this](const http::Request& req) { return handle(req); });
+void WebChat::register_routes(net::HttpServer& server) {
+  server.add_route("/", [this](const net::ServerRequest& req) { return handle(req); });
 }
 
-bool WebChat::host_allowed(const http::Request& req) const {
+bool WebChat::host_allowed(const net::ServerRequest& req) const {
   if (opts_.allowed_hosts.empty()) return true;
   auto host = req.header("host");
   if (!host) return false;
@@ -98,48 +98,48 @@ bool WebChat::host_allowed(const http::Request& req) const {
   return named && std::find(opts_.allowed_hosts.begin(), opts_.allowed_hosts.end(), named->host) != opts_.allowed_hosts.end();
 }
 
-http::Response WebChat::handle(const http::Request& req) {
+net::ServerResponse WebChat::handle(const net::ServerRequest& req) {
   if (!host_allowed(req)) {
-    return http::Response::error(421, "this host name is not served here (open the chat via 127.0.0.1 or localhost)");
+    return net::ServerResponse::error(421, "this host name is not served here (open the chat via 127.0.0.1 or localhost)");
   }
   const std::string& path = req.path;
   if (path == "/" || path == "/index.html") {
-    if (req.method != "GET" && req.method != "HEAD") return secured(http::Response::error(405, "use GET"));
+    if (req.method != "GET" && req.method != "HEAD") return secured(net::ServerResponse::error(405, "use GET"));
     return page(req);
   }
-  if (path == "/chat.js") return secured(http::Response::text(200, "text/javascript; charset=utf-8", std::string(chat_script())));
-  if (path == "/favicon.ico") return secured(http::Response::text(204, "image/x-icon", ""));  // none; no 404 noise
-  if (path == "/chat.css") return secured(http::Response::text(200, "text/css; charset=utf-8", std::string(chat_style())));
-  if (!path.starts_with("/api/")) return secured(http::Response::error(404, fmt::format("no such page: {}", path)));
+  if (path == "/chat.js") return secured(net::ServerResponse::text(200, "text/javascript; charset=utf-8", std::string(chat_script())));
+  if (path == "/favicon.ico") return secured(net::ServerResponse::text(204, "image/x-icon", ""));  // none; no 404 noise
+  if (path == "/chat.css") return secured(net::ServerResponse::text(200, "text/css; charset=utf-8", std::string(chat_style())));
+  if (!path.starts_with("/api/")) return secured(net::ServerResponse::error(404, fmt::format("no such page: {}", path)));
 
   auto cookie = req.cookie(kCookie);
   if (!cookie || !valid_session(*cookie)) {
-    return secured(http::Response::error(401, "no chat session: open the chat page first (cookies must be enabled)"));
+    return secured(net::ServerResponse::error(401, "no chat session: open the chat page first (cookies must be enabled)"));
   }
   const std::string& session = *cookie;
   if (path == "/api/agents") {
-    if (req.method != "GET") return secured(http::Response::error(405, "use GET"));
+    if (req.method != "GET") return secured(net::ServerResponse::error(405, "use GET"));
     Json list = Json::array();
     for (const auto& a : agents_()) list.push_back(Json{{"name", a.name}, {"description", a.description}});
-    return secured(http::Response::json(200, Json{{"agents", list}}));
+    return secured(net::ServerResponse::json(200, Json{{"agents", list}}));
   }
   if (path == "/api/messages") {
-    if (req.method != "POST") return secured(http::Response::error(405, "use POST"));
+    if (req.method != "POST") return secured(net::ServerResponse::error(405, "use POST"));
     return secured(post_message(req, session));
   }
   if (path == "/api/history") {
-    if (req.method != "GET") return secured(http::Response::error(405, "use GET"));
+    if (req.method != "GET") return secured(net::ServerResponse::error(405, "use GET"));
     return secured(history(session));
   }
   if (path == "/api/events") {
-    if (req.method != "GET") return secured(http::Response::error(405, "use GET"));
+    if (req.method != "GET") return secured(net::ServerResponse::error(405, "use GET"));
     return secured(events(req, session));
   }
-  return secured(http::Response::error(404, fmt::format("no such API: {}", path)));
+  return secured(net::ServerResponse::error(404, fmt::format("no such API: {}", path)));
 }
 
-http::Response WebChat::page(const http::Request& req) {
-  auto r = secured(http::Response::text(200, "text/html; charset=utf-8", std::string(chat_html())));
+net::ServerResponse WebChat::page(const net::ServerRequest& req) {
+  auto r = secured(net::ServerResponse::text(200, "text/html; charset=utf-8", std::string(chat_html())));
   auto cookie = req.cookie(kCookie);
   if (!cookie || !valid_session(*cookie)) {
     r.headers.emplace_back("Set-Cookie", fmt::format("{}={}; Path=/; HttpOnly; SameSite=Strict{}", kCookie,
@@ -148,7 +148,7 @@ http::Response WebChat::page(const http::Request& req) {
   return r;
 }
 
-http::Response WebChat::post_message(const http::Request& req, const std::string& session) {
+net::ServerResponse WebChat::post_message(const net::ServerRequest& req, const std::string& session) {
   // CSRF: a cross-site page can neither add a custom header (without a CORS preflight we never
   // grant) nor forge Origin. SameSite=Strict already keeps the cookie off cross-site requests.
   bool marked = req.header("x-moat") == std::optional<std::string>("1");
@@ -157,26 +157,26 @@ http::Response WebChat::post_message(const http::Request& req, const std::string
   bool same_origin = origin && host &&
                      (*origin == fmt::format("http://{}", *host) || *origin == fmt::format("https://{}", *host));
   if (!marked && !same_origin) {
-    return http::Response::error(403, "cross-site request refused: send the header 'X-Moat: 1' from the chat page");
+    return net::ServerResponse::error(403, "cross-site request refused: send the header 'X-Moat: 1' from the chat page");
   }
   Json body = Json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) return http::Response::error(400, "the body must be a JSON object");
+  if (body.is_discarded() || !body.is_object()) return net::ServerResponse::error(400, "the body must be a JSON object");
   auto str = [&](const char* k) {
     auto it = body.find(k);
     return it != body.end() && it->is_string() ? it->get<std::string>() : std::string{};
   };
   std::string agent = str("agent"), text = str("text"), client_id = str("client_id");
-  if (agent.empty()) return http::Response::error(400, "'agent' is required: pick an agent");
-  if (text.empty()) return http::Response::error(400, "'text' is required and must be a non-empty string");
+  if (agent.empty()) return net::ServerResponse::error(400, "'agent' is required: pick an agent");
+  if (text.empty()) return net::ServerResponse::error(400, "'text' is required and must be a non-empty string");
   if (text.size() > opts_.max_text_bytes) {
-    return http::Response::error(413, fmt::format("message too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
+    return net::ServerResponse::error(413, fmt::format("message too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
   }
   if (!valid_client_id(client_id)) {
-    return http::Response::error(400, "'client_id' must be 1-64 characters of letters, digits, '-' and '_'");
+    return net::ServerResponse::error(400, "'client_id' must be 1-64 characters of letters, digits, '-' and '_'");
   }
   auto agents = agents_();
   if (std::none_of(agents.begin(), agents.end(), [&](const AgentInfo& a) { return a.name == agent; })) {
-    return http::Response::error(404, fmt::format("no agent named '{}'", agent));
+    return net::ServerResponse::error(404, fmt::format("no agent named '{}'", agent));
   }
 
   router::Envelope e;
@@ -194,7 +194,7 @@ http::Response WebChat::post_message(const http::Request& req, const std::string
   if (!acc) {
     int status = acc.error().kind == ErrorKind::InvalidInput ? 400 : 503;
     log::warn("web: accept failed: {}", acc.error().message);
-    return http::Response::error(status, fmt::format("message not accepted: {}", acc.error().message));
+    return net::ServerResponse::error(status, fmt::format("message not accepted: {}", acc.error().message));
   }
   using O = router::Acceptance::Outcome;
   std::string key = user_key(client_id);
@@ -210,10 +210,10 @@ http::Response WebChat::post_message(const http::Request& req, const std::string
            {"agent", acc->agent.empty() ? agent : acc->agent}};
   if (!acc->pairing_code.empty()) out["pairing_code"] = acc->pairing_code;
   if (!acc->reason.empty()) out["reason"] = acc->reason;
-  return http::Response::json(200, out);
+  return net::ServerResponse::json(200, out);
 }
 
-http::Response WebChat::history(const std::string& session) {
+net::ServerResponse WebChat::history(const std::string& session) {
   std::lock_guard lock(mu_);
   auto it = chats_of_session_.find(session);
   Json list = Json::array();
@@ -221,12 +221,12 @@ http::Response WebChat::history(const std::string& session) {
     std::vector<std::string> chats(it->second.begin(), it->second.end());
     for (const auto& m : store_.since(chats, 0)) list.push_back(stored_message_to_json(m));
   }
-  return http::Response::json(200, Json{{"messages", list}});
+  return net::ServerResponse::json(200, Json{{"messages", list}});
 }
 
-http::Response WebChat::events(const http::Request& req, const std::string& session) {
+net::ServerResponse WebChat::events(const net::ServerRequest& req, const std::string& session) {
   std::string after = req.header("last-event-id").value_or(req.query_param("after").value_or(""));
-  auto stream = std::make_shared<http::EventStream>();
+  auto stream = std::make_shared<net::EventStream>();
   std::lock_guard lock(mu_);
   // Replay and subscription happen under one lock, so a message delivered meanwhile is sent
   // exactly once: either in the replay or as a new event.
@@ -245,7 +245,7 @@ http::Response WebChat::events(const http::Request& req, const std::string& sess
     list.erase(list.begin());
   }
   list.push_back(stream);
-  http::Response r;
+  net::ServerResponse r;
   r.stream = stream;
   return r;
 }

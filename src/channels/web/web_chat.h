@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "channels/accept_fn.h"
-#include "channels/http/http_server.h"
 #include "channels/message_ring.h"
+#include "net/http_server.h"
 #include "router/channel.h"
 
 namespace moat::channels {
@@ -71,8 +71,8 @@ class WebChat : public router::Channel {
   void restore(const std::vector<router::ChannelMessage>& history);
 
   // Routes "/" (everything the other channels do not claim) to this chat.
-  void register_routes(http::HttpServer& server);
-  http::Response handle(const http::Request& req);
+  void register_routes(net::HttpServer& server);
+  net::ServerResponse handle(const net::ServerRequest& req);
 
   static std::string chat_id(std::string_view agent, std::string_view session);
   // The session of a chat id made by chat_id(); empty when it is not one.
@@ -81,12 +81,12 @@ class WebChat : public router::Channel {
  private:
   // Shows a reply to the chat's subscribers and keeps it for reloads; a repeat key is dropped.
   Status show(const router::Outbound& msg);
-  http::Response page(const http::Request& req);
-  http::Response post_message(const http::Request& req, const std::string& session);
-  http::Response history(const std::string& session);
-  http::Response events(const http::Request& req, const std::string& session);
+  net::ServerResponse page(const net::ServerRequest& req);
+  net::ServerResponse post_message(const net::ServerRequest& req, const std::string& session);
+  net::ServerResponse history(const std::string& session);
+  net::ServerResponse events(const net::ServerRequest& req, const std::string& session);
   void publish(const std::string& session, std::string_view event, const Json& data, std::string_view id);  // mu_ held
-  bool host_allowed(const http::Request& req) const;
+  bool host_allowed(const net::ServerRequest& req) const;
 
   AcceptFn accept_;
   AgentListFn agents_;
@@ -95,7 +95,7 @@ class WebChat : public router::Channel {
   std::mutex mu_;
   MessageStore store_;
   std::map<std::string, std::set<std::string>> chats_of_session_;
-  std::map<std::string, std::vector<std::shared_ptr<http::EventStream>>> streams_;
+  std::map<std::string, std::vector<std::shared_ptr<net::EventStream>>> streams_;
 };
 
 }  // namespace moat::channels

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
+#include "base/constant_time.h"
 #include "base/ids.h"
 #include "base/log.h"
 #include "net/address.h"
@@ -22,15 +20,8 @@ bool printable_id(std::string_view s) {
          std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
-// Hashing first makes the comparison independent of both the token's length and its content.
-std::array<unsigned char, SHA256_DIGEST_LENGTH> digest(std::string_view s) {
-  std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d.data());
-  return d;
-}
-
-http::Response unauthorized() {
-  auto r = http::Response::error(401, "missing or wrong bearer token (Authorization: Bearer <the agent's webhook token>)");
+net::ServerResponse unauthorized() {
+  auto r = net::ServerResponse::error(401, "missing or wrong bearer token (Authorization: Bearer <the agent's webhook token>)");
   r.headers.emplace_back("WWW-Authenticate", "Bearer");
   return r;
 }
@@ -82,74 +73,69 @@ Result<net::Url> WebhookChannel::callback_url(std::string_view text) const {
   return url;
 }
 
-void WebhookChannel::register_routes(http::HttpServer& server) {
-  server.add_route("/hooks", [this](const http::Request& req) { return handle(req); });
+void WebhookChannel::register_routes(net::HttpServer& server) {
+  server.add_route("/hooks", [this](const net::ServerRequest& req) { return handle(req); });
 }
 
-bool WebhookChannel::authorized(const http::Request& req, const std::string& agent) const {
+bool WebhookChannel::authorized(const net::ServerRequest& req, const std::string& agent) const {
   auto auth = req.header("authorization");
   constexpr std::string_view scheme = "Bearer ";
-  if (!auth || auth->size() <= scheme.size() || !std::equal(scheme.begin(), scheme.end(), auth->begin(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-      })) {
-    return false;
-  }
-  auto given = digest(std::string_view(*auth).substr(scheme.size()));
+  if (!auth || auth->size() <= scheme.size() || !net::istarts_with(*auth, scheme)) return false;
+  std::string_view given = std::string_view(*auth).substr(scheme.size());
   bool ok = false;
   for (const auto& t : tokens_(agent)) {  // no early exit: timing says nothing about which token
     if (t.empty()) continue;
-    auto want = digest(t);
-    ok |= CRYPTO_memcmp(given.data(), want.data(), want.size()) == 0;
+    ok |= constant_time_equal(given, t);
   }
   return ok;
 }
 
-http::Response WebhookChannel::handle(const http::Request& req) {
+net::ServerResponse WebhookChannel::handle(const net::ServerRequest& req) {
   // /hooks/<agent> or /hooks/<agent>/replies
   std::string_view rest = req.path;
   rest.remove_prefix(std::min(rest.size(), std::string_view("/hooks").size()));
   if (rest.starts_with('/')) rest.remove_prefix(1);
   std::string agent(rest.substr(0, rest.find('/')));
   std::string_view sub = rest.find('/') == std::string_view::npos ? std::string_view{} : rest.substr(rest.find('/'));
-  if (agent.empty()) return http::Response::error(404, "use /hooks/<agent>");
-  if (auto ok = validate_name("agent", agent); !ok) return http::Response::error(404, ok.error().message);
+  if (agent.empty()) return net::ServerResponse::error(404, "use /hooks/<agent>");
+  if (auto ok = validate_name("agent", agent); !ok) return net::ServerResponse::error(404, ok.error().message);
   if (sub.empty() || sub == "/") {
-    if (req.method != "POST") return http::Response::error(405, "use POST to send a message");
+    if (req.method != "POST") return net::ServerResponse::error(405, "use POST to send a message");
     if (!authorized(req, agent)) return unauthorized();
     return inbound(req, agent);
   }
   if (sub == "/replies") {
-    if (req.method != "GET") return http::Response::error(405, "use GET to poll replies");
+    if (req.method != "GET") return net::ServerResponse::error(405, "use GET to poll replies");
     if (!authorized(req, agent)) return unauthorized();
     return replies(req, agent);
   }
-  return http::Response::error(404, fmt::format("no such webhook path: {}", req.path));
+  return net::ServerResponse::error(404, fmt::format("no such webhook path: {}", req.path));
 }
 
-http::Response WebhookChannel::inbound(const http::Request& req, const std::string& agent) {
+net::ServerResponse WebhookChannel::inbound(const net::ServerRequest& req, const std::string& agent) {
   Json body = Json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) return http::Response::error(400, "the body must be a JSON object");
+  if (body.is_discarded() || !body.is_object()) return net::ServerResponse::error(400, "the body must be a JSON object");
   auto str = [&](const char* k) {
     auto it = body.find(k);
     return it != body.end() && it->is_string() ? it->get<std::string>() : std::string{};
   };
   std::string chat = str("chat"), sender = str("sender"), message_id = str("message_id"), text = str("text");
-  if (!printable_id(chat)) return http::Response::error(400, "'chat' is required: 1-200 printable characters");
-  if (!printable_id(sender)) return http::Response::error(400, "'sender' is required: 1-200 printable characters");
+  if (!printable_id(chat)) return net::ServerResponse::error(400, "'chat' is required: 1-200 printable characters");
+  if (!printable_id(sender)) return net::ServerResponse::error(400, "'sender' is required: 1-200 printable characters");
   if (!printable_id(message_id)) {
-    return http::Response::error(400, "'message_id' is required (1-200 printable characters): it makes retries safe");
+    return net::ServerResponse::error(400, "'message_id' is required (1-200 printable characters): it makes retries safe");
   }
-  if (text.empty()) return http::Response::error(400, "'text' is required and must be a non-empty string");
+  if (text.empty()) return net::ServerResponse::error(400, "'text' is required and must be a non-empty string");
   if (text.size() > opts_.max_text_bytes) {
-    return http::Response::error(413, fmt::format("'text' too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
+    return net::ServerResponse::error(413, fmt::format("'text' too long ({} bytes, at most {})", text.size(), opts_.max_text_bytes));
   }
   std::optional<net::Url> callback;
   if (auto cb = str("callback_url"); !cb.empty()) {
     auto url = callback_url(cb);
-    if (!url) return http::Response::error(400, fmt::format("'callback_url': {}", url.error().message));
+    if (!url) return net::ServerResponse::error(400, fmt::format("'callback_url': {}", url.error().message));
     callback = *url;
   } else if (body.contains("callback_url") && !body["callback_url"].is_null()) {
-    return http::Response::error(400, "'callback_url' must be a string");
+    return net::ServerResponse::error(400, "'callback_url' must be a string");
   }
 
   router::Envelope e;
@@ -172,18 +158,18 @@ http::Response WebhookChannel::inbound(const http::Request& req, const std::stri
   if (!acc) {
     log::warn("webhook: accept failed for {}: {}", agent, acc.error().message);
     int status = acc.error().kind == ErrorKind::InvalidInput ? 400 : 503;
-    return http::Response::error(status, fmt::format("message not accepted: {}", acc.error().message));
+    return net::ServerResponse::error(status, fmt::format("message not accepted: {}", acc.error().message));
   }
   Json out{{"envelope_id", acc->envelope_id}, {"outcome", acceptance_outcome(acc->outcome)},
            {"agent", acc->agent.empty() ? agent : acc->agent}};
   if (!acc->pairing_code.empty()) out["pairing_code"] = acc->pairing_code;
   if (!acc->reason.empty()) out["reason"] = acc->reason;
-  return http::Response::json(202, out);
+  return net::ServerResponse::json(202, out);
 }
 
-http::Response WebhookChannel::replies(const http::Request& req, const std::string& agent) {
+net::ServerResponse WebhookChannel::replies(const net::ServerRequest& req, const std::string& agent) {
   auto chat = req.query_param("chat");
-  if (!chat || !printable_id(*chat)) return http::Response::error(400, "query parameter 'chat' is required");
+  if (!chat || !printable_id(*chat)) return net::ServerResponse::error(400, "query parameter 'chat' is required");
   std::string after = req.query_param("after").value_or("");
   Json list = Json::array();
   std::lock_guard lock(mu_);
@@ -193,7 +179,7 @@ http::Response WebhookChannel::replies(const http::Request& req, const std::stri
     j.erase("role");
     list.push_back(std::move(j));
   }
-  return http::Response::json(200, Json{{"replies", list}});
+  return net::ServerResponse::json(200, Json{{"replies", list}});
 }
 
 void WebhookChannel::restore(const std::vector<router::ChannelMessage>& history) {

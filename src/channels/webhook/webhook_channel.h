@@ -47,9 +47,9 @@
 #include <vector>
 
 #include "channels/accept_fn.h"
-#include "channels/http/http_server.h"
 #include "channels/message_ring.h"
 #include "net/http_client.h"
+#include "net/http_server.h"
 #include "net/url.h"
 #include "router/channel.h"
 
@@ -86,17 +86,17 @@ class WebhookChannel : public router::Channel {
   void restore(const std::vector<router::ChannelMessage>& history);
 
   // Routes "/hooks".
-  void register_routes(http::HttpServer& server);
-  http::Response handle(const http::Request& req);
+  void register_routes(net::HttpServer& server);
+  net::ServerResponse handle(const net::ServerRequest& req);
 
   static std::string chat_id(std::string_view agent, std::string_view chat) { return fmt::format("{}/{}", agent, chat); }
 
  private:
   // Keeps a reply for polling and posts it to the callback, if there is one; a repeat key is dropped.
   Status hand_over(const router::Outbound& msg);
-  http::Response inbound(const http::Request& req, const std::string& agent);
-  http::Response replies(const http::Request& req, const std::string& agent);
-  bool authorized(const http::Request& req, const std::string& agent) const;
+  net::ServerResponse inbound(const net::ServerRequest& req, const std::string& agent);
+  net::ServerResponse replies(const net::ServerRequest& req, const std::string& agent);
+  bool authorized(const net::ServerRequest& req, const std::string& agent) const;
   // Whether a callback URL may be used at all (its scheme; a literal address's class).
   Result<net::Url> callback_url(std::string_view text) const;
 

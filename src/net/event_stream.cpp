@@ -1,10 +1,10 @@
-#include "channels/http/event_stream.h"
+#include "net/event_stream.h"
 
 #include <utility>
 
 #include <fmt/format.h>
 
-namespace moat::channels::http {
+namespace moat::net {
 
 bool EventStream::send(std::string chunk) {
   std::function<void()> wake;
@@ -63,4 +63,4 @@ std::string EventStream::take() {
   return std::exchange(pending_, {});
 }
 
-}  // namespace moat::channels::http
+}  // namespace moat::net

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace moat::channels::http {
+namespace moat::net {
 
 class EventStream {
  public:
@@ -36,4 +36,4 @@ class EventStream {
   size_t max_pending_;
 };
 
-}  // namespace moat::channels::http
+}  // namespace moat::net

@@ -1,9 +1,11 @@
-#include "channels/http/http_server.h"
+#include "net/http_server.h"
 
 #include <atomic>
 #include <future>
+#include <limits>
 #include <list>
 #include <thread>
+#include <vector>
 
 #include <utility>  // before asio: boost 1.74's headers use std::exchange without including it
 #include <boost/asio/executor_work_guard.hpp>
@@ -20,7 +22,7 @@
 #include "base/log.h"
 #include "net/url.h"
 
-namespace moat::channels::http {
+namespace moat::net {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -30,20 +32,13 @@ using error_code = boost::system::error_code;
 
 // ---- Request / Response helpers ----
 
-std::optional<std::string> Request::header(std::string_view lower_name) const {
-  for (const auto& [k, v] : headers) {
-    if (k == lower_name) return v;
-  }
-  return std::nullopt;
+std::optional<std::string> ServerRequest::query_param(std::string_view name) const {
+  return find_query_param(query, name);
 }
 
-std::optional<std::string> Request::query_param(std::string_view name) const {
-  return net::find_query_param(query, name);
-}
-
-std::optional<std::string> Request::cookie(std::string_view name) const {
+std::optional<std::string> ServerRequest::cookie(std::string_view name) const {
   for (const auto& [k, v] : headers) {
-    if (k != "cookie") continue;
+    if (!iequals(k, "cookie")) continue;
     std::string_view rest = v;
     while (!rest.empty()) {
       size_t semi = rest.find(';');
@@ -57,8 +52,8 @@ std::optional<std::string> Request::cookie(std::string_view name) const {
   return std::nullopt;
 }
 
-Response Response::json(int status, const Json& body) {
-  Response r;
+ServerResponse ServerResponse::json(int status, const Json& body) {
+  ServerResponse r;
   r.status = status;
   r.headers.emplace_back("Content-Type", "application/json");
   // Replace rather than throw on invalid UTF-8 from a caller: an error reply must always go out.
@@ -66,12 +61,12 @@ Response Response::json(int status, const Json& body) {
   return r;
 }
 
-Response Response::error(int status, std::string_view message) {
+ServerResponse ServerResponse::error(int status, std::string_view message) {
   return json(status, Json{{"error", std::string(message)}});
 }
 
-Response Response::text(int status, std::string content_type, std::string body) {
-  Response r;
+ServerResponse ServerResponse::text(int status, std::string content_type, std::string body) {
+  ServerResponse r;
   r.status = status;
   r.headers.emplace_back("Content-Type", std::move(content_type));
   r.body = std::move(body);
@@ -87,8 +82,14 @@ class Connection;
 struct HttpServer::Impl {
   explicit Impl(ServerOptions o) : opts(std::move(o)) {}
 
+  struct Route {
+    std::string prefix;
+    RouteHandler handler;
+    uint64_t body_limit;
+  };
+
   ServerOptions opts;
-  std::vector<std::pair<std::string, Handler>> routes;
+  std::vector<Route> routes;
   std::atomic<size_t> connections{0};  // before io: connections count down while io is destroyed
   uint16_t bound_port = 0;
   bool running = false;
@@ -101,16 +102,13 @@ struct HttpServer::Impl {
   std::unique_ptr<asio::thread_pool> pool;
   std::thread thread;
 
-  const Handler* find(std::string_view path) const {
-    const Handler* best = nullptr;
-    size_t best_len = 0;
-    for (const auto& [prefix, h] : routes) {
+  const Route* find(std::string_view path) const {
+    const Route* best = nullptr;
+    for (const auto& r : routes) {
+      const auto& prefix = r.prefix;
       bool match = prefix == "/" || path == prefix ||
                    (path.starts_with(prefix) && (prefix.ends_with('/') || path[prefix.size()] == '/'));
-      if (match && (best == nullptr || prefix.size() > best_len)) {
-        best = &h;
-        best_len = prefix.size();
-      }
+      if (match && (best == nullptr || prefix.size() > best->prefix.size())) best = &r;
     }
     return best;
   }
@@ -119,6 +117,12 @@ struct HttpServer::Impl {
 };
 
 namespace {
+
+// Beast 1.74 hands out boost::string_view.
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+// "/api/history?x=1" -> "/api/history": what routes match (not percent-decoded).
+std::string_view target_path(std::string_view target) { return target.substr(0, target.find('?')); }
 
 std::string status_line(int status) {
   auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
@@ -138,7 +142,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void start() { read_request(); }
 
   void reject_busy() {
-    respond(Response::error(503, "too many connections; try again shortly"), false);
+    respond(ServerResponse::error(503, "too many connections; try again shortly"), false);
   }
 
   void close() {
@@ -154,7 +158,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void read_request() {
     parser_.emplace();
-    parser_->body_limit(srv_.opts.body_limit);
+    // No limit while the header is read: on_header applies the limit of the route it names. (Not
+    // boost::none: Beast 1.74 compares a Content-Length with it as optional<>, and every length is
+    // greater than none.)
+    parser_->body_limit(std::numeric_limits<uint64_t>::max());
+    route_ = nullptr;
+    body_limit_ = srv_.opts.body_limit;
     parser_->header_limit(static_cast<uint32_t>(srv_.opts.header_limit));
     stream_.expires_after(srv_.opts.request_timeout);
     bhttp::async_read_header(stream_, buf_, *parser_,
@@ -164,24 +173,34 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool read_failed(error_code ec) {
     if (!ec) return false;
     if (ec == bhttp::error::body_limit) {
-      respond(Response::error(413, fmt::format("request body larger than {} bytes", srv_.opts.body_limit)), false);
+      too_large();
     } else if (ec == bhttp::error::header_limit) {
-      respond(Response::error(431, "request headers too large"), false);
+      respond(ServerResponse::error(431, "request headers too large"), false);
     } else if (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
                ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
                ec == bhttp::error::partial_message) {
       close();  // the peer went away or stalled: nobody to answer
     } else {
-      respond(Response::error(400, fmt::format("malformed HTTP request: {}", ec.message())), false);
+      respond(ServerResponse::error(400, fmt::format("malformed HTTP request: {}", ec.message())), false);
     }
     return true;
   }
 
+  // 413; the connection closes, since the rest of the body is not read.
+  void too_large() { respond(ServerResponse::error(413, fmt::format("request body larger than {} bytes", body_limit_)), false); }
+
   void on_header(error_code ec) {
     if (read_failed(ec)) return;
+    auto target = view(parser_->get().target());
+    route_ = srv_.find(target_path(target));
+    if (route_ != nullptr) body_limit_ = route_->body_limit;
+    // A declared length over the limit is refused before a byte of the body is read (and before
+    // "100 Continue" invites it); a chunked body is cut off by the parser once it passes the limit.
+    if (auto length = parser_->content_length(); length && *length > body_limit_) return too_large();
+    parser_->body_limit(body_limit_);
     // curl and others wait (a second) for "100 Continue" before sending a larger body.
     auto expect = parser_->get()[bhttp::field::expect];
-    if (beast::iequals(expect, "100-continue") && !parser_->is_done()) {
+    if (iequals(view(expect), "100-continue") && !parser_->is_done()) {
       continue_line_ = "HTTP/1.1 100 Continue\r\n\r\n";
       asio::async_write(stream_, asio::buffer(continue_line_), [self = shared_from_this()](error_code ec, size_t) {
         if (ec) return self->close();
@@ -200,30 +219,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (read_failed(ec)) return;
     stream_.expires_never();  // the handler may take a while (a durable write); no read is pending
     auto& msg = parser_->get();
-    Request req;
+    ServerRequest req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
-    size_t q = req.target.find('?');
-    req.path = req.target.substr(0, q);
-    if (q != std::string::npos) req.query = req.target.substr(q + 1);
-    for (const auto& f : msg) {
-      std::string name(f.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      req.headers.emplace_back(std::move(name), std::string(f.value()));
-    }
+    req.path = std::string(target_path(req.target));
+    if (req.path.size() < req.target.size()) req.query = req.target.substr(req.path.size() + 1);
+    for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(msg.body());
     req.remote = remote_;
     bool keep_alive = msg.keep_alive();
 
-    const Handler* handler = srv_.find(req.path);
-    if (handler == nullptr) return respond(Response::error(404, fmt::format("no such path: {}", req.path)), keep_alive);
+    if (route_ == nullptr) return respond(ServerResponse::error(404, fmt::format("no such path: {}", req.path)), keep_alive);
+    const RouteHandler* handler = &route_->handler;
     asio::post(*srv_.pool, [self = shared_from_this(), handler, req = std::move(req), keep_alive]() mutable {
-      Response res;
+      ServerResponse res;
       try {
         res = (*handler)(req);
       } catch (const std::exception& e) {
         log::error("http: handler for {} threw: {}", req.path, e.what());
-        res = Response::error(500, "internal error");
+        res = ServerResponse::error(500, "internal error");
       }
       auto ex = self->stream_.get_executor();
       asio::post(ex, [self = std::move(self), res = std::move(res), keep_alive]() mutable {
@@ -232,7 +246,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  void respond(Response r, bool keep_alive) {
+  void respond(ServerResponse r, bool keep_alive) {
     if (closed_) {
       if (r.stream) r.stream->close();  // the client left while the handler ran: producers drop it
       return;
@@ -241,7 +255,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(r.status), 11);
     bool has_type = false;
     for (auto& [k, v] : r.headers) {
-      if (beast::iequals(k, "content-type")) has_type = true;
+      if (iequals(k, "content-type")) has_type = true;
       res->insert(k, v);
     }
     if (!has_type) res->set(bhttp::field::content_type, "application/json");
@@ -258,14 +272,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ---- Server-Sent Events ----
 
-  void start_events(Response r) {
+  void start_events(ServerResponse r) {
     events_ = std::move(r.stream);
     stream_.expires_never();
     std::string head = status_line(200);
     head += "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n";
     head += "X-Content-Type-Options: nosniff\r\nConnection: close\r\n";
     for (const auto& [k, v] : r.headers) {
-      if (!beast::iequals(k, "content-type")) head += fmt::format("{}: {}\r\n", k, v);
+      if (!iequals(k, "content-type")) head += fmt::format("{}: {}\r\n", k, v);
     }
     head += "\r\nretry: 2000\n\n";  // how soon EventSource reconnects after a drop
     write_events(std::move(head));
@@ -325,6 +339,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::string remote_;
   std::string continue_line_;
+  const HttpServer::Impl::Route* route_ = nullptr;  // the current request's, once its header is read
+  uint64_t body_limit_ = 0;                         // the current request's
   bool closed_ = false;
   // event streams
   std::shared_ptr<EventStream> events_;
@@ -365,8 +381,8 @@ HttpServer::HttpServer(ServerOptions opts) : impl_(std::make_unique<Impl>(std::m
 
 HttpServer::~HttpServer() { stop(); }
 
-void HttpServer::add_route(std::string prefix, Handler handler) {
-  impl_->routes.emplace_back(std::move(prefix), std::move(handler));
+void HttpServer::add_route(std::string prefix, RouteHandler handler, RouteOptions options) {
+  impl_->routes.push_back({std::move(prefix), std::move(handler), options.body_limit.value_or(impl_->opts.body_limit)});
 }
 
 Status HttpServer::start() {
@@ -425,4 +441,4 @@ std::string HttpServer::base_url() const {
   return fmt::format("http://{}:{}", a, impl_->bound_port);
 }
 
-}  // namespace moat::channels::http
+}  // namespace moat::net
