@@ -229,11 +229,9 @@ const std::vector<Key>& schema() {
          return {};
        })},
       {"audit", "sink", as_string([](Config& c, const std::string& s) -> Status {
-         if (s.empty() || s[0] != '/')
-           return fail(ErrorKind::InvalidInput,
-                       "must be an absolute path of a file moatd appends checkpoints to, such as "
-                       "\"/var/log/moat/audit-checkpoints.jsonl\"");
-         c.audit.sink = s;
+         auto sink = parse_audit_sink(s);
+         if (!sink) return std::unexpected(sink.error());
+         c.audit.sink = std::move(*sink);
          return {};
        })},
       {"web", "listen", as_string([](Config& c, const std::string& s) -> Status {
