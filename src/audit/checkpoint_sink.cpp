@@ -103,13 +103,19 @@ class SyslogSink final : public CheckpointSink {
 
  private:
   Status connect() {
-    auto conn = std::make_unique<net::ClientStream>(net::StreamEndpoint{where_.host, where_.port, false},
-                                                    net::StreamOptions{.timeout = timeout_});
-    if (auto r = conn->open(net::Clock::now() + timeout_); !r)
-      return fail(ErrorKind::Unavailable,
-                  "cannot connect to the audit checkpoint sink {}: {} (start the syslog server, or fix [audit] sink in "
-                  "moat.toml)",
-                  where_.text(), r.error().error.message);
+    bool tls = where_.kind == AuditSink::Kind::SyslogTls;
+    // With sink_ca_file, its CAs are the only ones trusted: a private log server's CA, not the world's.
+    auto conn = std::make_unique<net::ClientStream>(
+        net::StreamEndpoint{where_.host, where_.port, tls},
+        net::StreamOptions{.timeout = timeout_, .extra_ca_file = where_.ca_file, .system_store = where_.ca_file.empty()});
+    if (auto r = conn->open(net::Clock::now() + timeout_); !r) {
+      bool cert = r.error().kind == net::StreamFailure::Kind::Tls;
+      return fail(ErrorKind::Unavailable, "cannot connect to the audit checkpoint sink {}: {} ({})", where_.text(),
+                  r.error().error.message,
+                  cert ? "check that [audit] sink_ca_file in moat.toml holds the CA that signed the server's "
+                         "certificate, and that the certificate names the host in [audit] sink"
+                       : "start the syslog server, or fix [audit] sink in moat.toml");
+    }
     conn_ = std::move(conn);
     return {};
   }
@@ -126,7 +132,8 @@ std::unique_ptr<CheckpointSink> make_checkpoint_sink(const AuditSink& sink, std:
   switch (sink.kind) {
     case AuditSink::Kind::None: return nullptr;
     case AuditSink::Kind::File: return std::make_unique<FileSink>(sink.file);
-    case AuditSink::Kind::SyslogTcp: return std::make_unique<SyslogSink>(sink, timeout);
+    case AuditSink::Kind::SyslogTcp:
+    case AuditSink::Kind::SyslogTls: return std::make_unique<SyslogSink>(sink, timeout);
   }
   return nullptr;
 }

@@ -6,8 +6,10 @@
 // checkpoint (O_WRONLY|O_APPEND|O_CREAT, 0600 when created, no symlink followed), so a log rotator
 // may move it at any time.
 //
-// A syslog server (syslog+tcp://HOST:PORT): one RFC 5424 message per checkpoint over one TCP
-// connection kept open, framed by octet counting (RFC 6587 3.4.1: "<length> <message>"):
+// A syslog server (syslog+tcp://HOST:PORT, or syslog+tls:// for TLS as RFC 5425 has it, the server's
+// certificate verified against [audit] sink_ca_file only, or the host's store without one): one RFC
+// 5424 message per checkpoint over one connection kept open, framed by octet counting (RFC 6587
+// 3.4.1, RFC 5425 4.3: "<length> <message>"):
 //   <109>1 2026-12-07T20:37:47.123456Z myhost moat 4242 checkpoint - {"type":"checkpoint",...}
 // PRI 109 = facility 13 (log audit) * 8 + severity 5 (notice); APP-NAME moat; PROCID moatd's pid;
 // MSGID checkpoint; no structured data; the MSG is the checkpoint's JSON line (ASCII). TIMESTAMP is

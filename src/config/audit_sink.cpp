@@ -5,10 +5,10 @@
 namespace moat {
 
 namespace {
-constexpr std::string_view kSyslogTcp = "syslog+tcp://";
+constexpr std::string_view kSyslogTcp = "syslog+tcp://", kSyslogTls = "syslog+tls://";
 constexpr std::string_view kForms =
     "an absolute path of a file moatd appends checkpoints to, such as \"/var/log/moat/audit-checkpoints.jsonl\", or "
-    "a syslog server as \"syslog+tcp://HOST:PORT\"";
+    "a syslog server as \"syslog+tcp://HOST:PORT\" or \"syslog+tls://HOST:PORT\"";
 }  // namespace
 
 std::string AuditSink::text() const {
@@ -16,6 +16,7 @@ std::string AuditSink::text() const {
     case Kind::None: return {};
     case Kind::File: return file.string();
     case Kind::SyslogTcp: return fmt::format("{}{}", kSyslogTcp, authority_text(host, port));
+    case Kind::SyslogTls: return fmt::format("{}{}", kSyslogTls, authority_text(host, port));
   }
   return {};
 }
@@ -27,14 +28,17 @@ Result<AuditSink> parse_audit_sink(std::string_view text) {
     sink.file = std::filesystem::path(text);
     return sink;
   }
-  if (text.starts_with(kSyslogTcp)) {
-    auto rest = text.substr(kSyslogTcp.size());
+  bool tls = text.starts_with(kSyslogTls);
+  if (tls || text.starts_with(kSyslogTcp)) {
+    std::string_view scheme = tls ? kSyslogTls : kSyslogTcp;
+    auto rest = text.substr(scheme.size());
     if (auto end = rest.find_first_of("/?#@"); end != std::string_view::npos)
-      return fail(ErrorKind::InvalidInput, "'{}': a syslog sink is just \"syslog+tcp://HOST:PORT\" (no path, query or "
-                  "user)", text);
+      return fail(ErrorKind::InvalidInput, "'{}': a syslog sink is just \"{}HOST:PORT\" (no path, query or user)", text,
+                  scheme);
     auto hp = parse_authority(rest);  // no default port: the operator names the server's
-    if (!hp) return fail(ErrorKind::InvalidInput, "'{}': {}; expected \"syslog+tcp://HOST:PORT\"", text, hp.error().message);
-    sink.kind = AuditSink::Kind::SyslogTcp;
+    if (!hp)
+      return fail(ErrorKind::InvalidInput, "'{}': {}; expected \"{}HOST:PORT\"", text, hp.error().message, scheme);
+    sink.kind = tls ? AuditSink::Kind::SyslogTls : AuditSink::Kind::SyslogTcp;
     sink.host = std::move(hp->host);
     sink.port = hp->port;
     return sink;

@@ -102,6 +102,7 @@ void register_audit_verbs(api::Server& s, Database& db, Checkpointer& checkpoint
         break;
       }
       case AuditSink::Kind::SyslogTcp:
+      case AuditSink::Kind::SyslogTls:
         // moatd only sends to the server; the copy it keeps is checked offline against an export.
         note = fmt::format("only the store's checkpoints were checked: those shipped to {} are checked with 'moat "
                            "audit export > audit.jsonl' and 'moat audit verify --file audit.jsonl --checkpoints "

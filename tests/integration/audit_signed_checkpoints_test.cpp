@@ -13,6 +13,7 @@
 #include "base/json.h"
 #include "support/moat_env.h"
 #include "support/syslog_server.h"
+#include "support/test_ca.h"
 #include "support/wait.h"
 
 using namespace moat;
@@ -43,25 +44,31 @@ std::string read_text(const std::filesystem::path& p) {
   return ss.str();
 }
 
-enum class Sink { File, Syslog };
+enum class Sink { File, Syslog, SyslogTls };
 
 // A moatd whose checkpoints go to a sink this test owns: a file, or a syslog server on 127.0.0.1
 // (the double of tests/support/syslog_server.h, which stores what it receives in `sink`).
 struct SignedEnv {
   TempDir out{"moat-audit-sink"};
   std::filesystem::path sink = out / "checkpoints.jsonl";
+  std::unique_ptr<TestCa> ca;  // SyslogTls: the CA of the server's certificate, moatd's sink_ca_file
   std::unique_ptr<SyslogServer> server;
   std::unique_ptr<MoatEnv> env;
 
   explicit SignedEnv(int every = 1000, std::string_view interval = "1h", Sink kind = Sink::File) {
     std::ofstream(sink).close();  // the test's file; moatd only appends
-    std::string where = sink.string();
+    std::string where = sink.string(), extra;
     if (kind == Sink::Syslog) {
       server = std::make_unique<SyslogServer>(sink);
       where = server->url();
+    } else if (kind == Sink::SyslogTls) {
+      ca = std::make_unique<TestCa>(out.path());
+      server = std::make_unique<SyslogServer>(sink, 0, ca->issue("syslog", {"127.0.0.1"}));
+      where = server->url();
+      extra = fmt::format("sink_ca_file = \"{}\"\n", ca->ca_cert_path().string());
     }
-    env = std::make_unique<MoatEnv>(fmt::format("[audit]\nsink = \"{}\"\ncheckpoint_records = {}\ncheckpoint_interval = \"{}\"\n",
-                                                where, every, interval));
+    env = std::make_unique<MoatEnv>(fmt::format("[audit]\nsink = \"{}\"\n{}checkpoint_records = {}\ncheckpoint_interval = \"{}\"\n",
+                                                where, extra, every, interval));
   }
   void records(int n, std::string_view prefix = "s") {
     for (int i = 0; i < n; ++i)
@@ -409,4 +416,38 @@ TEST(AuditSyslogSink, ARewrittenStoreIsCaughtAgainstTheServersCopy) {
   EXPECT_EQ(r.code, 7) << r.out << r.err;
   EXPECT_NE(r.err.find(fmt::format("record {} is not the record signed at", signed_seq)), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("recomputed"), std::string::npos) << r.err;
+}
+
+// --- over TLS: syslog+tls://HOST:PORT, the server verified against [audit] sink_ca_file ---
+
+TEST(AuditSyslogSink, OverTlsCheckpointsArriveAndAServerTheCaDidNotSignIsRefused) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(3, "1h", Sink::SyslogTls);
+  EXPECT_TRUE(s.server->url().starts_with("syslog+tls://")) << s.server->url();
+  s.records(4);
+  ASSERT_TRUE(wait_until([&] { return s.shipped().size() >= 2; }, std::chrono::seconds(20)));
+  auto key = s.env->ok({"audit", "key"}).substr(0, 64);
+  s.env->stop_daemon();
+  EXPECT_EQ(s.server->connections(), 1u) << "one TLS connection kept open (session tickets are not a close)";
+  EXPECT_EQ(s.server->failed_handshakes(), 0u);
+  EXPECT_EQ(s.server->bad_frames(), 0u);
+  auto alone = s.env->moat({"audit", "verify", "--file", s.sink.string(), "--key", key});
+  EXPECT_EQ(alone.code, 0) << alone.out << alone.err;
+  EXPECT_NE(alone.out.find("audit checkpoints ok"), std::string::npos) << alone.out;
+
+  // A server whose certificate another CA signed: moatd does not start, and says why.
+  TempDir state("moat-tls-syslog");
+  SyslogServer impostor(state.path() / "impostor.log", 0, s.ca->issue_bad("impostor", BadCert::UntrustedCa));
+  std::ofstream(state.path() / "moat.toml")
+      << fmt::format("[audit]\nsink = \"{}\"\nsink_ca_file = \"{}\"\n", impostor.url(), s.ca->ca_cert_path().string());
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string()},
+                       RunOptions{.timeout = std::chrono::seconds(60)});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  std::string said = r->out + r->err;
+  EXPECT_NE(said.find(fmt::format("cannot connect to the audit checkpoint sink {}", impostor.url())), std::string::npos)
+      << said;
+  EXPECT_NE(said.find("certificate verification failed"), std::string::npos) << said;
+  EXPECT_NE(said.find("[audit] sink_ca_file"), std::string::npos) << said;
+  EXPECT_TRUE(impostor.messages().empty()) << "nothing was sent to it";
 }

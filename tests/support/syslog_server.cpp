@@ -1,7 +1,10 @@
 #include "support/syslog_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -98,13 +101,24 @@ std::optional<SyslogMessage> parse_rfc5424(std::string_view s) {
   return m;
 }
 
-SyslogServer::SyslogServer(std::filesystem::path capture, uint16_t port) : capture_(std::move(capture)), port_(port) {
+SyslogServer::SyslogServer(std::filesystem::path capture, uint16_t port, std::optional<CertFiles> tls)
+    : capture_(std::move(capture)), port_(port) {
+  if (tls) {
+    std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx.get(), tls->cert_path.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), tls->key_path.c_str(), SSL_FILETYPE_PEM) != 1)
+      throw std::runtime_error("syslog double: cannot load the TLS certificate");
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    tls_ = ctx;
+  }
   start();
 }
 
 SyslogServer::~SyslogServer() { stop(); }
 
-std::string SyslogServer::url() const { return fmt::format("syslog+tcp://127.0.0.1:{}", port_); }
+std::string SyslogServer::url() const {
+  return fmt::format("syslog+{}://127.0.0.1:{}", tls_ ? "tls" : "tcp", port_);
+}
 
 void SyslogServer::listen() {
   listener_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -149,6 +163,22 @@ void SyslogServer::run() {
   struct Conn {
     UniqueFd fd;
     std::string buf;
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl{nullptr, SSL_free};
+  };
+  auto* ctx = static_cast<SSL_CTX*>(tls_.get());
+  // The handshake, blocking with a deadline (the client under test completes it at once).
+  auto handshake = [&](Conn& c) {
+    c.ssl.reset(SSL_new(ctx));
+    int flags = ::fcntl(c.fd.get(), F_GETFL);
+    ::fcntl(c.fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+    timeval tv{5, 0};
+    ::setsockopt(c.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(c.fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    SSL_set_fd(c.ssl.get(), c.fd.get());
+    bool ok = SSL_accept(c.ssl.get()) == 1;
+    ERR_clear_error();
+    ::fcntl(c.fd.get(), F_SETFL, flags | O_NONBLOCK);
+    return ok;
   };
   std::vector<Conn> conns;
   std::ofstream capture(capture_, std::ios::app);
@@ -187,24 +217,46 @@ void SyslogServer::run() {
       UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
       if (fd) {
         ++connections_;
-        conns.push_back(Conn{std::move(fd), {}});
+        Conn c{std::move(fd), {}};
+        if (!ctx || handshake(c)) conns.push_back(std::move(c));
+        else ++failed_handshakes_;
       }
     }
     for (size_t i = 0; i + 2 < fds.size(); ++i) {
       if (!fds[i + 2].revents) continue;
       Conn& c = conns[i];
       char buf[16384];
-      ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      bool keep = n > 0;
-      if (keep) {
-        c.buf.append(buf, static_cast<size_t>(n));
-        if (!take_frames(c)) {
-          ++bad_frames_;
-          keep = false;
+      bool keep = true, got = false;
+      if (c.ssl) {
+        for (;;) {  // every record TLS has buffered, until it wants more from the socket
+          size_t n = 0;
+          if (SSL_read_ex(c.ssl.get(), buf, sizeof buf, &n) == 1) {
+            c.buf.append(buf, n);
+            got = true;
+            continue;
+          }
+          int err = SSL_get_error(c.ssl.get(), 0);
+          ERR_clear_error();
+          keep = err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
+          break;
+        }
+      } else {
+        ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        keep = n > 0;
+        if (keep) {
+          c.buf.append(buf, static_cast<size_t>(n));
+          got = true;
         }
       }
-      if (!keep) c.fd.reset();
+      if (got && !take_frames(c)) {
+        ++bad_frames_;
+        keep = false;
+      }
+      if (!keep) {
+        c.ssl.reset();
+        c.fd.reset();
+      }
     }
     std::erase_if(conns, [](const Conn& c) { return !c.fd; });
   }

@@ -7,11 +7,15 @@
 // framing error does in rsyslog) and is counted. base_syslog_server_test checks it against a real
 // client, util-linux's logger.
 //
+// With a certificate it speaks TLS (RFC 5425: the same frames inside TLS), as rsyslog's imtcp with
+// its gtls/ossl driver does; the handshake is done when a connection is accepted.
+//
 // One thread polls the listener and every connection; stop() closes them all (the server going
 // down) and start() listens again on the same port (the server coming back).
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "support/test_ca.h"
 
 namespace moat::testing {
 
@@ -37,14 +42,15 @@ std::optional<SyslogMessage> parse_rfc5424(std::string_view text);
 
 class SyslogServer {
  public:
-  // Listens on 127.0.0.1 (`port` 0: a free one) and appends what it receives to `capture`.
-  explicit SyslogServer(std::filesystem::path capture, uint16_t port = 0);
+  // Listens on 127.0.0.1 (`port` 0: a free one) and appends what it receives to `capture`; over TLS
+  // with `tls`'s certificate when given.
+  explicit SyslogServer(std::filesystem::path capture, uint16_t port = 0, std::optional<CertFiles> tls = std::nullopt);
   ~SyslogServer();
   SyslogServer(const SyslogServer&) = delete;
   SyslogServer& operator=(const SyslogServer&) = delete;
 
   uint16_t port() const { return port_; }
-  std::string url() const;  // "syslog+tcp://127.0.0.1:PORT", as [audit] sink takes it
+  std::string url() const;  // "syslog+tcp://127.0.0.1:PORT" (syslog+tls://), as [audit] sink takes it
   const std::filesystem::path& capture() const { return capture_; }
 
   void stop();   // closes the listener and every connection; idempotent
@@ -53,6 +59,7 @@ class SyslogServer {
   std::vector<SyslogMessage> messages() const;
   size_t bad_frames() const { return bad_frames_.load(); }
   size_t connections() const { return connections_.load(); }  // accepted so far
+  size_t failed_handshakes() const { return failed_handshakes_.load(); }
 
  private:
   void listen();
@@ -60,12 +67,13 @@ class SyslogServer {
 
   std::filesystem::path capture_;
   uint16_t port_ = 0;
+  std::shared_ptr<void> tls_;  // the SSL_CTX (kept out of this header); null: plain TCP
   UniqueFd listener_, wake_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   mutable std::mutex mu_;
   std::vector<SyslogMessage> messages_;
-  std::atomic<size_t> bad_frames_{0}, connections_{0};
+  std::atomic<size_t> bad_frames_{0}, connections_{0}, failed_handshakes_{0};
 };
 
 }  // namespace moat::testing

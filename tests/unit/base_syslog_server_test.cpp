@@ -15,6 +15,7 @@
 
 #include "base/subprocess.h"
 #include "support/temp_dir.h"
+#include "support/test_ca.h"
 #include "support/wait.h"
 
 using namespace moat;
@@ -106,4 +107,21 @@ TEST(SyslogServerDouble, StopClosesConnectionsAndStartListensOnTheSamePort) {
   EXPECT_EQ(server.port(), port);
   auto again = connect_to(port);
   EXPECT_TRUE(wait_until([&] { return server.connections() == 2; }, 5s));
+}
+
+// Over TLS the double takes the same frames inside TLS (RFC 5425); checked with the openssl client.
+TEST(SyslogServerDouble, OverTlsTakesFramesFromTheOpensslClient) {
+  if (!find_program("openssl")) GTEST_SKIP() << "the openssl command is not installed";
+  TempDir dir("moat-syslog-double");
+  TestCa ca(dir.path());
+  SyslogServer server(dir / "capture.log", 0, ca.issue("syslog", {"127.0.0.1"}));
+  EXPECT_TRUE(server.url().starts_with("syslog+tls://127.0.0.1:")) << server.url();
+  std::string msg = "<109>1 2026-12-07T20:37:47.123456Z host moat 42 checkpoint - over-tls";
+  auto r = run_process({"openssl", "s_client", "-connect", fmt::format("127.0.0.1:{}", server.port()), "-CAfile",
+                        ca.ca_cert_path().string(), "-verify_return_error", "-quiet", "-no_ign_eof"},
+                       RunOptions{.stdin_data = fmt::format("{} {}", msg.size(), msg), .timeout = 10s});
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_TRUE(wait_until([&] { return server.messages().size() == 1; }, 10s)) << r->err;
+  EXPECT_EQ(server.messages()[0].msg, "over-tls");
+  EXPECT_EQ(server.failed_handshakes(), 0u);
 }
