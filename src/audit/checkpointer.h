@@ -68,7 +68,7 @@ class Checkpointer {
   using Steady = std::chrono::steady_clock;
   void run();
   // Ships through the sink unless it is waiting out its backoff (`now` ignores that: the last
-  // checkpoint at stop). Keeps the newest unshipped checkpoint in pending_. Holds sign_mu_.
+  // checkpoint at stop). Keeps the newest unshipped checkpoint in pending_. Called with sign_mu_ held.
   Status ship(const Checkpoint& cp, bool now = false);
   // Ships pending_ again when its retry is due. Takes sign_mu_.
   void retry_pending();
