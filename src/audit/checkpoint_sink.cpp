@@ -8,7 +8,7 @@
 #include <optional>
 
 #include "audit/event.h"
-#include "base/client_stream.h"
+#include "net/stream.h"
 #include "base/unique_fd.h"
 
 namespace moat {
@@ -92,7 +92,7 @@ class SyslogSink final : public CheckpointSink {
     }
     std::string msg = syslog_checkpoint_message(cp, hostname_, static_cast<long>(::getpid()));
     std::string frame = fmt::format("{} {}", msg.size(), msg);
-    auto sent = conn_->write_all(frame, net::Clock::now() + timeout_);
+    auto sent = conn_->write_all(frame, net::Clock::now() + timeout_, call());
     if (!sent) {
       conn_.reset();
       return fail(ErrorKind::Unavailable, "cannot send the checkpoint of record {} to the audit sink {}: {}", cp.seq,
@@ -105,25 +105,34 @@ class SyslogSink final : public CheckpointSink {
   Status connect() {
     bool tls = where_.kind == AuditSink::Kind::SyslogTls;
     // With sink_ca_file, its CAs are the only ones trusted: a private log server's CA, not the world's.
-    auto conn = std::make_unique<net::ClientStream>(
-        net::StreamEndpoint{where_.host, where_.port, tls},
-        net::StreamOptions{.timeout = timeout_, .extra_ca_file = where_.ca_file, .system_store = where_.ca_file.empty()});
-    if (auto r = conn->open(net::Clock::now() + timeout_); !r) {
-      bool cert = r.error().kind == net::StreamFailure::Kind::Tls;
+    std::optional<net::TlsContext> ctx;
+    if (tls) {
+      auto made = net::TlsContext::make({.extra_ca_file = where_.ca_file, .system_store = where_.ca_file.empty()});
+      if (!made)
+        return fail(ErrorKind::InvalidInput, "cannot use [audit] sink_ca_file for the audit checkpoint sink {}: {}",
+                    where_.text(), made.error().error.message);
+      ctx = std::move(*made);
+    }
+    auto conn = net::Stream::connect(where_.host, where_.port, {.tls = ctx ? &*ctx : nullptr}, net::Clock::now() + timeout_,
+                                     call());
+    if (!conn) {
+      bool cert = conn.error().kind == net::StreamFailure::Kind::Tls;
       return fail(ErrorKind::Unavailable, "cannot connect to the audit checkpoint sink {}: {} ({})", where_.text(),
-                  r.error().error.message,
+                  conn.error().error.message,
                   cert ? "check that [audit] sink_ca_file in moat.toml holds the CA that signed the server's "
                          "certificate, and that the certificate names the host in [audit] sink"
                        : "start the syslog server, or fix [audit] sink in moat.toml");
     }
-    conn_ = std::move(conn);
+    conn_ = std::move(*conn);
     return {};
   }
+
+  net::StreamCall call() const { return {.timeout = timeout_}; }
 
   AuditSink where_;
   std::chrono::milliseconds timeout_;
   std::string hostname_;
-  std::unique_ptr<net::ClientStream> conn_;
+  std::unique_ptr<net::Stream> conn_;
 };
 
 }  // namespace

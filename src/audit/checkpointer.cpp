@@ -1,6 +1,6 @@
 #include "audit/checkpointer.h"
 
-#include "base/backoff.h"
+#include "net/backoff.h"
 #include "base/log.h"
 #include "store/clock.h"
 
@@ -129,7 +129,7 @@ Status Checkpointer::ship(const Checkpoint& cp, bool now) {
   }
   if (auto st = sink_->ship(cp); !st) {
     ++sink_failures_;
-    auto wait = backoff_delay(options_.sink_retry, options_.sink_retry_cap, sink_failures_);
+    auto wait = net::Backoff{.initial = options_.sink_retry, .cap = options_.sink_retry_cap}.delay(sink_failures_);
     sink_retry_at_ = Steady::now() + wait;
     pending_ = cp;
     {

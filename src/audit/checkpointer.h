@@ -8,7 +8,7 @@
 //
 // A sink that fails does not hold anything up: checkpoints are made on this class's own thread, every
 // connect and write is bounded by `sink_timeout`, and the store keeps each checkpoint whatever the
-// sink did. After a failure the sink is tried again with the one backoff (base/backoff.h: sink_retry
+// sink did. After a failure the sink is tried again with the one backoff (net/backoff.h: sink_retry
 // doubling up to sink_retry_cap), by the next checkpoint, which covers every record the unshipped
 // one did, or, when the chain did not move, by shipping the unshipped newest checkpoint again.
 //

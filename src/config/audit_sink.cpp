@@ -1,6 +1,6 @@
 #include "config/audit_sink.h"
 
-#include "base/authority.h"
+#include "net/url.h"
 
 namespace moat {
 
@@ -15,8 +15,8 @@ std::string AuditSink::text() const {
   switch (kind) {
     case Kind::None: return {};
     case Kind::File: return file.string();
-    case Kind::SyslogTcp: return fmt::format("{}{}", kSyslogTcp, authority_text(host, port));
-    case Kind::SyslogTls: return fmt::format("{}{}", kSyslogTls, authority_text(host, port));
+    case Kind::SyslogTcp: return fmt::format("{}{}", kSyslogTcp, net::authority_text(host, port));
+    case Kind::SyslogTls: return fmt::format("{}{}", kSyslogTls, net::authority_text(host, port));
   }
   return {};
 }
@@ -35,7 +35,7 @@ Result<AuditSink> parse_audit_sink(std::string_view text) {
     if (auto end = rest.find_first_of("/?#@"); end != std::string_view::npos)
       return fail(ErrorKind::InvalidInput, "'{}': a syslog sink is just \"{}HOST:PORT\" (no path, query or user)", text,
                   scheme);
-    auto hp = parse_authority(rest);  // no default port: the operator names the server's
+    auto hp = net::parse_authority(rest);  // no default port: the operator names the server's
     if (!hp)
       return fail(ErrorKind::InvalidInput, "'{}': {}; expected \"{}HOST:PORT\"", text, hp.error().message, scheme);
     sink.kind = tls ? AuditSink::Kind::SyslogTls : AuditSink::Kind::SyslogTcp;
