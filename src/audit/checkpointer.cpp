@@ -1,33 +1,15 @@
 #include "audit/checkpointer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
+#include "net/backoff.h"
 #include "base/log.h"
-#include "base/unique_fd.h"
 #include "store/clock.h"
 
 namespace moat {
 
 namespace {
 
-Result<UniqueFd> open_sink(const std::filesystem::path& path) {
-  // O_NONBLOCK: a FIFO planted at the path must not hang moatd.
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
-  if (!fd) {
-    int err = errno;
-    if (err == ELOOP)
-      return fail(ErrorKind::InvalidInput,
-                  "[audit] sink {} is a symbolic link; moatd does not follow it (name the file itself)", path.string());
-    return fail(ErrorKind::Unavailable,
-                "cannot open the audit checkpoint sink {} for appending: {} (create its directory, or fix [audit] "
-                "sink in moat.toml)",
-                path.string(), strerror(err));
-  }
-  return fd;
+int64_t steady_ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
 }  // namespace
@@ -37,7 +19,8 @@ Checkpointer::Checkpointer(Database& db, AuditLog& log, CheckpointKey key, Check
       log_(log),
       key_(std::move(key)),
       options_(std::move(options)),
-      clock_(clock ? std::move(clock) : Clock(&clock::now_ns)) {
+      clock_(clock ? std::move(clock) : Clock(&clock::now_ns)),
+      sink_(make_checkpoint_sink(options_.sink, options_.sink_timeout)) {
   if (options_.every_records < 1) options_.every_records = 1;
 }
 
@@ -46,9 +29,8 @@ Checkpointer::~Checkpointer() {
 }
 
 Status Checkpointer::start() {
-  if (!options_.sink_file.empty()) {
-    auto fd = open_sink(options_.sink_file);
-    if (!fd) return std::unexpected(fd.error());
+  if (sink_) {
+    if (auto st = sink_->check(); !st) return st;
   }
   auto last = db_.query_int64("SELECT coalesce(max(seq), 0) FROM audit_checkpoints");
   if (!last) return wrap(last.error(), "reading the last audit checkpoint");
@@ -72,24 +54,37 @@ Status Checkpointer::start() {
 }
 
 void Checkpointer::run() {
-  auto next_due = std::chrono::steady_clock::now() + options_.interval;
+  auto next_due = Steady::now() + options_.interval;
+  auto full = [&] { return latest_seq_.load() - signed_seq_.load() >= options_.every_records; };
+  auto retry_due = [&](Steady::time_point now) {
+    int64_t at = retry_at_ns_.load();
+    return at != 0 && steady_ns(now) >= at;
+  };
   std::unique_lock g(mu_);
   while (!stopping_) {
-    cv_.wait_until(g, next_due, [&] {
-      return stopping_ || latest_seq_.load() - signed_seq_.load() >= options_.every_records;
-    });
+    auto wake = next_due;
+    const int64_t retry_at = retry_at_ns_.load();
+    if (retry_at != 0)
+      wake = std::min(wake, Steady::time_point(std::chrono::duration_cast<Steady::duration>(std::chrono::nanoseconds(retry_at))));
+    // A retry scheduled meanwhile (by a checkpoint made on another thread) changes when to wake.
+    cv_.wait_until(g, wake, [&] { return stopping_ || full() || retry_at_ns_.load() != retry_at; });
     if (stopping_) break;
-    bool due = std::chrono::steady_clock::now() >= next_due;
-    bool full = latest_seq_.load() - signed_seq_.load() >= options_.every_records;
-    if (!due && !full) continue;
+    auto now = Steady::now();
+    bool due = now >= next_due, signing = due || full();
+    if (!signing && !retry_due(now)) continue;
     g.unlock();
-    if (auto cp = checkpoint_now(); !cp) log::error("audit checkpoint: {}", cp.error().message);
+    if (signing) {
+      if (auto cp = checkpoint_now(); !cp) log::warn("audit checkpoint: {}", cp.error().message);
+    }
+    retry_pending();  // the chain did not move, or moved without reaching the sink: the newest one again
     g.lock();
-    next_due = std::chrono::steady_clock::now() + options_.interval;
+    if (signing) next_due = Steady::now() + options_.interval;
   }
 }
 
-Result<std::optional<Checkpoint>> Checkpointer::checkpoint_now() {
+Result<std::optional<Checkpoint>> Checkpointer::checkpoint_now() { return make_checkpoint(false); }
+
+Result<std::optional<Checkpoint>> Checkpointer::make_checkpoint(bool final) {
   std::lock_guard s(sign_mu_);
   auto head = log_.head();
   if (!head) return wrap(head.error(), "reading the end of the audit log");
@@ -97,10 +92,17 @@ Result<std::optional<Checkpoint>> Checkpointer::checkpoint_now() {
   // durable first: a checkpoint must never cover a record a crash could still take away.
   if (auto st = db_.sync_wal(); !st) return wrap(st.error(), "flushing the store before an audit checkpoint");
   auto [seq, hash] = std::move(*head);
-  if (seq == 0 || seq <= signed_seq_.load()) return std::optional<Checkpoint>{};
+  if (seq == 0 || seq <= signed_seq_.load()) {
+    // Nothing new to sign; at stop, the newest checkpoint the sink missed gets one more try.
+    if (final && pending_) {
+      Checkpoint again = *pending_;
+      if (auto st = ship(again, true); !st) return std::unexpected(st.error());
+    }
+    return std::optional<Checkpoint>{};
+  }
   Checkpoint cp = key_.sign(seq, std::move(hash), clock_());
   // The sink first: it is the copy that outlives tampering with the state directory.
-  auto shipped = ship(cp);
+  auto shipped = ship(cp, final);
   {
     auto l = db_.lock();
     auto st = db_.prepare(
@@ -114,24 +116,44 @@ Result<std::optional<Checkpoint>> Checkpointer::checkpoint_now() {
   return std::optional<Checkpoint>(std::move(cp));
 }
 
-Status Checkpointer::ship(const Checkpoint& cp) {
-  if (options_.sink_file.empty()) return {};
-  auto fd = open_sink(options_.sink_file);
-  if (!fd) return std::unexpected(fd.error());
-  std::string line = checkpoint_line(cp) + "\n";
-  std::string_view rest = line;
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd->get(), rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      return fail(ErrorKind::Unavailable, "cannot append the checkpoint of record {} to the audit sink {}: {}", cp.seq,
-                  options_.sink_file.string(), strerror(errno));
-    rest.remove_prefix(static_cast<size_t>(n));
+Status Checkpointer::ship(const Checkpoint& cp, bool now) {
+  if (!sink_) return {};
+  const std::string where = options_.sink.text();
+  if (sink_failures_ > 0 && !now && Steady::now() < sink_retry_at_) {
+    pending_ = cp;
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(sink_retry_at_ - Steady::now());
+    return fail(ErrorKind::Unavailable,
+                "the checkpoint of record {} is kept in the store but not shipped yet: the audit sink {} failed {} "
+                "time(s) in a row and is tried again in {} ms",
+                cp.seq, where, sink_failures_, left.count());
   }
-  if (::fsync(fd->get()) != 0 && errno != EINVAL)  // EINVAL: a pipe or character device, nothing to sync
-    return fail(ErrorKind::Unavailable, "cannot sync the audit sink {}: {}", options_.sink_file.string(),
-                strerror(errno));
+  if (auto st = sink_->ship(cp); !st) {
+    ++sink_failures_;
+    auto wait = net::Backoff{.initial = options_.sink_retry, .cap = options_.sink_retry_cap}.delay(sink_failures_);
+    sink_retry_at_ = Steady::now() + wait;
+    pending_ = cp;
+    {
+      std::lock_guard g(mu_);  // lock order: sign_mu_, then mu_ (run() never holds mu_ while signing)
+      retry_at_ns_ = steady_ns(sink_retry_at_);
+      cv_.notify_one();
+    }
+    return fail(st.error().kind, "{}; the checkpoint is kept in the store and the sink is tried again in {} ms",
+                st.error().message, wait.count());
+  }
+  if (sink_failures_ > 0)
+    log::info("the audit checkpoint sink {} took the checkpoint of record {} after {} failed attempt(s)", where, cp.seq,
+              sink_failures_);
+  sink_failures_ = 0;
+  pending_.reset();
+  retry_at_ns_ = 0;
   return {};
+}
+
+void Checkpointer::retry_pending() {
+  std::lock_guard s(sign_mu_);
+  if (!pending_ || Steady::now() < sink_retry_at_) return;
+  Checkpoint again = *pending_;
+  if (auto st = ship(again); !st) log::warn("audit checkpoint: {}", st.error().message);
 }
 
 Status Checkpointer::stop() {
@@ -144,7 +166,7 @@ Status Checkpointer::stop() {
   }
   if (thread_.joinable()) thread_.join();
   log_.set_tail_watcher({});
-  auto cp = checkpoint_now();
+  auto cp = make_checkpoint(true);
   if (!cp) return std::unexpected(cp.error());
   return {};
 }

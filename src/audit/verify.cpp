@@ -95,6 +95,17 @@ struct ReadSnapshot {
   }
 };
 
+// The JSON of a line: the line itself (an export, a sink file), or, for a checkpoint a syslog server
+// stored with its own header in front ("<109>1 2026-12-07T20:37:47.123456Z host moat 42 checkpoint -
+// {...}", or rsyslog's "Dec  7 20:37:47 host moat[42]: {...}"), the checkpoint object after it.
+std::string_view json_part(std::string_view line) {
+  auto first = line.find_first_not_of(" \t");
+  if (first == std::string_view::npos || line[first] == '{') return line;
+  auto cp = line.find(R"({"type":"checkpoint")");  // how moatd writes one; else the first object
+  if (cp == std::string_view::npos) cp = line.find('{');
+  return cp == std::string_view::npos ? line : line.substr(cp);
+}
+
 // Below this many records one thread is fast enough; above it, ranges are hashed in parallel.
 constexpr int64_t kParallelThreshold = 100'000;
 
@@ -255,7 +266,7 @@ Result<std::vector<Checkpoint>> read_checkpoint_lines(const std::string& path) {
   for (std::string line; std::getline(in, line);) {
     ++n;
     if (line.find("\"checkpoint\"") == std::string::npos) continue;  // records, blank lines
-    auto j = Json::parse(line, nullptr, false);
+    auto j = Json::parse(json_part(line), nullptr, false);
     if (j.is_discarded() || !is_checkpoint_json(j)) continue;
     auto cp = checkpoint_from_json(j);
     if (!cp) return fail(ErrorKind::InvalidInput, "{} line {}: {}", path, n, cp.error().message);
@@ -295,7 +306,7 @@ Result<ExportReport> verify_export_file(const std::string& path, std::string_vie
   for (std::string line; std::getline(in, line);) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto j = Json::parse(line, nullptr, false);
+    auto j = Json::parse(json_part(line), nullptr, false);
     if (j.is_discarded())
       return bad(prev_seq + 1, fmt::format("line {} of {} is not valid JSON (after record {}): the file was damaged",
                                            line_no, path, prev_seq));
@@ -332,6 +343,21 @@ Result<ExportReport> verify_export_file(const std::string& path, std::string_vie
   }
   if (in.bad()) return fail(ErrorKind::Unavailable, "cannot read {}: {}", path, strerror(errno));
   rep.last_seq = prev_seq;
+
+  if (rep.records == 0 && !cps->empty()) {
+    // Checkpoints only (a sink file, a syslog server's log): no records to compare them with, so each
+    // is checked for its signature. Checking an export against them (--checkpoints) proves records.
+    std::string key(public_key);
+    for (const auto& cp : *cps) {
+      if (key.empty()) key = cp.public_key;  // without a key given, all must be signed by one key
+      if (auto st = verify_checkpoint(cp, key); !st) return bad(cp.seq, st.error().message);
+      ++rep.checkpoints;
+      rep.last_checkpoint_seq = std::max(rep.last_checkpoint_seq, cp.seq);
+    }
+    rep.public_key = key;
+    rep.ok = true;
+    return rep;
+  }
 
   auto cr = check_checkpoints(
       std::move(*cps), rep.first_seq ? rep.first_seq : 1, rep.last_seq,

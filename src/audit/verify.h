@@ -64,14 +64,17 @@ struct ExportReport {
 // checkpoint files (the sink's copy), then checks that the records are consecutive, that each hash
 // matches its record and links to the one before (record 1 to the genesis hash; a file made --since
 // starts where it starts), and the checkpoints as check_checkpoints does. With `public_key` given, a
-// file with records but no checkpoint covering any of them fails: it proves nothing. An Error means
-// the file could not be read.
+// file with records but no checkpoint covering any of them fails: it proves nothing. A file of
+// checkpoints only (a sink file, a syslog server's log) has each checkpoint's signature checked. A
+// checkpoint line may have a syslog header before its JSON object (what a syslog server stores). An
+// Error means the file could not be read.
 Result<ExportReport> verify_export_file(const std::string& path, std::string_view public_key,
                                         const std::vector<std::string>& checkpoint_files = {});
 
 // The checkpoints kept in the store (table audit_checkpoints), oldest first.
 Result<std::vector<Checkpoint>> read_stored_checkpoints(Database& db);
-// The checkpoints among the JSON lines of a file (a sink file or an export); other lines are skipped.
+// The checkpoints among the lines of a file (a sink file, an export, or a syslog server's log, where a
+// header precedes each checkpoint's JSON object); other lines are skipped.
 // NotFound when the file does not exist; a checkpoint line that does not parse is InvalidInput naming it.
 Result<std::vector<Checkpoint>> read_checkpoint_lines(const std::string& path);
 

@@ -57,6 +57,17 @@ void verify_file(const Globals& g, const VerifyFlags& f, int& rc) {
     return;
   }
   if (g.json) return;
+  if (rep->records == 0 && rep->checkpoints > 0) {
+    std::printf("audit checkpoints ok: %lld signed checkpoint(s) verified, the newest covering record %lld\n",
+                (long long)rep->checkpoints, (long long)rep->last_checkpoint_seq);
+    std::printf("note: %s holds no records; to check records against these checkpoints: moat audit export > "
+                "audit.jsonl; moat audit verify --file audit.jsonl --checkpoints %s --key KEY\n",
+                f.file.c_str(), f.file.c_str());
+    if (!rep->key_given)
+      std::printf("note: checkpoints were checked against the key they name; pass --key (from 'moat audit key') to "
+                  "check that key is moatd's\n");
+    return;
+  }
   std::printf("audit export ok: records %lld to %lld verified, %lld signed checkpoint(s) match\n",
               (long long)rep->first_seq, (long long)rep->last_seq, (long long)rep->checkpoints);
   print_coverage_notes(rep->checkpoints, rep->last_checkpoint_seq, rep->last_seq, rep->key_given);

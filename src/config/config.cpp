@@ -229,11 +229,17 @@ const std::vector<Key>& schema() {
          return {};
        })},
       {"audit", "sink", as_string([](Config& c, const std::string& s) -> Status {
+         auto sink = parse_audit_sink(s);
+         if (!sink) return std::unexpected(sink.error());
+         sink->ca_file = std::move(c.audit.sink.ca_file);  // sink_ca_file may come first
+         c.audit.sink = std::move(*sink);
+         return {};
+       })},
+      {"audit", "sink_ca_file", as_string([](Config& c, const std::string& s) -> Status {
          if (s.empty() || s[0] != '/')
-           return fail(ErrorKind::InvalidInput,
-                       "must be an absolute path of a file moatd appends checkpoints to, such as "
-                       "\"/var/log/moat/audit-checkpoints.jsonl\"");
-         c.audit.sink = s;
+           return fail(ErrorKind::InvalidInput, "must be an absolute path of a PEM file of the CAs that vouch for the "
+                                                "syslog server's certificate");
+         c.audit.sink.ca_file = s;
          return {};
        })},
       {"web", "listen", as_string([](Config& c, const std::string& s) -> Status {
@@ -476,6 +482,11 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
       }
     }
   }
+  if (!cfg.audit.sink.ca_file.empty() && cfg.audit.sink.kind != AuditSink::Kind::SyslogTls)
+    return fail(ErrorKind::InvalidInput,
+                "{}: audit.sink_ca_file is only for a TLS syslog sink: set sink = \"syslog+tls://HOST:PORT\", or remove "
+                "sink_ca_file",
+                origin);
   return cfg;
 }
 

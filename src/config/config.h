@@ -10,6 +10,7 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "config/audit_sink.h"
 #include "config/limits.h"
 
 namespace moat {
@@ -95,7 +96,7 @@ struct WebConfig {
 struct AuditConfig {
   uint64_t checkpoint_records = 1000;                         // sign after this many new records
   std::chrono::milliseconds checkpoint_interval{60 * 1000};  // or after this long, if any
-  std::filesystem::path sink;                                 // file the checkpoints are appended to; empty = none
+  AuditSink sink;                                            // where checkpoints are shipped; None = nowhere
 };
 
 // [channels.telegram] (docs/channels.md): a Telegram bot, long polling getUpdates.

@@ -66,10 +66,10 @@ Result<std::unique_ptr<Checkpointer>> start_checkpointer(const Config& config, D
   CheckpointerOptions opts;
   opts.every_records = static_cast<int64_t>(config.audit.checkpoint_records);
   opts.interval = config.audit.checkpoint_interval;
-  opts.sink_file = config.audit.sink;
+  opts.sink = config.audit.sink;
   auto cp = std::make_unique<Checkpointer>(db, log, std::move(*key), opts);
   if (auto st = cp->start(); !st) return wrap(st.error(), "starting audit checkpoints");
-  if (opts.sink_file.empty())
+  if (opts.sink.kind == AuditSink::Kind::None)
     log::warn("audit checkpoints are kept in the store only: set [audit] sink in moat.toml so that someone who can "
               "write the state directory cannot rewrite them too");
   return cp;
@@ -84,24 +84,37 @@ void register_audit_verbs(api::Server& s, Database& db, Checkpointer& checkpoint
     if (!cps) return std::unexpected(cps.error());
     std::string note;
     int64_t from_sink = 0;
-    if (!checkpointer.sink().empty()) {
-      auto sunk = read_checkpoint_lines(checkpointer.sink().string());
-      if (sunk) {
-        from_sink = static_cast<int64_t>(sunk->size());
-        cps->insert(cps->end(), sunk->begin(), sunk->end());
-      } else if (sunk.error().kind == ErrorKind::NotFound) {
-        note = fmt::format("the audit sink {} does not exist (moved or deleted?); only the store's checkpoints were "
-                           "checked",
-                           checkpointer.sink().string());
-      } else {
-        return std::unexpected(sunk.error());
+    const AuditSink& sink = checkpointer.sink();
+    switch (sink.kind) {
+      case AuditSink::Kind::None: break;
+      case AuditSink::Kind::File: {
+        auto sunk = read_checkpoint_lines(sink.file.string());
+        if (sunk) {
+          from_sink = static_cast<int64_t>(sunk->size());
+          cps->insert(cps->end(), sunk->begin(), sunk->end());
+        } else if (sunk.error().kind == ErrorKind::NotFound) {
+          note = fmt::format("the audit sink {} does not exist (moved or deleted?); only the store's checkpoints "
+                             "were checked",
+                             sink.text());
+        } else {
+          return std::unexpected(sunk.error());
+        }
+        break;
       }
+      case AuditSink::Kind::SyslogTcp:
+      case AuditSink::Kind::SyslogTls:
+        // moatd only sends to the server; the copy it keeps is checked offline against an export.
+        note = fmt::format("only the store's checkpoints were checked: those shipped to {} are checked with 'moat "
+                           "audit export > audit.jsonl' and 'moat audit verify --file audit.jsonl --checkpoints "
+                           "<the server's log> --key <moat audit key>'",
+                           sink.text());
+        break;
     }
     auto report = verify_chain(*reader);
     if (!report) return std::unexpected(report.error());
     Json out{{"ok", report->ok}, {"records", report->records}, {"first_bad_seq", report->first_bad_seq},
              {"problem", report->problem}, {"public_key", checkpointer.public_key()},
-             {"sink", checkpointer.sink().string()}, {"sink_checkpoints", from_sink}, {"note", note},
+             {"sink", checkpointer.sink().text()}, {"sink_checkpoints", from_sink}, {"note", note},
              {"checkpoints", 0}, {"last_checkpoint_seq", 0}};
     if (!report->ok) return out;
     auto cr = check_checkpoints(

@@ -4,8 +4,8 @@
 // threads that call it (an agent's turn, the router's delivery thread), each call with its own
 // deadline and cancellation.
 //
-// - TLS verifies the peer against the host's default store plus an optional extra CA file, sends
-//   SNI and checks that the certificate names the host (or its IP address, which gets no SNI).
+// - Connections (net/stream.h) verify TLS with SNI and host checks, honour HTTPS_PROXY/NO_PROXY for
+//   https:// and apply an optional AddressCheck to the address actually connected to.
 // - Connections are reused: after a response read to its end (Content-Length or chunked, no
 //   "Connection: close") the connection waits in a small pool keyed by scheme, host and port. A
 //   pooled connection the server has closed is noticed before use; one that breaks before the
@@ -13,13 +13,9 @@
 //   we sent, so it saw no request).
 // - The response body is streamed to a callback as it arrives, so server-sent events reach the
 //   agent loop as the provider sends them.
-// - HTTPS_PROXY / NO_PROXY (ProxySettings::from_environment) send https:// requests through an
-//   HTTP CONNECT proxy, as many hosts require for their own outbound traffic. http:// requests go
-//   direct (they are local ones: an Ollama on 127.0.0.1, a loopback webhook callback).
-// - An AddressCheck vets every address a name resolves to before connecting, and the connection
-//   goes to the address that was checked (through a proxy too: CONNECT names the checked address),
-//   so a name cannot be re-resolved to somewhere else in between. The webhook channel uses it so
-//   that a callback cannot be aimed at the host's own services.
+// - http:// requests go direct (they are local ones: an Ollama on 127.0.0.1, a loopback webhook
+//   callback); the webhook channel passes an AddressCheck so that a callback cannot be aimed at the
+//   host's own services.
 //
 // Why OpenSSL with poll() and not Beast + asio::ssl (the gateway's) or libcurl: the callers are
 // blocking threads, and each call must stop within its deadline or when its caller cancels it,
@@ -43,6 +39,7 @@
 #include "base/result.h"
 #include "net/address.h"
 #include "net/headers.h"
+#include "net/stream.h"
 #include "net/url.h"
 
 namespace moat::net {
@@ -66,51 +63,18 @@ struct HttpResponse {
   std::string body;
 };
 
-struct CallOptions {
-  // Connect + TLS handshake + sending + the response head must finish within this; after that it
-  // is an idle limit: each read of the body must bring bytes within it (a streamed answer may
-  // legitimately last longer than any fixed total).
-  std::chrono::milliseconds timeout{120000};
-  std::function<bool()> cancelled;  // polled while waiting for the network; may be empty
-};
+// Connect + TLS handshake + sending + the response head must finish within `timeout`; after that it
+// is an idle limit: each read of the body must bring bytes within it (a streamed answer may
+// legitimately last longer than any fixed total). `cancelled` is polled while waiting; may be empty.
+using CallOptions = StreamCall;
 
-// Why a request failed, so the caller can decide about retrying without parsing text.
-struct HttpFailure {
-  enum class Kind {
-    Connect,    // no connection (refused, unreachable, DNS, the proxy said no): safe to retry
-    Refused,    // the AddressCheck refused every address the host has: retrying will not help
-    Tls,        // handshake or certificate failure: retrying will not help
-    Io,         // the connection broke or timed out mid-exchange: retry if nothing was consumed
-    Protocol,   // the server spoke something other than HTTP/1.x
-    Cancelled,  // CallOptions::cancelled() said stop
-    Aborted,    // the body callback returned false
-  } kind;
-  Error error;
-};
+// Why a request failed: the connection's failure kinds, Protocol and Aborted set by HTTP.
+using HttpFailure = StreamFailure;
 
 // Called once with the response head, then with each piece of the decoded body in order; return
 // false from on_body to stop reading (the request then fails with Kind::Aborted).
 using HeadCallback = std::function<void(const HttpResponseHead&)>;
 using BodyCallback = std::function<bool(std::string_view)>;
-
-// May the client connect to this address? An error (its kind and message are the failure's) refuses it.
-using AddressCheck = std::function<Status(const IpAddress&)>;
-
-// Where https:// requests go: straight to the host, or through an HTTP proxy's CONNECT.
-struct ProxySettings {
-  std::optional<HostPort> https_proxy;
-  // NO_PROXY entries: "*" (everything), a domain ("example.com" or ".example.com": it and its
-  // subdomains), an IP literal, or a CIDR block ("10.0.0.0/8"); compared with the URL's host as
-  // written (a name is not resolved to match an address entry). Loopback is not implied.
-  std::vector<std::string> no_proxy;
-  std::string error;  // HTTPS_PROXY is set but unusable: every https:// request fails saying so
-
-  // HTTPS_PROXY (or https_proxy) = "http://host:port" or "host:port"; NO_PROXY (or no_proxy) =
-  // comma-separated entries.
-  static ProxySettings from_environment();
-  static ProxySettings parse(std::string_view https_proxy, std::string_view no_proxy);
-  bool bypasses(std::string_view host) const;
-};
 
 struct ClientOptions {
   std::filesystem::path extra_ca_file;  // extra CAs to trust (tests, private setups); the host's store always applies

@@ -12,6 +12,8 @@
 #include "audit/event.h"
 #include "base/json.h"
 #include "support/moat_env.h"
+#include "support/syslog_server.h"
+#include "support/test_ca.h"
 #include "support/wait.h"
 
 using namespace moat;
@@ -27,6 +29,14 @@ std::vector<Json> json_lines(const std::string& text) {
   return out;
 }
 
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p);
   std::stringstream ss;
@@ -34,22 +44,47 @@ std::string read_text(const std::filesystem::path& p) {
   return ss.str();
 }
 
-// A moatd whose checkpoints go to a sink file this test owns.
+enum class Sink { File, Syslog, SyslogTls };
+
+// A moatd whose checkpoints go to a sink this test owns: a file, or a syslog server on 127.0.0.1
+// (the double of tests/support/syslog_server.h, which stores what it receives in `sink`).
 struct SignedEnv {
   TempDir out{"moat-audit-sink"};
   std::filesystem::path sink = out / "checkpoints.jsonl";
+  std::unique_ptr<TestCa> ca;  // SyslogTls: the CA of the server's certificate, moatd's sink_ca_file
+  std::unique_ptr<SyslogServer> server;
   std::unique_ptr<MoatEnv> env;
 
-  explicit SignedEnv(int every = 1000, std::string_view interval = "1h") {
+  explicit SignedEnv(int every = 1000, std::string_view interval = "1h", Sink kind = Sink::File) {
     std::ofstream(sink).close();  // the test's file; moatd only appends
-    env = std::make_unique<MoatEnv>(fmt::format("[audit]\nsink = \"{}\"\ncheckpoint_records = {}\ncheckpoint_interval = \"{}\"\n",
-                                                sink.string(), every, interval));
+    std::string where = sink.string(), extra;
+    if (kind == Sink::Syslog) {
+      server = std::make_unique<SyslogServer>(sink);
+      where = server->url();
+    } else if (kind == Sink::SyslogTls) {
+      ca = std::make_unique<TestCa>(out.path());
+      server = std::make_unique<SyslogServer>(sink, 0, ca->issue("syslog", {"127.0.0.1"}));
+      where = server->url();
+      extra = fmt::format("sink_ca_file = \"{}\"\n", ca->ca_cert_path().string());
+    }
+    env = std::make_unique<MoatEnv>(fmt::format("[audit]\nsink = \"{}\"\n{}checkpoint_records = {}\ncheckpoint_interval = \"{}\"\n",
+                                                where, extra, every, interval));
   }
   void records(int n, std::string_view prefix = "s") {
     for (int i = 0; i < n; ++i)
       env->ok({"secret", "set", fmt::format("{}{}", prefix, i), "--host", "api.example.com"}, "value");
   }
-  std::vector<Json> shipped() const { return json_lines(read_text(sink)); }
+  // The checkpoints the sink holds, oldest first (from a syslog server: each message's MSG).
+  std::vector<Json> shipped() const {
+    if (!server) return json_lines(read_text(sink));
+    std::vector<Json> out;
+    for (auto& m : server->messages()) out.push_back(Json::parse(m.msg));
+    return out;
+  }
+  int64_t last_shipped_seq() const {
+    auto s = shipped();
+    return s.empty() ? 0 : s.back()["seq"].get<int64_t>();
+  }
   // The audit table as the sqlite3 shell sees it.
   std::vector<Json> table() const {
     auto r = run_process({"sqlite3", "-json", "-cmd", ".timeout 10000", env->db_path().string(),
@@ -260,4 +295,159 @@ TEST(AuditSignedCheckpoints, TheActorIsThePeerNotWhatTheRequestClaims) {
   }
   EXPECT_TRUE(seen_spoof);
   EXPECT_TRUE(seen_cli);
+}
+
+// --- a remote syslog sink: syslog+tcp://HOST:PORT ---
+
+TEST(AuditSyslogSink, CheckpointsReachTheServerAndVerifyAgainstWhatItStored) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(3, "1h", Sink::Syslog);  // a checkpoint every 3 records
+  s.records(7);
+  ASSERT_TRUE(wait_until([&] { return s.shipped().size() >= 3; }, std::chrono::seconds(20)));
+  for (auto& m : s.server->messages()) {
+    EXPECT_EQ(m.facility, 13) << m.raw;  // log audit
+    EXPECT_EQ(m.severity, 5) << m.raw;   // notice
+    EXPECT_EQ(m.app_name, "moat");
+    EXPECT_EQ(m.msgid, "checkpoint");
+    EXPECT_EQ(m.procid, std::to_string(s.env->daemon_pid()));
+    EXPECT_EQ(m.structured_data, "-");
+    EXPECT_TRUE(m.timestamp.ends_with("Z") && m.timestamp.size() == 27) << m.timestamp;  // microseconds, UTC
+    EXPECT_TRUE(m.msg.starts_with(R"({"type":"checkpoint","seq":)")) << m.msg;
+  }
+  EXPECT_EQ(s.server->connections(), 1u) << "one connection, kept open between checkpoints";
+  EXPECT_EQ(s.server->bad_frames(), 0u);
+  // moatd cannot read the server's copy back: its own verify says where to check it.
+  auto live = s.env->moat({"audit", "verify"});
+  EXPECT_EQ(live.code, 0) << live.out << live.err;
+  EXPECT_NE(live.out.find(s.server->url()), std::string::npos) << live.out;
+
+  auto key = s.env->ok({"audit", "key"}).substr(0, 64);
+  s.env->stop_daemon();  // the last checkpoint goes to the server too
+  auto capture = s.sink.string(), file = (s.out / "audit.jsonl").string();
+  auto lines = split_lines(read_text(s.sink));
+  ASSERT_GE(lines.size(), 4u);
+  EXPECT_TRUE(lines[0].starts_with("<109>1 ")) << "the server stored the syslog header too: " << lines[0];
+
+  // The server's log alone: every checkpoint's signature.
+  auto alone = s.env->moat({"audit", "verify", "--file", capture, "--key", key});
+  EXPECT_EQ(alone.code, 0) << alone.out << alone.err;
+  EXPECT_NE(alone.out.find(fmt::format("audit checkpoints ok: {} signed checkpoint(s) verified", lines.size())),
+            std::string::npos)
+      << alone.out;
+  // An export checked against the server's copy (made after the last checkpoint, which covers the
+  // daemon.stop record: an export made before it would look cut short).
+  s.env->start_daemon();
+  std::ofstream(s.out / "audit.jsonl") << s.env->ok({"audit", "export"});
+  auto both = s.env->moat({"--json", "audit", "verify", "--file", file, "--checkpoints", capture, "--key", key});
+  EXPECT_EQ(both.code, 0) << both.out << both.err;
+  auto j = Json::parse(both.out);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  EXPECT_GE(j["checkpoints"].get<int64_t>(), 3);
+}
+
+TEST(AuditSyslogSink, AServerDownAtStartStopsMoatdNamingIt) {
+  MOAT_REQUIRE_ROOT();
+  TempDir state("moat-badsyslog");
+  SyslogServer server(state.path() / "never.log");
+  server.stop();  // a port nothing listens on
+  std::ofstream(state.path() / "moat.toml") << fmt::format("[audit]\nsink = \"{}\"\n", server.url());
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string()},
+                       RunOptions{.timeout = std::chrono::seconds(60)});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  std::string said = r->out + r->err;
+  EXPECT_NE(said.find(fmt::format("cannot connect to the audit checkpoint sink {}", server.url())), std::string::npos)
+      << said;
+  EXPECT_NE(said.find("start the syslog server, or fix [audit] sink in moat.toml"), std::string::npos) << said;
+  EXPECT_FALSE(std::filesystem::exists(state.path() / "moatd.sock")) << "nothing half-started";
+}
+
+TEST(AuditSyslogSink, WhileTheServerIsDownMoatdServesWarnsAndCatchesUpWhenItReturns) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(1000, "1s", Sink::Syslog);
+  s.records(1);
+  ASSERT_TRUE(wait_until([&] { return s.last_shipped_seq() >= 3; }, std::chrono::seconds(20)));
+
+  s.server->stop();
+  auto log_path = s.env->state_dir() / "moatd.log";
+  size_t log_before = read_text(log_path).size();
+  for (int i = 0; i < 3; ++i) {  // moatd keeps serving: a request does not wait on the network
+    auto t0 = std::chrono::steady_clock::now();
+    s.records(1, fmt::format("down{}-", i));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  }
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (auto& line : split_lines(read_text(log_path).substr(log_before)))
+          if (line.find(" warning ") != std::string::npos && line.find(s.server->url()) != std::string::npos)
+            return true;  // a warning naming the sink
+        return false;
+      },
+      std::chrono::seconds(20)))
+      << read_text(log_path).substr(log_before);
+  int64_t head = s.env->audit_records().back()["seq"];
+  EXPECT_LT(s.last_shipped_seq(), head);
+
+  s.server->start();  // the same port: moatd reconnects after its backoff
+  ASSERT_TRUE(wait_until([&] { return s.last_shipped_seq() >= head; }, std::chrono::seconds(60)))
+      << "last shipped " << s.last_shipped_seq() << ", head " << head << "\n"
+      << read_text(log_path).substr(log_before);
+  EXPECT_GE(s.server->connections(), 2u);
+  auto r = s.env->moat({"audit", "verify"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
+TEST(AuditSyslogSink, ARewrittenStoreIsCaughtAgainstTheServersCopy) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(1000, "1h", Sink::Syslog);
+  s.records(4);
+  auto key = s.env->ok({"audit", "key"}).substr(0, 64);
+  s.env->stop_daemon();  // signs the head and ships it
+  int64_t signed_seq = s.last_shipped_seq();
+  ASSERT_GT(signed_seq, 0);
+  s.recompute_from(2);  // the store's own checkpoints go too
+  s.env->start_daemon();
+  // The store alone no longer shows it: its chain is consistent and its checkpoints are gone.
+  auto local = s.env->moat({"audit", "verify"});
+  EXPECT_EQ(local.code, 0) << local.out << local.err;
+  std::ofstream(s.out / "audit.jsonl") << s.env->ok({"audit", "export"});
+  auto r = s.env->moat({"audit", "verify", "--file", (s.out / "audit.jsonl").string(), "--checkpoints",
+                        s.sink.string(), "--key", key});
+  EXPECT_EQ(r.code, 7) << r.out << r.err;
+  EXPECT_NE(r.err.find(fmt::format("record {} is not the record signed at", signed_seq)), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("recomputed"), std::string::npos) << r.err;
+}
+
+// --- over TLS: syslog+tls://HOST:PORT, the server verified against [audit] sink_ca_file ---
+
+TEST(AuditSyslogSink, OverTlsCheckpointsArriveAndAServerTheCaDidNotSignIsRefused) {
+  MOAT_REQUIRE_ROOT();
+  SignedEnv s(3, "1h", Sink::SyslogTls);
+  EXPECT_TRUE(s.server->url().starts_with("syslog+tls://")) << s.server->url();
+  s.records(4);
+  ASSERT_TRUE(wait_until([&] { return s.shipped().size() >= 2; }, std::chrono::seconds(20)));
+  auto key = s.env->ok({"audit", "key"}).substr(0, 64);
+  s.env->stop_daemon();
+  EXPECT_EQ(s.server->connections(), 1u) << "one TLS connection kept open (session tickets are not a close)";
+  EXPECT_EQ(s.server->failed_handshakes(), 0u);
+  EXPECT_EQ(s.server->bad_frames(), 0u);
+  auto alone = s.env->moat({"audit", "verify", "--file", s.sink.string(), "--key", key});
+  EXPECT_EQ(alone.code, 0) << alone.out << alone.err;
+  EXPECT_NE(alone.out.find("audit checkpoints ok"), std::string::npos) << alone.out;
+
+  // A server whose certificate another CA signed: moatd does not start, and says why.
+  TempDir state("moat-tls-syslog");
+  SyslogServer impostor(state.path() / "impostor.log", 0, s.ca->issue_bad("impostor", BadCert::UntrustedCa));
+  std::ofstream(state.path() / "moat.toml")
+      << fmt::format("[audit]\nsink = \"{}\"\nsink_ca_file = \"{}\"\n", impostor.url(), s.ca->ca_cert_path().string());
+  auto r = run_process({MOAT_BUILD_DIR "/moatd", "--state-dir", state.path().string()},
+                       RunOptions{.timeout = std::chrono::seconds(60)});
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->exit_code, 0);
+  std::string said = r->out + r->err;
+  EXPECT_NE(said.find(fmt::format("cannot connect to the audit checkpoint sink {}", impostor.url())), std::string::npos)
+      << said;
+  EXPECT_NE(said.find("certificate verification failed"), std::string::npos) << said;
+  EXPECT_NE(said.find("[audit] sink_ca_file"), std::string::npos) << said;
+  EXPECT_TRUE(impostor.messages().empty()) << "nothing was sent to it";
 }

@@ -14,6 +14,7 @@
 #include "audit/checkpointer.h"
 #include "audit/verify.h"
 #include "support/raw_sqlite.h"
+#include "support/syslog_server.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 
@@ -127,7 +128,7 @@ TEST(AuditCheckpoint, PublicKeyFromTextOrFile) {
 
 TEST(AuditCheckpoint, CheckpointerSignsEveryNRecordsAndAtStopIntoSinkAndStore) {
   Store s;
-  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{10, std::chrono::hours(1), s.sink});
+  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{10, std::chrono::hours(1), file_sink(s.sink)});
   ASSERT_TRUE(cp.start());
   struct stat st {};
   ASSERT_EQ(::stat(s.sink.c_str(), &st), 0);
@@ -169,7 +170,7 @@ TEST(AuditCheckpoint, CheckpointerSignsEveryNRecordsAndAtStopIntoSinkAndStore) {
 
 TEST(AuditCheckpoint, CheckpointerSignsAfterTheIntervalWhenTheChainMoved) {
   Store s;
-  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1'000'000, 100ms, s.sink});
+  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1'000'000, 100ms, file_sink(s.sink)});
   ASSERT_TRUE(cp.start());
   s.fill(3);
   ASSERT_TRUE(wait_for([&] { return lines_of(s.sink).size() == 1; }));
@@ -186,23 +187,23 @@ TEST(AuditCheckpoint, CheckpointerSignsAfterTheIntervalWhenTheChainMoved) {
 TEST(AuditCheckpoint, RestartDoesNotResignAndSinkErrorsAreClear) {
   Store s;
   {
-    Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), s.sink});
+    Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), file_sink(s.sink)});
     ASSERT_TRUE(cp.start());
     s.fill(5);
   }  // destructor: stop, checkpoint at 5
   EXPECT_EQ(lines_of(s.sink).size(), 1u);
   {
-    Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), s.sink});
+    Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), file_sink(s.sink)});
     ASSERT_TRUE(cp.start());
   }
   EXPECT_EQ(lines_of(s.sink).size(), 1u);
 
-  Checkpointer bad(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), s.dir / "no/such/dir/sink"});
+  Checkpointer bad(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), file_sink(s.dir / "no/such/dir/sink")});
   auto st = bad.start();
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().message.find("[audit] sink"), std::string::npos) << st.error().message;
   std::filesystem::create_symlink(s.sink, s.dir / "link");
-  Checkpointer linked(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), s.dir / "link"});
+  Checkpointer linked(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), file_sink(s.dir / "link")});
   st = linked.start();
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().message.find("symbolic link"), std::string::npos) << st.error().message;
@@ -210,7 +211,7 @@ TEST(AuditCheckpoint, RestartDoesNotResignAndSinkErrorsAreClear) {
 
 TEST(AuditCheckpoint, CutTailIsNamedAgainstTheSignedCheckpoint) {
   Store s;
-  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), s.sink});
+  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{1000, std::chrono::hours(1), file_sink(s.sink)});
   ASSERT_TRUE(cp.start());
   s.fill(20);
   ASSERT_TRUE(cp.stop());
@@ -226,7 +227,7 @@ TEST(AuditCheckpoint, CutTailIsNamedAgainstTheSignedCheckpoint) {
 
 TEST(AuditCheckpoint, RecomputedChainNoLongerMatchesTheSignedHead) {
   Store s;
-  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{10, std::chrono::hours(1), s.sink});
+  Checkpointer cp(s.db, s.log, test_key(), CheckpointerOptions{10, std::chrono::hours(1), file_sink(s.sink)});
   ASSERT_TRUE(cp.start());
   s.fill(10);
   ASSERT_TRUE(wait_for([&] { return lines_of(s.sink).size() == 1; }));
@@ -266,4 +267,46 @@ TEST(AuditCheckpoint, LineKeepsTheDocumentedFieldOrderAndParsesBack) {
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(Json::parse(line), to_json(cp));
   EXPECT_TRUE(verify_checkpoint(*back, cp.public_key));
+}
+
+TEST(AuditCheckpoint, SyslogMessageIsRfc5424WithTheCheckpointAsItsMsg) {
+  auto cp = test_key().sign(7, std::string(64, 'c'), kT0 + 123'456'789);
+  auto msg = syslog_checkpoint_message(cp, "host-1.example", 4242);
+  EXPECT_EQ(msg, "<109>1 2026-11-27T07:20:00.123456Z host-1.example moat 4242 checkpoint - " + checkpoint_line(cp));
+  auto parsed = moat::testing::parse_rfc5424(msg);  // the syslog double's parser, checked against logger
+  ASSERT_TRUE(parsed) << msg;
+  EXPECT_EQ(parsed->facility, 13);
+  EXPECT_EQ(parsed->severity, 5);
+  EXPECT_EQ(parsed->msg, checkpoint_line(cp));
+  EXPECT_EQ(syslog_checkpoint_message(cp, "bad host", 1).find("Z - moat 1 checkpoint"), 33u) << "nil HOSTNAME";
+  EXPECT_NE(syslog_checkpoint_message(cp, "", 1).find("Z - moat 1 checkpoint"), std::string::npos);
+}
+
+// The sink's retry: a checkpoint the syslog server missed is shipped again once it is back, even
+// when no record was appended since (the newest checkpoint covers all before it).
+TEST(AuditCheckpoint, ACheckpointTheServerMissedIsShippedWhenItReturns) {
+  Store s;
+  moat::testing::SyslogServer server(s.dir / "syslog.log");
+  // Neither trigger fires by itself: only the retry ships the missed checkpoint.
+  CheckpointerOptions opts{1'000'000, std::chrono::hours(1), parse_audit_sink(server.url()).value()};
+  opts.sink_retry = 50ms;
+  opts.sink_retry_cap = 200ms;
+  Checkpointer cp(s.db, s.log, test_key(), opts);
+  ASSERT_TRUE(cp.start());
+  s.fill(3);
+  ASSERT_TRUE(cp.checkpoint_now());
+  ASSERT_TRUE(wait_for([&] { return server.messages().size() == 1; }));
+  server.stop();
+  s.fill(2);
+  auto missed = cp.checkpoint_now();
+  ASSERT_FALSE(missed) << "the server is down";
+  EXPECT_NE(missed.error().message.find(server.url()), std::string::npos) << missed.error().message;
+  EXPECT_NE(missed.error().message.find("kept in the store"), std::string::npos) << missed.error().message;
+  EXPECT_EQ(read_stored_checkpoints(s.db).value().back().seq, 5) << "stored whatever the sink did";
+  server.start();
+  ASSERT_TRUE(wait_for([&] { return server.messages().size() == 2; }));
+  auto back = Json::parse(server.messages().back().msg);
+  EXPECT_EQ(back["seq"], 5);
+  EXPECT_EQ(server.connections(), 2u) << "a new connection after the server closed the old one";
+  EXPECT_EQ(server.bad_frames(), 0u);
 }

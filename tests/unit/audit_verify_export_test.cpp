@@ -29,7 +29,7 @@ struct Exported {
     auto db = Database::open(dir / "moat.db").value();
     AuditLog log(db);
     // The thread never fires by itself here: checkpoints at 10 and 20 are made by hand.
-    Checkpointer cp(db, log, test_key(), CheckpointerOptions{1'000'000, std::chrono::hours(1), sink});
+    Checkpointer cp(db, log, test_key(), CheckpointerOptions{1'000'000, std::chrono::hours(1), file_sink(sink)});
     key = cp.public_key();
     if (checkpoints) {
       EXPECT_TRUE(cp.start());
@@ -192,4 +192,45 @@ TEST(AuditVerifyExport, AFileWithoutCheckpointsVerifiesOnlyWithoutAKey) {
   EXPECT_TRUE(rep.ok) << rep.problem;
   EXPECT_EQ(rep.checkpoints, 0);
   EXPECT_FALSE(x.verify(x.key).ok);
+}
+
+// What a syslog server stores: each checkpoint behind the server's own header (RFC 5424 as moatd sent
+// it, or rsyslog's traditional file format). verify --file takes such a log alone (signatures only)
+// or as --checkpoints for an export, and a forged line in it is named.
+TEST(AuditVerifyExport, ASyslogServersLogOfCheckpointsIsAccepted) {
+  Exported x;
+  std::vector<std::string> cps;
+  for (auto& l : x.lines)
+    if (is_checkpoint_json(Json::parse(l))) cps.push_back(l);
+  ASSERT_EQ(cps.size(), 3u);
+  auto server_log = x.dir / "syslog.log";
+  {
+    std::ofstream out(server_log);
+    out << "<109>1 2026-12-07T20:37:47.123456Z host moat 42 checkpoint - " << cps[0] << "\n";
+    out << "Dec  7 20:37:48 host moat[42]: " << cps[1] << "\n";
+    out << "2026-12-07T20:37:49+00:00 host moat[42]: " << cps[2] << "\n";
+  }
+  auto alone = verify_export_file(server_log.string(), x.key);
+  ASSERT_TRUE(alone) << alone.error().message;
+  EXPECT_TRUE(alone->ok) << alone->problem;
+  EXPECT_EQ(alone->records, 0);
+  EXPECT_EQ(alone->checkpoints, 3);
+  EXPECT_EQ(alone->last_checkpoint_seq, 25);
+
+  // Strip the export's own checkpoints: the server's copy is the proof.
+  std::erase_if(x.lines, [](const std::string& l) { return is_checkpoint_json(Json::parse(l)); });
+  x.write();
+  auto rep = x.verify(x.key, {server_log.string()});
+  EXPECT_TRUE(rep.ok) << rep.problem;
+  EXPECT_EQ(rep.checkpoints, 3);
+  EXPECT_EQ(rep.last_checkpoint_seq, 25);
+
+  // A forged checkpoint in the server's log: its signature fails, named by seq.
+  auto forged = Json::parse(cps[1]);
+  forged["head_hash"] = std::string(64, '0');
+  { std::ofstream(server_log, std::ios::app) << "<109>1 - host moat 42 checkpoint - " << forged.dump() << "\n"; }
+  auto bad = verify_export_file(server_log.string(), x.key);
+  ASSERT_TRUE(bad) << bad.error().message;
+  EXPECT_FALSE(bad->ok);
+  EXPECT_EQ(bad->first_bad_seq, 20);
 }

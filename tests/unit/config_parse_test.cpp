@@ -201,13 +201,53 @@ TEST(ConfigParse, AuditCheckpointsAndSink) {
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->audit.checkpoint_records, 1000u);
   EXPECT_EQ(d->audit.checkpoint_interval, std::chrono::seconds(60));
-  EXPECT_TRUE(d->audit.sink.empty());
+  EXPECT_EQ(d->audit.sink.kind, AuditSink::Kind::None);
   auto c = parse_config(
       "[audit]\ncheckpoint_records = 50\ncheckpoint_interval = \"5s\"\nsink = \"/var/log/moat/cp.jsonl\"\n", "moat.toml");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->audit.checkpoint_records, 50u);
   EXPECT_EQ(c->audit.checkpoint_interval, std::chrono::seconds(5));
-  EXPECT_EQ(c->audit.sink, "/var/log/moat/cp.jsonl");
+  EXPECT_EQ(c->audit.sink.kind, AuditSink::Kind::File);
+  EXPECT_EQ(c->audit.sink.file, "/var/log/moat/cp.jsonl");
+  EXPECT_EQ(c->audit.sink.text(), "/var/log/moat/cp.jsonl");
+
+  auto sys = parse_config("[audit]\nsink = \"syslog+tcp://Logs.Example.:5514\"\n", "moat.toml");
+  ASSERT_TRUE(sys) << sys.error().message;
+  EXPECT_EQ(sys->audit.sink.kind, AuditSink::Kind::SyslogTcp);
+  EXPECT_EQ(sys->audit.sink.host, "logs.example");
+  EXPECT_EQ(sys->audit.sink.port, 5514);
+  EXPECT_EQ(sys->audit.sink.text(), "syslog+tcp://logs.example:5514");
+  auto tls = parse_config("[audit]\nsink_ca_file = \"/etc/moat/logs-ca.pem\"\nsink = \"syslog+tls://logs.example:6514\"\n",
+                          "moat.toml");
+  ASSERT_TRUE(tls) << tls.error().message;
+  EXPECT_EQ(tls->audit.sink.kind, AuditSink::Kind::SyslogTls);
+  EXPECT_EQ(tls->audit.sink.ca_file, "/etc/moat/logs-ca.pem") << "kept whichever key comes first";
+  EXPECT_EQ(tls->audit.sink.text(), "syslog+tls://logs.example:6514");
+  auto ca_alone = parse_config("[audit]\nsink = \"/var/log/cp.jsonl\"\nsink_ca_file = \"/etc/ca.pem\"\n", "moat.toml");
+  ASSERT_FALSE(ca_alone);
+  EXPECT_NE(ca_alone.error().message.find("audit.sink_ca_file is only for a TLS syslog sink"), std::string::npos)
+      << ca_alone.error().message;
+  auto ca_rel = parse_config("[audit]\nsink_ca_file = \"ca.pem\"\n", "moat.toml");
+  ASSERT_FALSE(ca_rel);
+  EXPECT_NE(ca_rel.error().message.find("moat.toml:2: audit.sink_ca_file: must be an absolute path"), std::string::npos)
+      << ca_rel.error().message;
+  auto v6 = parse_audit_sink("syslog+tcp://[::1]:601");
+  ASSERT_TRUE(v6) << v6.error().message;
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->text(), "syslog+tcp://[::1]:601");
+  for (auto [bad, says] : std::vector<std::pair<std::string, std::string>>{
+           {"syslog+tcp://logs.example", "names no port"},
+           {"syslog+tls://logs.example", "expected \"syslog+tls://HOST:PORT\""},
+           {"syslog+tcp://logs.example:0", "is not a port"},
+           {"syslog+tcp://logs.example:514/x", "no path"},
+           {"syslog+tcp://user@logs.example:514", "no path, query or user"},
+           {"syslog+udp://logs.example:514", "must be an absolute path"},
+           {"https://logs.example/in", "syslog+tcp://HOST:PORT"}}) {
+    auto r = parse_config(fmt::format("[audit]\nsink = \"{}\"\n", bad), "moat.toml");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message.find("moat.toml:2: audit.sink: "), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find(says), std::string::npos) << bad << ": " << r.error().message;
+  }
 
   auto rel = parse_config("[audit]\nsink = \"cp.jsonl\"\n", "moat.toml");
   ASSERT_FALSE(rel);
@@ -218,7 +258,7 @@ TEST(ConfigParse, AuditCheckpointsAndSink) {
   EXPECT_NE(zero.error().message.find("positive integer"), std::string::npos) << zero.error().message;
   auto unknown = parse_config("[audit]\nsinks = \"/x\"\n", "moat.toml");
   ASSERT_FALSE(unknown);
-  EXPECT_NE(unknown.error().message.find("known keys in [audit]: checkpoint_records, checkpoint_interval, sink"),
+  EXPECT_NE(unknown.error().message.find("known keys in [audit]: checkpoint_records, checkpoint_interval, sink, sink_ca_file"),
             std::string::npos)
       << unknown.error().message;
 }
