@@ -42,7 +42,9 @@ TEST(RouterSplit, TenThousandCharactersArriveSplitInOrderWithinTheLimit) {
     EXPECT_LE(parts.size(), 10000 / (limit.max - limit.max / 4) + 1);
     for (size_t i = 0; i < parts.size(); ++i) {
       EXPECT_LE(text_length(parts[i], limit.unit), limit.max);
-      if (i + 1 < parts.size()) EXPECT_EQ(parts[i].back(), '\n') << "part " << i << " does not end at a line";
+      if (i + 1 < parts.size()) {
+        EXPECT_EQ(parts[i].back(), '\n') << "part " << i << " does not end at a line";
+      }
     }
     EXPECT_EQ(part_key("o31", 1, parts.size()), "o31.2");
   }

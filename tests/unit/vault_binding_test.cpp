@@ -103,8 +103,9 @@ TEST(VaultBinding, PublicSuffixesAreRefused) {
                    "*.localhost"}) {
     auto r = parse_host_pattern(bad);
     ASSERT_FALSE(r) << "'" << bad << "' was accepted as " << r->text();
-    if (std::string_view(bad) != "*.localhost")
+    if (std::string_view(bad) != "*.localhost") {
       EXPECT_NE(r.error().message.find("public suffix"), std::string::npos) << r.error().message;
+    }
   }
   // Names someone registered below a suffix, and the list's exceptions, are fine.
   for (auto good : {"myproject.github.io", "*.myproject.github.io", "api.example.co.uk", "www.ck", "localhost", "*.example.com"})
