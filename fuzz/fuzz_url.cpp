@@ -1,5 +1,5 @@
 // The one URL parser (src/net/url.h), fed hostile text: CONNECT authorities, absolute-URI HTTP
-// requests, routes' upstream URLs, providers' base URLs, webhook callbacks. What parses must print
+// requests, routes' upstream URLs, providers' base URLs, webhook callbacks, WebSocket URLs. What parses must print
 // back to something that parses to the same thing.
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +20,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!again || again->scheme != u->scheme || again->host != u->host || again->port != u->port ||
         again->path != u->path)
       std::abort();
+  }
+  if (auto w = parse_websocket_url(s)) {
+    auto again = parse_websocket_url(w->origin() + w->path);
+    if (!again || again->scheme != w->scheme || again->host != w->host || again->port != w->port ||
+        again->path != w->path)
+      std::abort();
+    if (parse_url(s)) std::abort();  // never both a WebSocket and an HTTP URL
   }
   (void)parse_absolute_http_uri(s);
   (void)parse_https_url(s);

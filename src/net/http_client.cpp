@@ -118,8 +118,10 @@ class Reader {
 // --- the client ---
 
 struct HttpClient::Impl {
+  explicit Impl(ClientOptions o) : options(std::move(o)), dialer(options.proxy, options.address_check) {}
+
   ClientOptions options;
-  std::atomic<size_t> opened{0};
+  Dialer dialer;  // TCP connections, the proxy's tunnel and the address check
 
   std::mutex mu;
   std::map<std::string, std::deque<std::unique_ptr<Stream>>> idle;  // "https://host:port" -> newest last
@@ -176,10 +178,7 @@ struct HttpClient::Impl {
       if (!c) return std::unexpected(c.error());
       ctx = *c;
     }
-    return Stream::connect(url.host, url.port,
-                           {.tls = ctx ? &*ctx : nullptr, .proxy = &options.proxy, .address_check = options.address_check,
-                            .opened = &opened},
-                           deadline, call);
+    return Stream::connect(dialer, url.host, url.port, ctx ? &*ctx : nullptr, deadline, call);
   }
 
   struct Exchange {
@@ -308,10 +307,10 @@ struct HttpClient::Impl {
   }
 };
 
-HttpClient::HttpClient(ClientOptions options) : impl_(std::make_unique<Impl>()) { impl_->options = std::move(options); }
+HttpClient::HttpClient(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 HttpClient::~HttpClient() = default;
 
-size_t HttpClient::connections_opened() const { return impl_->opened.load(); }
+size_t HttpClient::connections_opened() const { return impl_->dialer.connections_opened(); }
 
 std::expected<HttpResponseHead, HttpFailure> HttpClient::send(const Url& url, const HttpRequest& request,
                                                               const CallOptions& options, const HeadCallback& on_head,

@@ -1,84 +1,26 @@
 #pragma once
-// One outgoing connection over TCP, optionally TLS, where every step (resolving aside: connecting,
-// the proxy's CONNECT, the TLS handshake, each write and read) ends at a deadline the caller gives or
-// when the caller cancels. The HTTP client (net/http_client.h) speaks HTTP/1.1 over it; the audit
-// trail's syslog sink sends octet-counted RFC 5424 frames over it. One TCP, TLS and proxy code for both.
-//
-// - TLS verifies the peer against the host's default store plus an optional extra CA file (or that
-//   file only), sends SNI and checks that the certificate names the host (or its IP address, which
-//   gets no SNI).
-// - HTTPS_PROXY / NO_PROXY (ProxySettings): a connection may go through an HTTP CONNECT proxy.
-// - An AddressCheck vets every address a name resolves to before connecting, and the connection goes
-//   to the address that was checked (through a proxy too: CONNECT names the checked address), so a
-//   name cannot be re-resolved to somewhere else in between.
-// - Each wait polls in 100 ms slices, so cancellation is noticed within about that.
-#include <atomic>
+// One outgoing connection over TCP, optionally TLS, for blocking callers: every step (the Dialer's
+// connect and proxy tunnel, the TLS handshake, each write and read) ends at a deadline the caller
+// gives or when the caller cancels, polled in 100 ms slices. The HTTP client (net/http_client.h)
+// speaks HTTP/1.1 over it; the audit trail's syslog sink sends octet-counted RFC 5424 frames over it.
+// The socket comes from net/dial.h (address check, HTTPS_PROXY) and TLS follows net/tls.h's rules,
+// as the WebSocket client's (asio) does.
 #include <chrono>
 #include <cstdint>
 #include <expected>
-#include <filesystem>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
-#include "net/address.h"
-#include "net/url.h"
+#include "net/dial.h"
+#include "net/tls.h"
 
 struct ssl_ctx_st;
 struct ssl_st;
 
 namespace moat::net {
-
-using Clock = std::chrono::steady_clock;
-
-// Why a connection or an exchange over it failed, so the caller can decide about retrying without
-// parsing text.
-struct StreamFailure {
-  enum class Kind {
-    Connect,    // no connection (refused, unreachable, DNS, the proxy said no): safe to retry
-    Refused,    // the AddressCheck refused every address the host has: retrying will not help
-    Tls,        // handshake or certificate failure: retrying will not help
-    Io,         // the connection broke or timed out mid-exchange: retry if nothing was consumed
-    Protocol,   // the peer spoke something other than the protocol on top (set by that protocol's code)
-    Cancelled,  // the caller's cancelled() said stop
-    Aborted,    // the protocol on top gave up on purpose (set by that protocol's code)
-  } kind;
-  Error error;
-};
-
-inline std::unexpected<StreamFailure> stream_failed(StreamFailure::Kind kind, ErrorKind error_kind, std::string message) {
-  return std::unexpected(StreamFailure{kind, Error{error_kind, std::move(message)}});
-}
-
-// May a connection go to this address? An error (its kind and message are the failure's) refuses it.
-using AddressCheck = std::function<Status(const IpAddress&)>;
-
-// Where https:// requests go: straight to the host, or through an HTTP proxy's CONNECT.
-struct ProxySettings {
-  std::optional<HostPort> https_proxy;
-  // NO_PROXY entries: "*" (everything), a domain ("example.com" or ".example.com": it and its
-  // subdomains), an IP literal, or a CIDR block ("10.0.0.0/8"); compared with the URL's host as
-  // written (a name is not resolved to match an address entry). Loopback is not implied.
-  std::vector<std::string> no_proxy;
-  std::string error;  // HTTPS_PROXY is set but unusable: every https:// request fails saying so
-
-  // HTTPS_PROXY (or https_proxy) = "http://host:port" or "host:port"; NO_PROXY (or no_proxy) =
-  // comma-separated entries.
-  static ProxySettings from_environment();
-  static ProxySettings parse(std::string_view https_proxy, std::string_view no_proxy);
-  bool bypasses(std::string_view host) const;
-};
-
-struct TlsSettings {
-  std::filesystem::path extra_ca_file;  // extra CAs to trust (tests, private setups)
-  bool system_store = true;             // false: trust extra_ca_file only (a private log server's CA)
-  std::string alpn;                     // one ALPN protocol to offer ("http/1.1"); empty: none
-};
 
 // The TLS settings many connections share, made once (the CA file is read once). Copies share it.
 class TlsContext {
@@ -90,19 +32,6 @@ class TlsContext {
   std::shared_ptr<ssl_ctx_st> ctx_;
 };
 
-// What one call waits with.
-struct StreamCall {
-  std::chrono::milliseconds timeout{120000};  // named in "did not answer within" messages
-  std::function<bool()> cancelled;            // polled while waiting for the network; may be empty
-};
-
-struct ConnectOptions {
-  const TlsContext* tls = nullptr;  // null: plain TCP
-  const ProxySettings* proxy = nullptr;  // null or none set: direct (the proxy applies to TLS connections only)
-  AddressCheck address_check;            // empty = any address
-  std::atomic<size_t>* opened = nullptr;  // counts TCP connections made, if given
-};
-
 // A connected socket, non-blocking, optionally wrapped in TLS.
 class Stream {
  public:
@@ -110,10 +39,10 @@ class Stream {
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
-  // Connects to host:port (a name, or an address literal; IPv6 without brackets), through the proxy
-  // and with TLS as `options` say, all before `deadline`.
-  static std::expected<std::unique_ptr<Stream>, StreamFailure> connect(const std::string& host, uint16_t port,
-                                                                       const ConnectOptions& options,
+  // Connects to host:port (a name, or an address literal; IPv6 without brackets) through `dialer`,
+  // with TLS when `tls` is given, all before `deadline`.
+  static std::expected<std::unique_ptr<Stream>, StreamFailure> connect(Dialer& dialer, const std::string& host,
+                                                                       uint16_t port, const TlsContext* tls,
                                                                        Clock::time_point deadline, const StreamCall& call);
 
   const std::string& where() const { return where_; }  // "host:port"
@@ -142,8 +71,6 @@ class Stream {
   std::expected<void, StreamFailure> wait_io(short events, Clock::time_point deadline, const StreamCall& call);
   std::expected<void, StreamFailure> handshake(const TlsContext& ctx, const std::string& host, Clock::time_point deadline,
                                                const StreamCall& call);
-  std::expected<void, StreamFailure> tunnel(const std::string& authority, Clock::time_point deadline,
-                                            const StreamCall& call);
 
   UniqueFd fd_;
   std::string where_;

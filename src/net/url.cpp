@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <initializer_list>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -24,8 +26,17 @@ int hex_value(char c) {
 
 }  // namespace
 
-std::string_view scheme_name(Scheme s) { return s == Scheme::Https ? "https" : "http"; }
-uint16_t default_port(Scheme s) { return s == Scheme::Https ? 443 : 80; }
+std::string_view scheme_name(Scheme s) {
+  switch (s) {
+    case Scheme::Http: return "http";
+    case Scheme::Https: return "https";
+    case Scheme::Ws: return "ws";
+    case Scheme::Wss: return "wss";
+  }
+  return "http";
+}
+
+uint16_t default_port(Scheme s) { return s == Scheme::Https || s == Scheme::Wss ? 443 : 80; }
 
 std::string Url::authority() const {
   if (port == default_port(scheme)) return host.find(':') != std::string::npos ? "[" + host + "]" : host;
@@ -96,17 +107,12 @@ Result<HostPort> parse_authority(std::string_view a, uint16_t default_port) { re
 
 Result<HostPort> parse_listen_address(std::string_view a) { return parse_host_port(a, 0, true); }
 
-Result<Url> parse_url(std::string_view uri) {
+namespace {
+
+// The part after "<scheme>://": authority, then path and query (a fragment dropped).
+Result<Url> parse_after_scheme(Scheme scheme, std::string_view rest) {
   Url u;
-  std::string_view rest;
-  if (istarts_with(uri, "https://")) {
-    u.scheme = Scheme::Https;
-    rest = uri.substr(8);
-  } else if (istarts_with(uri, "http://")) {
-    rest = uri.substr(7);
-  } else {
-    return fail(ErrorKind::InvalidInput, "'{}' does not start with http:// or https://", uri.substr(0, 64));
-  }
+  u.scheme = scheme;
   auto slash = rest.find_first_of("/?#");
   auto authority = rest.substr(0, slash);
   if (authority.find('@') != std::string_view::npos)
@@ -123,10 +129,33 @@ Result<Url> parse_url(std::string_view uri) {
   return u;
 }
 
+// The URL with whichever of `schemes` it starts with (case-insensitive); nullopt for none.
+std::optional<Result<Url>> parse_with(std::string_view uri, std::initializer_list<Scheme> schemes) {
+  for (Scheme s : schemes) {
+    auto prefix = fmt::format("{}://", scheme_name(s));
+    if (istarts_with(uri, prefix)) return parse_after_scheme(s, uri.substr(prefix.size()));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<Url> parse_url(std::string_view uri) {
+  if (auto u = parse_with(uri, {Scheme::Https, Scheme::Http})) return *u;
+  return fail(ErrorKind::InvalidInput, "'{}' does not start with http:// or https://", uri.substr(0, 64));
+}
+
+Result<Url> parse_websocket_url(std::string_view uri) {
+  if (uri.find('#') != std::string_view::npos)
+    return fail(ErrorKind::InvalidInput, "'{}': a WebSocket URL has no fragment ('#...')", uri.substr(0, 64));
+  if (auto u = parse_with(uri, {Scheme::Wss, Scheme::Ws})) return *u;
+  return fail(ErrorKind::InvalidInput, "'{}' does not start with ws:// or wss://", uri.substr(0, 64));
+}
+
 Result<Url> parse_url(std::string_view uri, Scheme only) {
   if (!istarts_with(uri, fmt::format("{}://", scheme_name(only))))
     return fail(ErrorKind::InvalidInput, "'{}' does not start with {}://", uri.substr(0, 64), scheme_name(only));
-  return parse_url(uri);
+  return only == Scheme::Ws || only == Scheme::Wss ? parse_websocket_url(uri) : parse_url(uri);
 }
 
 std::string authority_text(std::string_view host, uint16_t port) {

@@ -17,9 +17,11 @@
 
 namespace moat::net {
 
-enum class Scheme { Http, Https };
-std::string_view scheme_name(Scheme s);  // "http", "https"
-uint16_t default_port(Scheme s);         // 80, 443
+// Ws and Wss are WebSocket URLs (RFC 6455 section 3): only parse_websocket_url (or parse_url with
+// `only` set to one of them) yields them, so a place that takes an HTTP URL never gets one.
+enum class Scheme { Http, Https, Ws, Wss };
+std::string_view scheme_name(Scheme s);  // "http", "https", "ws", "wss"
+uint16_t default_port(Scheme s);         // 80, 443, 80, 443
 
 struct HostPort {
   std::string host;
@@ -32,7 +34,7 @@ struct Url {
   uint16_t port = 0;
   std::string path = "/";  // origin-form, with the query: "/", "/v1/messages?x=1"
 
-  bool tls() const { return scheme == Scheme::Https; }
+  bool tls() const { return scheme == Scheme::Https || scheme == Scheme::Wss; }
   // As a Host header carries it: brackets for IPv6, the port omitted when it is the scheme's default.
   std::string authority() const;
   std::string origin() const;  // "https://host[:port]"
@@ -47,6 +49,8 @@ Result<HostPort> parse_authority(std::string_view authority, uint16_t default_po
 Result<HostPort> parse_listen_address(std::string_view address);
 // "http://..." or "https://..." (scheme case-insensitive), optional port and path.
 Result<Url> parse_url(std::string_view url);
+// "ws://..." or "wss://..." the same way (a WebSocket URL has no fragment: one is refused).
+Result<Url> parse_websocket_url(std::string_view url);
 // parse_url that accepts one scheme only. "http://" only for a proxy client's absolute URIs: a
 // proxy client sends https:// URLs through CONNECT, never in the clear.
 Result<Url> parse_url(std::string_view url, Scheme only);

@@ -87,6 +87,38 @@ TEST(Url, ParsesBothSchemes) {
   }
 }
 
+TEST(Url, ParsesWebSocketUrlsOnlyWhereAskedFor) {
+  auto d = parse_websocket_url("WSS://Gateway.Discord.gg/?v=10&encoding=json");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->scheme, Scheme::Wss);
+  EXPECT_TRUE(d->tls());
+  EXPECT_EQ(d->host, "gateway.discord.gg");
+  EXPECT_EQ(d->port, 443);
+  EXPECT_EQ(d->path, "/?v=10&encoding=json");
+  EXPECT_EQ(d->origin(), "wss://gateway.discord.gg");
+
+  auto local = parse_websocket_url("ws://127.0.0.1:8080/socket");
+  ASSERT_TRUE(local);
+  EXPECT_EQ(local->scheme, Scheme::Ws);
+  EXPECT_FALSE(local->tls());
+  EXPECT_EQ(local->authority(), "127.0.0.1:8080");
+  EXPECT_EQ(parse_websocket_url("ws://h:80/")->authority(), "h");
+  EXPECT_EQ(parse_url("wss://h/x", Scheme::Wss)->path, "/x");
+  EXPECT_FALSE(parse_url("ws://h/x", Scheme::Wss));
+
+  // A WebSocket URL is never taken where an HTTP one is expected, nor the other way round; the
+  // fragment a WebSocket URL must not have is refused, not dropped.
+  EXPECT_FALSE(parse_url("wss://gateway.discord.gg"));
+  for (const char* bad : {"https://h/", "http://h/", "wss://h/#frag", "ws://u@h/", "wss://", "ws://h:0/"}) {
+    auto r = parse_websocket_url(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().kind, moat::ErrorKind::InvalidInput);
+    }
+  }
+  EXPECT_NE(parse_websocket_url("https://h/").error().message.find("ws:// or wss://"), std::string::npos);
+}
+
 TEST(Url, QueryParameters) {
   EXPECT_EQ(find_query_param("chat=a%20b&after=o1", "chat"), "a b");
   EXPECT_EQ(find_query_param("chat=a+b", "chat"), "a b");
