@@ -20,6 +20,7 @@
 
 #include "egress/client_hello.h"
 #include "egress/gateway_context.h"
+#include "net/tls.h"
 #include "net/url.h"
 #include "egress/injection.h"
 #include "egress/policy_book.h"
@@ -636,7 +637,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
 
   // TLS to an upstream, verified against the host's trust store; returns why it failed, or "".
   awaitable<std::string> upstream_handshake(ssl::stream<tcp::socket>& s, const std::string& host, ConnRecord& rec) {
-    if (auto st = expect_upstream_identity(s.native_handle(), host); !st) {
+    if (auto st = net::expect_peer_identity(s.native_handle(), host); !st) {
       rec.decision = "error";
       rec.error = st.error().message;
       co_return rec.error;
@@ -645,7 +646,7 @@ class Session : public std::enable_shared_from_this<Session>, public LiveConnect
     co_await s.async_handshake(ssl::stream_base::client, nothrow(ec));
     if (ec) {
       rec.decision = "error";
-      rec.error = fmt::format("TLS with {} failed: {}", net::authority_text(host, rec.port), tls_failure_text(s.native_handle(), ec));
+      rec.error = fmt::format("TLS with {} failed: {}", net::authority_text(host, rec.port), net::tls_failure_text(s.native_handle(), ec.message()));
       co_return rec.error;
     }
     co_return std::string();

@@ -60,23 +60,4 @@ Result<std::shared_ptr<ssl::context>> TlsContexts::server_for(const std::string&
   return ctx;
 }
 
-Status expect_upstream_identity(SSL* ssl, const std::string& host) {
-  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-  if (net::parse_ip_literal(host)) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) != 1)
-      return fail(ErrorKind::Internal, "cannot set the expected upstream address {}", host);
-    return {};
-  }
-  if (SSL_set_tlsext_host_name(ssl, host.c_str()) != 1 || SSL_set1_host(ssl, host.c_str()) != 1)
-    return fail(ErrorKind::Internal, "cannot set the expected upstream name {}", host);
-  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  return {};
-}
-
-std::string tls_failure_text(SSL* ssl, const boost::system::error_code& ec) {
-  long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (vr != X509_V_OK) return fmt::format("certificate verification failed: {}", X509_verify_cert_error_string(vr));
-  return ec.message();
-}
-
 }  // namespace moat::egress

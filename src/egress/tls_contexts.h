@@ -31,9 +31,4 @@ class TlsContexts {
   std::map<std::string, std::shared_ptr<boost::asio::ssl::context>> servers_;
 };
 
-// Sets SNI (for names) and the name or address the upstream's certificate must prove.
-Status expect_upstream_identity(SSL* ssl, const std::string& host);
-// Why verification failed, in words (OpenSSL's verify result), or the handshake error's text.
-std::string tls_failure_text(SSL* ssl, const boost::system::error_code& ec);
-
 }  // namespace moat::egress

@@ -4,7 +4,8 @@
 // newer, the peer always verified; SNI for a name, and the certificate must name the host (or carry
 // its IP address as a SAN, for an address literal, which gets no SNI per RFC 6066). Plain OpenSSL
 // handles, so that both the poll-based HTTP client and asio::ssl (whose context and stream expose
-// native_handle()) apply the same settings.
+// native_handle()) apply the same settings. The egress gateway checks its upstreams' certificates
+// with expect_peer_identity too, so a name or an address is proven the same way everywhere.
 #include <openssl/ssl.h>
 
 #include <filesystem>
