@@ -597,7 +597,10 @@ TEST(WebSocket, ConnectFailuresAreFastClearAndBounded) {
   // Cancellation stops the wait as promptly.
   std::atomic<bool> stop{false};
   std::thread canceller([&] {
-    std::this_thread::sleep_for(150ms);  // the cancellation itself, at a moment mid-wait
+    // Cancel once the client is connected and waiting for the handshake's answer: the listener then
+    // has a connection in its backlog (it never accepts), which makes it readable.
+    pollfd p{silent.fd.get(), POLLIN, 0};
+    ::poll(&p, 1, 5000);
     stop = true;
   });
   t0 = Clock::now();
