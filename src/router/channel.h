@@ -34,6 +34,19 @@ inline DeliveryResult delivered_if(const Status& s) {
   return Delivered{};
 }
 
+// A reply in progress, shown as one platform message that is created once and then edited in place
+// at a bounded rate (Channel::preview_interval). The router keeps the preview's state in the store
+// (table previews): its platform id is written as soon as the message exists, the turn's final reply
+// is delivered by editing that message (Outbound::edit_platform_id), and a preview left open by a
+// crash is edited to its last text plus "(interrupted)" when moatd starts again.
+struct Preview {
+  int64_t id = 0;            // the previews row
+  std::string key;           // "p<id>": stable across edits and restarts
+  std::string channel, chat, agent;
+  std::string text;          // the whole text so far, already cut to the channel's message limit
+  std::string platform_id;   // empty: create the message; else edit this one
+};
+
 class Channel {
  public:
   virtual ~Channel() = default;
@@ -46,8 +59,18 @@ class Channel {
   // How long a message may be on this channel's platform; a longer reply is delivered in parts, each
   // under its own key (router/split.h). No limit by default.
   virtual MessageLimit message_limit() const { return {}; }
-  // Called from the turn's thread; must be quick and must not block on the network.
+  // Called from the turn's thread; must be quick and must not block on the network. A channel that
+  // shows a typing indicator starts it on "turn_started" and stops it on "turn_ended".
   virtual void live(const LiveEvent& ev) {}
+  // How often a reply in progress may be edited on this platform; zero (the default): this channel
+  // shows no previews, and the router never calls preview().
+  virtual std::chrono::milliseconds preview_interval() const { return {}; }
+  // Creates (p.platform_id empty) or edits the preview message to p.text, from the router's preview
+  // thread. Returns the message's platform id. An edit the platform calls "unchanged" is a success.
+  // Failures are not retried as such: the next edit carries the newer text.
+  virtual DeliveryResult preview(const Preview& p) {
+    return delivery_failed(Error{ErrorKind::Unavailable, fmt::format("channel {} shows no previews", name())});
+  }
 };
 
 }  // namespace moat::router

@@ -52,6 +52,9 @@ struct Outbound {
   // A reply longer than the channel's limit goes out in parts: this is part `part` (0-based) of
   // `parts`, and `key` is the part's own ("o31.2"; the row's key when there is one part).
   size_t part = 0, parts = 1;
+  // Set on part 0 when the turn showed a preview on this channel: deliver this part by editing that
+  // message (its platform id) into the final text instead of sending a new one.
+  std::string edit_platform_id;
 };
 
 // A message as a channel showed it, read back from the store after a restart: an inbound envelope
@@ -69,8 +72,10 @@ struct ChannelMessage {
 // happen. Lost on a crash, which is fine: the durable reply follows through the outbox.
 struct LiveEvent {
   std::string channel, chat, agent;
-  std::string kind;  // "text" | "tool_call" | "tool_result" (from the runner) | "turn_ended" (from the router)
+  // "text" | "tool_call" | "tool_result" (from the runner) | "turn_started" | "turn_ended" (from the router)
+  std::string kind;
   // text: {"text": delta}; tool_call: {"name","input"}; tool_result: {"name","output","is_error"};
+  // turn_started: {"first_id", "last_id", "attempt"};
   // turn_ended: {"outcome": "answered"|"failed"|"retrying", "first_id", "last_id", "replies": how many
   //   outbox messages follow (answered, failed), "error", "attempt", "retry_in_ms" (retrying)}
   Json data;

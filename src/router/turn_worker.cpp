@@ -66,6 +66,7 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
       log::warn("router: channel {} failed on a live event: {}", t.channel, ex.what());
     }
   };
+  sink("turn_started", Json{{"first_id", t.envelopes.front().id}, {"last_id", t.envelopes.back().id}, {"attempt", t.attempt}});
   Result<TurnResult> r = fail(ErrorKind::Internal, "the turn did not run");
   try {
     r = run(t, sink);
