@@ -4,6 +4,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "base/crash_point.h"
 #include "base/log.h"
 #include "router/router_impl.h"
 #include "store/clock.h"
@@ -136,6 +137,7 @@ void Router::Impl::delivery_loop() {
         }
         DeliveryResult s = deliver_parts(*ch, row);
         if (s) {
+          crash_point("router.sent");  // the platform has the message; the outbox does not know yet
           Json data = {{"id", row.msg.id}, {"channel", row.msg.channel}, {"chat", row.msg.chat},
                        {"in_reply_to", row.msg.in_reply_to}, {"is_error", row.msg.is_error}, {"bytes", row.msg.text.size()}};
           if (!s->platform_id.empty()) data["platform_id"] = s->platform_id;
