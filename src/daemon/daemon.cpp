@@ -254,7 +254,10 @@ Status Daemon::start_channels() {
     log::warn("webhook: cannot read its replies from the store ({}); polling starts empty", h.error().message);
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
-  start_telegram();
+  auto dir = ChannelDirectory::open(*db_, config_);
+  if (!dir) return std::unexpected(dir.error());
+  channel_dir_ = std::move(*dir);
+  if (auto effective = channel_dir_->effective(); effective.telegram) start_telegram(*effective.telegram);
   if (config_.web.listen == "off") return {};
   net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
@@ -269,9 +272,7 @@ Status Daemon::start_channels() {
 
 // [channels.telegram]: the channel is made and registered now; it polls once the router runs. Its
 // token is read from the vault's channel secret each time it (re)connects, never kept in the config.
-void Daemon::start_telegram() {
-  if (!config_.channels.telegram) return;
-  const auto& tc = *config_.channels.telegram;
+void Daemon::start_telegram(const TelegramConfig& tc) {
   channels::TelegramOptions opts;
   opts.api_base = tc.api_base;
   opts.token_secret = tc.token_secret;
@@ -292,6 +293,33 @@ void Daemon::start_telegram() {
   router_->add_channel(*telegram_);
 }
 
+Result<channels::ChannelStatus> Daemon::add_channel(const std::string& name, const Json& settings,
+                                                    const std::string& actor) {
+  std::lock_guard g(platform_mu_);
+  auto cfg = channel_dir_->add(name, settings, actor);
+  if (!cfg) return std::unexpected(cfg.error());
+  channels::ChannelStatus status;
+  if (cfg->telegram) {
+    start_telegram(*cfg->telegram);
+    telegram_->start();
+    status = telegram_->status();
+  }
+  (void)audit_->append("channel.add", actor, name, Json{{"settings", settings}});
+  return status;
+}
+
+Status Daemon::remove_channel(const std::string& name, const std::string& actor) {
+  std::lock_guard g(platform_mu_);
+  if (auto s = channel_dir_->remove(name); !s) return s;
+  router_->remove_channel(name);
+  if (name == "telegram" && telegram_) {
+    telegram_->stop();
+    retired_channels_.push_back(std::move(telegram_));
+  }
+  (void)audit_->append("channel.rm", actor, name, Json::object());
+  return {};
+}
+
 std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
   std::vector<channels::ChannelStatus> out;
   for (const char* name : {"terminal", "web", "webhook"}) {
@@ -303,6 +331,7 @@ std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
       s.identity = http_ ? http_->base_url() : std::string("[web] listen = \"off\"");
     out.push_back(std::move(s));
   }
+  std::lock_guard g(platform_mu_);
   if (telegram_) out.push_back(telegram_->status());
   return out;
 }
@@ -358,9 +387,15 @@ Status Daemon::run() {
     }
     log::info("web chat on {}", http_->base_url());
   }
-  if (telegram_) telegram_->start();
+  {
+    std::lock_guard g(platform_mu_);
+    if (telegram_) telegram_->start();
+  }
   server_.serve();
-  if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
+  {
+    std::lock_guard g(platform_mu_);
+    if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
+  }
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
@@ -572,7 +607,13 @@ void Daemon::register_handlers() {
   });
 
   register_audit_verbs(s, *db_, *checkpointer_);
-  register_channel_verbs(s, *router_, [this] { return channel_statuses(); });
+  register_channel_verbs(s, *router_, [this] { return channel_statuses(); },
+                         ChannelAdmin{[this](const std::string& name, const Json& settings, const std::string& actor) {
+                                        return add_channel(name, settings, actor);
+                                      },
+                                      [this](const std::string& name, const std::string& actor) {
+                                        return remove_channel(name, actor);
+                                      }});
 }
 
 }  // namespace moat
