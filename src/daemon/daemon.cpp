@@ -248,7 +248,14 @@ Status Daemon::start_channels() {
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
   start_telegram();
-  if (config_.web.listen == "off") return {};
+  if (config_.web.listen == "off") {
+    if (config_.channels.telegram && config_.channels.telegram->mode == TelegramMode::Webhook)
+      return fail(ErrorKind::InvalidInput,
+                  "[channels.telegram] mode = \"webhook\" needs moatd's HTTP listener, but [web] listen = \"off\"; "
+                  "set [web] listen to the address the reverse proxy forwards {} to",
+                  config_.channels.telegram->webhook_path);
+    return {};
+  }
   net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
   if (!listen) return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": {}", config_.web.listen, listen.error().message);
@@ -257,6 +264,7 @@ Status Daemon::start_channels() {
   http_ = std::make_unique<net::HttpServer>(so);
   web_->register_routes(*http_);
   webhook_->register_routes(*http_);
+  if (telegram_) telegram_->register_routes(*http_);  // webhook mode only
   return {};
 }
 
@@ -269,6 +277,10 @@ void Daemon::start_telegram() {
   opts.api_base = tc.api_base;
   opts.token_secret = tc.token_secret;
   opts.poll_timeout = tc.poll_timeout;
+  if (tc.mode == TelegramMode::Webhook) {
+    opts.webhook_url = tc.webhook_url;
+    opts.webhook_path = tc.webhook_path;
+  }
   opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and webhook callbacks
   opts.proxy = net::ProxySettings::from_environment();
   std::string secret = tc.token_secret;
