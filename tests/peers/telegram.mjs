@@ -329,6 +329,7 @@ export class TelegramStandIn extends EventEmitter {
         webhook: this.webhook ? { url: this.webhook.url, secret_token: this.webhook.secret_token ?? '', allowed_updates: this.webhook.allowed_updates, max_connections: this.webhook.max_connections } : null,
         methods: this.calls.map((c) => c.method),
       }),
+      polling: () => this.poller !== null,  // a long poll is parked here (benchmarks wait for it)
     };
     if (!verbs[verb]) return reply(res, 404, { error: `unknown control verb ${verb}` });
     return reply(res, 200, verbs[verb]());

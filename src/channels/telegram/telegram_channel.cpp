@@ -4,11 +4,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <charconv>
-
 #include "base/constant_time.h"
 #include "base/crash_point.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "store/clock.h"
 
 namespace moat::channels {
@@ -22,12 +21,7 @@ void wipe(std::string& s) {
   s.clear();
 }
 
-std::optional<int64_t> parse_int(std::string_view s) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
+std::optional<int64_t> parse_int(std::string_view s) { return parse_number<int64_t>(s); }
 
 constexpr size_t kSentKept = 4096;  // keys remembered against repeats within one process
 
