@@ -247,6 +247,8 @@ TEST(TelegramChannelDaemon, WebhookModeServesThePathOnTheWebListenerAndRefusesFo
   ASSERT_TRUE(wait_until([&] { return channel_status(env).value("state", "") == "connected"; }, 60s))
       << channel_status(env).dump();
   EXPECT_EQ(peer.state()["webhook"]["url"], hook);
+  EXPECT_EQ(channel_status(env)["identity"].get<std::string>().find("@moat_test_bot via webhook " + hook), 0u)
+      << channel_status(env).dump();
 
   peer.say(kDm, "hello through the webhook");
   ASSERT_TRUE(wait_until([&] { return answers_with(peer, 1001, "hello through the webhook") == 1; }, 60s, 100ms))

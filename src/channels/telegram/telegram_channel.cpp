@@ -232,7 +232,8 @@ bool TelegramChannel::identify() {
   bool privacy = !me->value("can_read_all_group_messages", false);
   {
     std::lock_guard g(status_mu_);
-    status_.identity = fmt::format("@{}{}", bot.username,
+    status_.identity = fmt::format("@{}{}{}", bot.username,
+                                   webhook_mode() ? fmt::format(" via webhook {}", opts_.webhook_url) : std::string(),
                                    privacy ? " (privacy mode: in groups only @mentions, replies to the bot and commands "
                                              "reach it)"
                                            : "");
