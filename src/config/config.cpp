@@ -12,6 +12,7 @@
 #include "base/fs.h"
 #include "config/limits.h"
 #include "config/toml_text.h"
+#include "net/address.h"
 #include "net/url.h"
 #include "config/units.h"
 
@@ -395,7 +396,31 @@ Status parse_agent(Config& c, std::string_view origin, std::string_view name, co
   return {};
 }
 
-// [channels.telegram]: token_secret (required), mode, api_base, poll_timeout. Other platforms' tables
+// channels.telegram.webhook_url: the path moatd serves for it, or why Telegram could not call it.
+Result<std::string> telegram_webhook_path(std::string_view text) {
+  constexpr std::string_view example = "such as \"https://bot.example.com/telegram/webhook\"";
+  auto u = net::parse_url(text);
+  if (!u) return fail(ErrorKind::InvalidInput, "expected the public https:// URL Telegram calls, {} ({})", example, u.error().message);
+  if (u->scheme == net::Scheme::Https) {
+    // The only ports the Bot API delivers webhooks to (core.telegram.org/bots/api#setwebhook).
+    if (u->port != 443 && u->port != 80 && u->port != 88 && u->port != 8443)
+      return fail(ErrorKind::InvalidInput, "Telegram calls webhooks only on ports 443, 80, 88 and 8443, not {}; "
+                                           "let the reverse proxy listen on one of them", u->port);
+  } else if (!net::is_loopback_host(u->host)) {
+    return fail(ErrorKind::InvalidInput, "Telegram calls webhooks only over https://, {}; http:// is for a Bot API "
+                                         "server on this machine (a loopback host)", example);
+  }
+  std::string path = u->path.substr(0, u->path.find('?'));
+  // Under /telegram: clear of the web chat's and the webhook channel's paths on the same listener.
+  if (path != "/telegram" && !path.starts_with("/telegram/"))
+    return fail(ErrorKind::InvalidInput, "the path must start with /telegram ({}): moatd serves that same path on its "
+                                         "[web] listener, next to the web chat, so the proxy forwards it unchanged", example);
+  if (u->path.find('?') != std::string::npos)
+    return fail(ErrorKind::InvalidInput, "expected no query string, {}", example);
+  return path;
+}
+
+// [channels.telegram]: token_secret (required), mode, webhook_url, api_base, poll_timeout. Other platforms' tables
 // ([channels.discord]) come with their channels; until then they are unknown tables.
 Status parse_channels(Config& c, std::string_view origin, const toml::node& node) {
   auto* tbl = node.as_table();
@@ -424,9 +449,14 @@ Status parse_channels(Config& c, std::string_view origin, const toml::node& node
         tg.token_secret = *str;
       } else if (k == "mode") {
         if (str && *str == "polling") tg.mode = TelegramMode::Polling;
-        else if (str && *str == "webhook")
-          return bad("webhook mode is not yet supported; use mode = \"polling\" (getUpdates long polling)");
-        else return bad("expected \"polling\"");
+        else if (str && *str == "webhook") tg.mode = TelegramMode::Webhook;
+        else return bad("expected \"polling\" (moatd asks Telegram with getUpdates) or \"webhook\" (Telegram calls "
+                        "webhook_url)");
+      } else if (k == "webhook_url") {
+        auto path = str ? telegram_webhook_path(*str) : Result<std::string>(fail(ErrorKind::InvalidInput, "expected a string"));
+        if (!path) return bad(path.error().message);
+        tg.webhook_url = *str;
+        tg.webhook_path = *path;
       } else if (k == "api_base") {
         auto u = str ? net::parse_url(*str) : Result<net::Url>(fail(ErrorKind::InvalidInput, "expected a string"));
         if (!u) return bad(fmt::format("expected an http(s):// URL such as \"https://api.telegram.org\" ({})", u.error().message));
@@ -439,7 +469,8 @@ Status parse_channels(Config& c, std::string_view origin, const toml::node& node
         tg.poll_timeout = *d;
       } else {
         return fail(ErrorKind::InvalidInput,
-                    "{}: unknown key 'channels.telegram.{}'; known keys: token_secret, mode, api_base, poll_timeout "
+                    "{}: unknown key 'channels.telegram.{}'; known keys: token_secret, mode, webhook_url, api_base, "
+                    "poll_timeout "
                     "(see docs/config.md)",
                     where(origin, v), k);
       }
@@ -448,6 +479,16 @@ Status parse_channels(Config& c, std::string_view origin, const toml::node& node
       return fail(ErrorKind::InvalidInput,
                   "{}: [channels.telegram] needs token_secret = \"NAME\", the vault secret holding the bot token "
                   "(moat secret set NAME --channel)",
+                  where(origin, cnode));
+    if (tg.mode == TelegramMode::Webhook && tg.webhook_url.empty())
+      return fail(ErrorKind::InvalidInput,
+                  "{}: [channels.telegram] mode = \"webhook\" needs webhook_url = \"https://HOST/telegram/...\", the "
+                  "public HTTPS URL of a reverse proxy that forwards that path to moatd's [web] listen address",
+                  where(origin, cnode));
+    if (tg.mode == TelegramMode::Polling && !tg.webhook_url.empty())
+      return fail(ErrorKind::InvalidInput,
+                  "{}: channels.telegram.webhook_url is set but mode is \"polling\"; write mode = \"webhook\" to "
+                  "use it, or remove webhook_url",
                   where(origin, cnode));
     c.channels.telegram = tg;
   }

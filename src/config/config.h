@@ -107,14 +107,20 @@ struct AuditConfig {
   AuditSink sink;                                            // where checkpoints are shipped; None = nowhere
 };
 
-// [channels.telegram] (docs/channels.md): a Telegram bot, long polling getUpdates.
-enum class TelegramMode { Polling };  // "webhook" is recognised and refused until it is built
+// [channels.telegram] (docs/channels.md): a Telegram bot, long polling getUpdates or called by Telegram
+// at a webhook moatd serves on its [web] listener (behind a reverse proxy with public HTTPS).
+enum class TelegramMode { Polling, Webhook };
 
 struct TelegramConfig {
   std::string token_secret;  // name of a channel secret in the vault (moat secret set NAME --channel)
   TelegramMode mode = TelegramMode::Polling;
   std::string api_base = "https://api.telegram.org";  // overridable for tests and Bot API servers of one's own
   std::chrono::milliseconds poll_timeout{25 * 1000};  // getUpdates long-poll timeout, 1s..50s
+  // Webhook mode: the public URL Telegram POSTs updates to. https:// on port 443, 80, 88 or 8443 (the
+  // ones Telegram calls), or http:// to a loopback host (a Bot API server of one's own, tests). Its
+  // path starts with /telegram; moatd serves that same path on its [web] listener.
+  std::string webhook_url;
+  std::string webhook_path;  // webhook_url's path (without the query): the route moatd serves
   int line = 0;  // of the [channels.telegram] header, for errors
 };
 

@@ -257,8 +257,16 @@ Status Daemon::start_channels() {
   auto dir = ChannelDirectory::open(*db_, config_);
   if (!dir) return std::unexpected(dir.error());
   channel_dir_ = std::move(*dir);
-  if (auto effective = channel_dir_->effective(); effective.telegram) start_telegram(*effective.telegram);
-  if (config_.web.listen == "off") return {};
+  const auto effective = channel_dir_->effective();
+  if (effective.telegram) start_telegram(*effective.telegram);
+  if (config_.web.listen == "off") {
+    if (effective.telegram && effective.telegram->mode == TelegramMode::Webhook)
+      return fail(ErrorKind::InvalidInput,
+                  "[channels.telegram] mode = \"webhook\" needs moatd's HTTP listener, but [web] listen = \"off\"; "
+                  "set [web] listen to the address the reverse proxy forwards {} to",
+                  effective.telegram->webhook_path);
+    return {};
+  }
   net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
   if (!listen) return fail(ErrorKind::InvalidInput, "[web] listen = \"{}\": {}", config_.web.listen, listen.error().message);
@@ -267,6 +275,7 @@ Status Daemon::start_channels() {
   http_ = std::make_unique<net::HttpServer>(so);
   web_->register_routes(*http_);
   webhook_->register_routes(*http_);
+  if (telegram_) telegram_->register_routes(*http_);  // webhook mode only
   return {};
 }
 
@@ -277,6 +286,10 @@ void Daemon::start_telegram(const TelegramConfig& tc) {
   opts.api_base = tc.api_base;
   opts.token_secret = tc.token_secret;
   opts.poll_timeout = tc.poll_timeout;
+  if (tc.mode == TelegramMode::Webhook) {
+    opts.webhook_url = tc.webhook_url;
+    opts.webhook_path = tc.webhook_path;
+  }
   opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and webhook callbacks
   opts.proxy = net::ProxySettings::from_environment();
   std::string secret = tc.token_secret;
@@ -296,6 +309,12 @@ void Daemon::start_telegram(const TelegramConfig& tc) {
 Result<channels::ChannelStatus> Daemon::add_channel(const std::string& name, const Json& settings,
                                                     const std::string& actor) {
   std::lock_guard g(platform_mu_);
+  // A webhook path is a route of the HTTP listener, which takes its routes when moatd starts.
+  if (name == "telegram" && settings.value("mode", std::string()) == "webhook")
+    return fail(ErrorKind::InvalidInput,
+                "a Telegram channel in webhook mode cannot be added to a running moatd (its webhook path is served "
+                "from start): add it in polling mode, or declare [channels.telegram] with mode = \"webhook\" in "
+                "moat.toml and restart moatd");
   auto cfg = channel_dir_->add(name, settings, actor);
   if (!cfg) return std::unexpected(cfg.error());
   channels::ChannelStatus status;

@@ -31,6 +31,7 @@
 #include "base/unique_fd.h"
 #include "support/moat_env.h"
 #include "support/provider_double.h"
+#include "support/scoped_env.h"
 #include "unit/channels_test_client.h"
 
 namespace moat::testing {
@@ -137,25 +138,6 @@ void expect_nothing_left_of(const MoatEnv& env, const std::string& name) {
   auto cgroups = cgroups_containing("moat-" + name + "-");
   EXPECT_TRUE(cgroups.empty()) << "a cgroup was left: " << cgroups.front();
 }
-
-// Sets an environment variable of this process (and so of the moatd it starts) for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = getenv(name)) old_ = old;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 // The state directory moved onto a small file system of its own so a test can fill it: moatd is
 // stopped, a fresh ext4 (no reserved blocks: moatd is root and would use them) is loop-mounted over

@@ -7,9 +7,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include "base/fs.h"
 #include "base/json.h"
+#include "store/database.h"
 #include "support/moat_env.h"
 #include "support/provider_double.h"
+#include "support/raw_http.h"
+#include "support/scoped_env.h"
 #include "support/telegram_peer.h"
 #include "support/wait.h"
 
@@ -114,6 +118,154 @@ TEST(TelegramChannelDaemon, AnAgentAnswersDirectMessagesAndAddressedGroupMessage
   EXPECT_EQ(std::count(after.begin(), after.end(), after.back()), 1) << joined;
   EXPECT_EQ(joined.find("after the crash?"), joined.rfind("after the crash?")) << "answered twice: " << joined;
   EXPECT_EQ(joined.find("and this one?"), joined.rfind("and this one?")) << "answered twice: " << joined;
+}
+
+// moatd with the channel configured and the token stored, answering with "echo: <text>".
+std::string telegram_config(const TelegramPeer& peer, const ProviderDouble& model) {
+  return fmt::format("[channels.telegram]\ntoken_secret = \"tg-bot\"\napi_base = \"{}\"\npoll_timeout = \"1s\"\n"
+                     "[agents.assistant]\nmodel = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", "
+                     "base_url = \"{}\" }}\nchats = [\"telegram:*\"]\n",
+                     peer.url(), model.anthropic_base_url());
+}
+
+void store_secrets(const MoatEnv& env, const ProviderDouble& model) {
+  env.ok({"secret", "set", "model-key", "--host", fmt::format("127.0.0.1:{}", model.port()), "--header", "x-api-key: {}"},
+         "k");
+  env.ok({"secret", "set", "tg-bot", "--channel"}, TelegramPeer::kToken);
+}
+
+int64_t count_rows(const MoatEnv& env, const std::string& sql) {
+  auto db = Database::open_reader(env.db_path());  // read-only, beside the running moatd
+  if (!db) return -1;
+  auto n = db->query_int64(sql);
+  return n ? *n : -1;
+}
+
+std::string moatd_log(const MoatEnv& env) { return read_file(env.state_dir() / "moatd.log").value_or(""); }
+
+// How many of the bot's messages to the chat contain `text`.
+int answers_with(const TelegramPeer& peer, int64_t chat, const std::string& text) {
+  int n = 0;
+  for (auto& t : sent_to(peer, chat)) n += t.find(text) != std::string::npos;
+  return n;
+}
+
+// MOAT_CRASH_AT=telegram.fetched: moatd dies after getUpdates brought the messages and before they and
+// the new offset are stored. Telegram still holds them (nothing confirmed them): the next moatd fetches
+// them again, and each is stored exactly once and answered exactly once.
+TEST(TelegramChannelDaemon, KilledBetweenFetchAndStoreEachMessageIsStoredOnceAndAnsweredOnce) {
+  MOAT_REQUIRE_ROOT();
+  TelegramPeer peer;
+  ASSERT_FALSE(peer.url().empty());
+  ProviderDouble model({.api_key = "k"});
+  model.set_reply_function([](const ProviderRequest& r) { return ScriptedReply::say("echo: " + r.last_user_text()); });
+  std::optional<ScopedEnv> crash(std::in_place, "MOAT_CRASH_AT", "telegram.fetched");
+  MoatEnv env(telegram_config(peer, model));
+  store_secrets(env, model);
+  ASSERT_TRUE(wait_until([&] { return channel_status(env).value("state", "") == "connected"; }, 60s))
+      << channel_status(env).dump();
+  peer.say(kDm, "first before the crash");
+  ASSERT_TRUE(env.wait_daemon_exit(30s)) << "moatd did not stop at telegram.fetched";
+  EXPECT_NE(moatd_log(env).find("MOAT_CRASH_AT reached"), std::string::npos) << moatd_log(env);
+  EXPECT_EQ(peer.state()["pending"], 1);  // fetched, never confirmed
+  peer.say(kDm, "second, while moatd is down");
+  crash.reset();
+  env.start_daemon();
+  ASSERT_TRUE(wait_until([&] {
+    return answers_with(peer, 1001, "first before the crash") >= 1 && answers_with(peer, 1001, "second, while") >= 1;
+  }, 90s, 100ms)) << peer.state().dump();
+  ASSERT_TRUE(wait_until([&] { return peer.state()["pending"] == 0; }, 10s));
+  EXPECT_EQ(count_rows(env, "SELECT count(*) FROM envelopes WHERE channel = 'telegram'"), 2);
+  EXPECT_EQ(count_rows(env, "SELECT count(DISTINCT message_id) FROM envelopes WHERE channel = 'telegram'"), 2);
+  EXPECT_EQ(answers_with(peer, 1001, "first before the crash"), 1) << peer.sent().dump();
+  EXPECT_EQ(answers_with(peer, 1001, "second, while"), 1) << peer.sent().dump();
+}
+
+// MOAT_CRASH_AT=router.sent: Telegram took the reply, moatd died before the outbox marked it
+// delivered. Telegram has no idempotency key, so the next moatd delivers the reply's last part again:
+// at most one repeat, and only of that part. The reply here is two parts (over 4096 UTF-16 units):
+// the first edits the turn's preview into its text (repeating an edit changes nothing, and parts
+// already recorded as sent are not delivered again), the second is a sendMessage (repeated). The
+// test counts the repeats of each (docs/channels.md states the window).
+TEST(TelegramChannelDaemon, KilledBetweenSendAndDeliveredMarkAPartIsRepeatedAtMostOnce) {
+  MOAT_REQUIRE_ROOT();
+  TelegramPeer peer;
+  ASSERT_FALSE(peer.url().empty());
+  ProviderDouble model({.api_key = "k"});
+  std::string tail;
+  for (int i = 0; i < 1100; ++i) tail += "tail ";  // 5,500 characters: the reply needs two messages
+  model.set_reply_function([&](const ProviderRequest& r) {
+    std::string text = r.last_user_text();
+    return ScriptedReply::say("echo: " + text + (text.find("across a crash") != std::string::npos ? "\n" + tail : ""));
+  });
+  std::optional<ScopedEnv> crash(std::in_place, "MOAT_CRASH_AT", "router.sent");
+  MoatEnv env(telegram_config(peer, model));
+  store_secrets(env, model);
+  ASSERT_TRUE(wait_until([&] { return channel_status(env).value("state", "") == "connected"; }, 60s))
+      << channel_status(env).dump();
+  // Messages of the bot that begin with the reply's second part.
+  auto second_parts = [&] {
+    int n = 0;
+    for (auto& t : sent_to(peer, 1001)) n += t.starts_with("tail ");
+    return n;
+  };
+  peer.say(kDm, "answer me across a crash");
+  ASSERT_TRUE(env.wait_daemon_exit(60s)) << "moatd did not stop at router.sent";
+  EXPECT_NE(moatd_log(env).find("MOAT_CRASH_AT reached"), std::string::npos) << moatd_log(env);
+  EXPECT_EQ(answers_with(peer, 1001, "answer me across a crash"), 1);  // both parts went out before the kill
+  EXPECT_EQ(second_parts(), 1);
+  crash.reset();
+  env.start_daemon();
+  peer.say(kDm, "and after it");
+  ASSERT_TRUE(wait_until([&] { return answers_with(peer, 1001, "and after it") >= 1; }, 90s, 100ms)) << peer.state().dump();
+  ASSERT_TRUE(wait_until([&] { return count_rows(env, "SELECT count(*) FROM outbox WHERE delivered_at_ms > 0") == 2; }, 10s));
+  int first_repeats = answers_with(peer, 1001, "answer me across a crash") - 1;
+  int second_repeats = second_parts() - 1;
+  fmt::print("telegram: repeats after a kill at router.sent (1 crash, a 2-part reply): part 1 (edited preview) {}, "
+             "part 2 (sendMessage) {}\n",
+             first_repeats, second_repeats);
+  EXPECT_EQ(first_repeats, 0) << peer.sent().dump();
+  EXPECT_LE(second_repeats, 1) << peer.sent().dump();
+  EXPECT_EQ(answers_with(peer, 1001, "and after it"), 1);
+}
+
+// Webhook mode in moatd: it sets the webhook (with its secret) at start, serves the path on its [web]
+// listener, and answers what Telegram delivers there; a forged secret token is 401 and stores nothing.
+TEST(TelegramChannelDaemon, WebhookModeServesThePathOnTheWebListenerAndRefusesForgedDeliveries) {
+  MOAT_REQUIRE_ROOT();
+  TelegramPeer peer;
+  ASSERT_FALSE(peer.url().empty());
+  ProviderDouble model({.api_key = "k"});
+  model.set_reply_function([](const ProviderRequest& r) { return ScriptedReply::say("echo: " + r.last_user_text()); });
+  uint16_t port = free_loopback_port();
+  std::string hook = fmt::format("http://127.0.0.1:{}/telegram/webhook", port);
+  // The telegram table's keys go before the next table's header.
+  std::string toml = telegram_config(peer, model);
+  toml.insert(toml.find("[agents."), fmt::format("mode = \"webhook\"\nwebhook_url = \"{}\"\n", hook));
+  MoatEnv env(toml + fmt::format("[web]\nlisten = \"127.0.0.1:{}\"\n", port));
+  store_secrets(env, model);
+  ASSERT_TRUE(wait_until([&] { return channel_status(env).value("state", "") == "connected"; }, 60s))
+      << channel_status(env).dump();
+  EXPECT_EQ(peer.state()["webhook"]["url"], hook);
+  EXPECT_EQ(channel_status(env)["identity"].get<std::string>().find("@moat_test_bot via webhook " + hook), 0u)
+      << channel_status(env).dump();
+
+  peer.say(kDm, "hello through the webhook");
+  ASSERT_TRUE(wait_until([&] { return answers_with(peer, 1001, "hello through the webhook") == 1; }, 60s, 100ms))
+      << peer.state().dump();
+  auto r = http_call(port, "POST", "/telegram/webhook",
+                     {{"Content-Type", "application/json"}, {"X-Telegram-Bot-Api-Secret-Token", "guessed"}},
+                     Json{{"update_id", 5},
+                          {"message",
+                           {{"message_id", 9},
+                            {"date", 1700000000},
+                            {"chat", kDm},
+                            {"from", {{"id", 42}, {"is_bot", false}, {"first_name", "Eve"}}},
+                            {"text", "a forged update"}}}}
+                         .dump());
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_EQ(count_rows(env, "SELECT count(*) FROM envelopes WHERE channel = 'telegram'"), 1);
+  EXPECT_EQ(channel_status(env)["state"], "connected");
 }
 
 }  // namespace

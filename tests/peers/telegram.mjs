@@ -186,7 +186,8 @@ export class TelegramStandIn extends EventEmitter {
         return err(400, 'Bad Request: secret token contains unallowed characters');
       if (p.drop_pending_updates === true || p.drop_pending_updates === 'true') this.updates = [];
       if (this.poller) this.#conflictPoll();
-      this.webhook = { url: p.url, secret_token: p.secret_token, last_error_message: undefined, last_error_date: undefined };
+      this.webhook = { url: p.url, secret_token: p.secret_token, allowed_updates: p.allowed_updates, max_connections: p.max_connections,
+        last_error_message: undefined, last_error_date: undefined };
       this.#deliverSoon(0);
       return { result: true };
     },
@@ -323,7 +324,11 @@ export class TelegramStandIn extends EventEmitter {
       fault: () => (this.fault(p), true),
       conflict: () => (this.conflict(), true),
       privacy: () => ((this.privacyMode = Boolean(p.on)), true),
-      state: () => ({ sent: this.sent, actions: this.actions, pending: this.updates.length, deliveries: this.deliveries, calls: this.calls.length }),
+      state: () => ({
+        sent: this.sent, actions: this.actions, pending: this.updates.length, deliveries: this.deliveries, calls: this.calls.length,
+        webhook: this.webhook ? { url: this.webhook.url, secret_token: this.webhook.secret_token ?? '', allowed_updates: this.webhook.allowed_updates, max_connections: this.webhook.max_connections } : null,
+        methods: this.calls.map((c) => c.method),
+      }),
       polling: () => this.poller !== null,  // a long poll is parked here (benchmarks wait for it)
     };
     if (!verbs[verb]) return reply(res, 404, { error: `unknown control verb ${verb}` });

@@ -122,6 +122,19 @@ void MoatEnv::kill_daemon(int sig) {
 
 void MoatEnv::stop_daemon() { kill_daemon(SIGTERM); }
 
+bool MoatEnv::wait_daemon_exit(std::chrono::milliseconds timeout) {
+  if (daemon_pid_ <= 0) return true;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    if (waitpid(daemon_pid_, nullptr, WNOHANG) == daemon_pid_) {
+      daemon_pid_ = -1;
+      return true;
+    }
+    std::this_thread::sleep_for(20ms);  // polling a pid: there is nothing to wait on but waitpid
+  } while (std::chrono::steady_clock::now() < deadline);
+  return false;
+}
+
 CliResult MoatEnv::moat(std::vector<std::string> args, std::string stdin_data, int timeout_s) const {
   std::vector<std::string> argv{(kBuild / "moat").string(), "--state-dir", state_.path().string()};
   argv.insert(argv.end(), args.begin(), args.end());

@@ -3,6 +3,7 @@
 // the build tree, driven through the real moat CLI. Nothing is mocked.
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -34,6 +35,8 @@ class MoatEnv {
 
   void start_daemon();
   void kill_daemon(int sig);  // e.g. SIGKILL for crash tests; waits for it to die
+  // Until moatd has exited by itself (a MOAT_CRASH_AT point); false if it still runs after `timeout`.
+  bool wait_daemon_exit(std::chrono::milliseconds timeout);
   void stop_daemon();         // graceful
   pid_t daemon_pid() const { return daemon_pid_; }
   const std::filesystem::path& state_dir() const { return state_.path(); }

@@ -10,8 +10,10 @@
 #include <condition_variable>
 
 #include "channels/telegram/telegram_channel.h"
+#include "net/http_server.h"
 #include "router/split.h"
 #include "router_test_util.h"
+#include "support/raw_http.h"
 #include "support/telegram_peer.h"
 #include "support/wait.h"
 
@@ -76,6 +78,12 @@ struct Rig {
     return Result<router::TurnResult>(r);
   };
   router::test::RecordingChannel web{"web"};
+  // Webhook mode when set (before start()): moatd's HTTP server, on a port chosen once for the Rig.
+  bool webhook = false;
+  uint16_t http_port = 0;
+  std::unique_ptr<net::HttpServer> http;
+  std::function<void(TelegramOptions&)> tune;  // options a test changes
+  std::string webhook_url() const { return fmt::format("http://127.0.0.1:{}/telegram/webhook", http_port); }
 
   void start() {
     router = std::make_unique<router::Router>(*store->db, *store->audit,
@@ -89,6 +97,12 @@ struct Rig {
     o.request_timeout = 5s;
     o.backoff = net::Backoff{.initial = 100ms, .factor = 2.0, .cap = 500ms};
     o.refused_token_cap = 500ms;
+    if (webhook) {
+      if (http_port == 0) http_port = testing::free_loopback_port();
+      o.webhook_url = webhook_url();
+      o.webhook_path = "/telegram/webhook";
+    }
+    if (tune) tune(o);
     tg = std::make_unique<TelegramChannel>(
         [this]() -> Result<std::string> {
           std::lock_guard g(token_mu);
@@ -99,10 +113,17 @@ struct Rig {
     router->add_channel(*tg);
     router->add_channel(web);
     ASSERT_TRUE(router->start());
+    if (webhook) {
+      http = std::make_unique<net::HttpServer>(net::ServerOptions{.address = "127.0.0.1", .port = http_port});
+      tg->register_routes(*http);
+      ASSERT_TRUE(http->start());
+    }
     tg->start();
   }
   // As moatd dying: the channel and the router go; the store file stays.
   void crash() {
+    if (http) http->stop();
+    http.reset();
     tg->stop();
     router->stop();
     tg.reset();
@@ -116,6 +137,7 @@ struct Rig {
   }
   ~Rig() {
     kill_the_committer();
+    if (http) http->stop();
     if (tg) tg->stop();
     if (router) router->stop();
   }
@@ -338,6 +360,208 @@ TEST(TelegramChannel, TheOffsetSurvivesACrashBetweenFetchAndStore) {
     EXPECT_EQ(all.find(m), all.rfind(m)) << m << " answered twice: " << all;
   }
   EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE state != 'answered'"), 0);
+}
+
+// Webhook mode: moatd sets the webhook with its secret; the stand-in delivers, each update is stored
+// once and answered once; a forged or missing secret token is 401 and nothing is stored; Telegram's
+// redelivery of an update whose 200 was lost is stored once; an update that could not be stored is
+// not answered 2xx, so Telegram delivers it again.
+TEST(TelegramChannel, WebhookModeTakesAuthenticUpdatesOnceAndRefusesForgedOnes) {
+  Rig rig;
+  rig.webhook = true;
+  rig.start();
+  ASSERT_TRUE(rig.wait_state(ChannelState::Connected)) << rig.tg->status().last_error;
+  Json hook = rig.peer.state()["webhook"];
+  ASSERT_TRUE(hook.is_object()) << rig.peer.state().dump();
+  EXPECT_EQ(hook["url"], rig.webhook_url());
+  EXPECT_EQ(hook["secret_token"], webhook_secret_for(TelegramPeer::kToken));
+  EXPECT_EQ(hook["secret_token"].get<std::string>().find("moat-test-token"), std::string::npos);
+  EXPECT_EQ(hook["allowed_updates"], Json::array({"message"}));
+  EXPECT_EQ(hook["max_connections"], 1);
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM channel_cursors WHERE channel = 'telegram' AND "
+                             "json_extract(cursor_json, '$.mode') = 'webhook'"),
+            1);
+
+  rig.peer.say(kDm, "hello by webhook");
+  ASSERT_TRUE(rig.wait_answered("hello by webhook")) << rig.peer.state().dump();
+  EXPECT_EQ(rig.sent_to(1001), std::vector<std::string>{"echo: hello by webhook"});
+
+  // Forged: a wrong secret, none at all, the bot token itself. 401 each, nothing stored.
+  const std::string path = "/telegram/webhook";
+  Json forged = {{"update_id", 99000},
+                 {"message",
+                  {{"message_id", 777},
+                   {"date", 1700000000},
+                   {"chat", kDm},
+                   {"from", {{"id", 42}, {"is_bot", false}, {"first_name", "Eve"}}},
+                   {"text", "forged update"}}}};
+  int64_t before = rig.store->count("SELECT count(*) FROM envelopes");
+  for (const auto& headers : std::vector<testing::HeaderList>{
+           {{"Content-Type", "application/json"}, {"X-Telegram-Bot-Api-Secret-Token", "not-the-secret"}},
+           {{"Content-Type", "application/json"}},
+           {{"Content-Type", "application/json"}, {"X-Telegram-Bot-Api-Secret-Token", TelegramPeer::kToken}},
+           {{"Content-Type", "application/json"},
+            {"X-Telegram-Bot-Api-Secret-Token", webhook_secret_for(TelegramPeer::kToken) + "x"}}}) {
+    auto r = testing::http_call(rig.http_port, "POST", path, headers, forged.dump());
+    EXPECT_EQ(r.status, 401) << r.body;
+  }
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes"), before);
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE body_json LIKE '%forged update%'"), 0);
+  EXPECT_EQ(testing::http_call(rig.http_port, "GET", path).status, 405);
+
+  // Telegram delivering one update twice (its 200 was lost): stored once, answered once.
+  testing::HeaderList authentic = {{"Content-Type", "application/json"},
+                                   {"X-Telegram-Bot-Api-Secret-Token", webhook_secret_for(TelegramPeer::kToken)}};
+  Json update = forged;
+  update["message"]["text"] = "delivered twice";
+  rig.peer.control("chat", kDm);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(testing::http_call(rig.http_port, "POST", path, authentic, update.dump()).status, 200);
+  ASSERT_TRUE(rig.wait_answered("delivered twice"));
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE body_json LIKE '%delivered twice%'"), 1);
+
+  // The store refuses (moatd dying before the commit): no 2xx, so the stand-in keeps the update and
+  // delivers it again until it is stored.
+  rig.accept_mode = Rig::Accept::DieBeforeCommit;
+  rig.peer.say(kDm, "stored on the second try");
+  ASSERT_TRUE(wait_until([&] { return rig.fetched.load() >= 1; }, 10s));
+  ASSERT_TRUE(wait_until([&] {
+    for (auto& d : rig.peer.state().value("deliveries", Json::array()))
+      if (d["status"] == 503) return true;
+    return false;
+  }, 10s)) << rig.peer.state().dump();
+  EXPECT_EQ(rig.peer.state()["pending"], 1);
+  rig.accept_mode = Rig::Accept::Normally;
+  ASSERT_TRUE(rig.wait_answered("stored on the second try")) << rig.peer.state().dump();
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE body_json LIKE '%second try%'"), 1);
+  auto replies = rig.sent_to(1001);
+  EXPECT_EQ(std::count(replies.begin(), replies.end(), "echo: stored on the second try"), 1);
+  EXPECT_EQ(rig.tg->status().state, ChannelState::Connected);
+}
+
+// Back from webhook mode to polling: the webhook moatd had set is deleted before the first getUpdates
+// and nothing pending is lost; a webhook set later by someone else is a reported 409, not deleted.
+TEST(TelegramChannel, SwitchingBackToPollingDeletesOurWebhookOnly) {
+  Rig rig;
+  rig.webhook = true;
+  rig.start();
+  ASSERT_TRUE(rig.wait_state(ChannelState::Connected)) << rig.tg->status().last_error;
+  ASSERT_TRUE(rig.peer.state()["webhook"].is_object());
+  rig.crash();
+  rig.peer.say(kDm, "said while moatd was down");  // the stand-in cannot deliver: kept
+  rig.webhook = false;
+  rig.restart();
+  ASSERT_TRUE(rig.wait_answered("said while moatd was down")) << rig.peer.state().dump();
+  EXPECT_TRUE(rig.peer.state()["webhook"].is_null());
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM channel_cursors WHERE channel = 'telegram' AND "
+                             "json_extract(cursor_json, '$.mode') = 'polling'"),
+            1);
+
+  // Another program sets a webhook for this bot: polling gets 409, reported as such and left alone.
+  testing::http_call(static_cast<uint16_t>(std::stoi(rig.peer.url().substr(rig.peer.url().rfind(':') + 1))), "POST",
+                     fmt::format("/bot{}/setWebhook", TelegramPeer::kToken), {{"Content-Type", "application/json"}},
+                     Json{{"url", "https://elsewhere.example/hook"}}.dump());
+  ASSERT_TRUE(wait_until([&] { return rig.tg->status().last_error.find("webhook is active") != std::string::npos; }, 10s))
+      << rig.tg->status().last_error;
+  EXPECT_EQ(rig.tg->status().state, ChannelState::Conflict);
+  ASSERT_TRUE(wait_until([&] {
+    int polls = 0;
+    for (auto& m : rig.peer.state().value("methods", Json::array())) polls += m == "getUpdates";
+    return polls >= 3;
+  }, 10s));
+  EXPECT_EQ(rig.peer.state()["webhook"]["url"], "https://elsewhere.example/hook");
+}
+
+// While a turn runs the chat shows "typing" (sendChatAction, again every interval); after it ended,
+// no more.
+TEST(TelegramChannel, TypingIsShownWhileATurnRunsAndNotAfter) {
+  Rig rig;
+  rig.tune = [](TelegramOptions& o) { o.typing_interval = 200ms; };
+  auto typing_in = [&](int64_t chat) {
+    int n = 0;
+    for (auto& a : rig.peer.state().value("actions", Json::array())) n += a["chat_id"] == chat && a["action"] == "typing";
+    return n;
+  };
+  // A slow turn: it ends once the chat has shown "typing" three times (deadline 10 s).
+  std::atomic<int> seen_while_running{0};
+  rig.runner = [&](const router::Turn& t) {
+    wait_until([&] { return typing_in(1001) >= 3; }, 10s, 20ms);
+    seen_while_running = typing_in(1001);
+    router::TurnResult r;
+    r.replies.push_back("done: " + t.envelopes.back().text);
+    return Result<router::TurnResult>(r);
+  };
+  rig.start();
+  ASSERT_TRUE(rig.wait_state(ChannelState::Connected));
+  rig.peer.say(kDm, "think about it");
+  ASSERT_TRUE(rig.wait_answered("think about it"));
+  EXPECT_GE(seen_while_running.load(), 3);
+  EXPECT_EQ(typing_in(-2002), 0);
+  int at_end = typing_in(1001);
+  // Five intervals without a turn: not one more.
+  EXPECT_FALSE(wait_until([&] { return typing_in(1001) > at_end; }, 1000ms, 50ms)) << rig.peer.state()["actions"].dump();
+}
+
+// Previews: created with sendMessage, edited in place; the same text again ("message is not
+// modified") is a success; the final reply edits the preview instead of sending a second message; a
+// preview that is gone is replaced by a new message.
+TEST(TelegramChannel, PreviewsAreOneMessageEditedInPlaceAndBecomeTheReply) {
+  Rig rig;
+  rig.start();
+  ASSERT_TRUE(rig.wait_state(ChannelState::Connected));
+  EXPECT_EQ(rig.tg->preview_interval(), 1000ms);
+  rig.peer.control("chat", kDm);
+  router::Preview p{.id = 1, .key = "p1", .channel = "telegram", .chat = "1001", .agent = "a", .text = "Thinking"};
+  auto created = rig.tg->preview(p);
+  ASSERT_TRUE(created) << created.error().error.message;
+  ASSERT_FALSE(created->platform_id.empty());
+  p.platform_id = created->platform_id;
+  p.text = "Thinking about it";
+  auto edited = rig.tg->preview(p);
+  ASSERT_TRUE(edited) << edited.error().error.message;
+  EXPECT_EQ(edited->platform_id, created->platform_id);
+  auto again = rig.tg->preview(p);  // unchanged: Telegram says "message is not modified"
+  ASSERT_TRUE(again) << again.error().error.message;
+  EXPECT_EQ(again->platform_id, created->platform_id);
+
+  router::Outbound out;
+  out.key = "o1";
+  out.channel = "telegram";
+  out.chat = "1001";
+  out.text = "Thinking about it: the answer is 42";
+  out.edit_platform_id = created->platform_id;
+  auto final_reply = rig.tg->deliver(out);
+  ASSERT_TRUE(final_reply) << final_reply.error().error.message;
+  EXPECT_EQ(final_reply->platform_id, created->platform_id);
+  auto sent = rig.peer.sent();
+  ASSERT_EQ(sent.size(), 1u) << sent.dump();  // one message, edited twice
+  EXPECT_EQ(sent[0]["text"], "Thinking about it: the answer is 42");
+  EXPECT_EQ(sent[0]["edits"], Json::array({"Thinking about it", "Thinking about it: the answer is 42"}));
+  int edit_calls = 0;
+  for (auto& m : rig.peer.state().value("methods", Json::array())) edit_calls += m == "editMessageText";
+  EXPECT_EQ(edit_calls, 3);  // the unchanged one was asked, and answered "not modified"
+  // The same final text delivered again (a retry) is a success too, and sends nothing.
+  out.key = "o1-again";
+  ASSERT_TRUE(rig.tg->deliver(out));
+  EXPECT_EQ(rig.peer.sent().size(), 1u);
+
+  // A preview message that is gone: the preview and the final reply each come as a new message.
+  p.platform_id = "987654";
+  auto replaced = rig.tg->preview(p);
+  ASSERT_TRUE(replaced) << replaced.error().error.message;
+  EXPECT_NE(replaced->platform_id, "987654");
+  out.key = "o2";
+  out.edit_platform_id = "987655";
+  out.text = "final, in a new message";
+  auto fresh = rig.tg->deliver(out);
+  ASSERT_TRUE(fresh) << fresh.error().error.message;
+  EXPECT_EQ(rig.peer.sent().back()["text"], "final, in a new message");
+  EXPECT_EQ(rig.peer.sent().size(), 3u);
+  // A chat that does not exist is never deliverable, as with sendMessage.
+  p.chat = "424242";
+  p.platform_id.clear();
+  auto nowhere = rig.tg->preview(p);
+  ASSERT_FALSE(nowhere);
+  EXPECT_EQ(nowhere.error().error.kind, ErrorKind::InvalidInput);
 }
 
 TEST(TelegramUpdates, MentionsAreReadFromEntitiesInUtf16Offsets) {

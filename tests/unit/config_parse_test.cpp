@@ -293,7 +293,34 @@ TEST(ConfigParse, TelegramChannel) {
   EXPECT_NE(e.find("moat.toml:2: channels.telegram.token_secret: this looks like a bot token"), std::string::npos) << e;
   EXPECT_EQ(e.find("AAHdqTcv"), std::string::npos) << "the error quotes the token: " << e;
   e = err("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"webhook\"\n");
-  EXPECT_NE(e.find("moat.toml:3: channels.telegram.mode: webhook mode is not yet supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("moat.toml:1: [channels.telegram] mode = \"webhook\" needs webhook_url"), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\nwebhook_url = \"https://bot.example.com/telegram\"\n");
+  EXPECT_NE(e.find("webhook_url is set but mode is \"polling\""), std::string::npos) << e;
+  e = err("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"sometimes\"\n");
+  EXPECT_NE(e.find("channels.telegram.mode: expected \"polling\""), std::string::npos) << e;
+  for (auto [url, why] : std::vector<std::pair<std::string, std::string>>{
+           {"http://bot.example.com/telegram/hook", "only over https://"},
+           {"https://bot.example.com:8080/telegram/hook", "only on ports 443, 80, 88 and 8443, not 8080"},
+           {"https://bot.example.com/hooks/assistant", "the path must start with /telegram"},
+           {"https://bot.example.com/telegramx", "the path must start with /telegram"},
+           {"https://bot.example.com/telegram/hook?x=1", "no query string"},
+           {"not a url", "expected the public https:// URL"}}) {
+    e = err(fmt::format("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"webhook\"\nwebhook_url = \"{}\"\n", url));
+    EXPECT_NE(e.find("moat.toml:4: channels.telegram.webhook_url: "), std::string::npos) << e;
+    EXPECT_NE(e.find(why), std::string::npos) << url << ": " << e;
+  }
+  auto hook = parse_config("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"webhook\"\n"
+                           "webhook_url = \"https://bot.example.com:8443/telegram/hook\"\n",
+                           "moat.toml");
+  ASSERT_TRUE(hook) << hook.error().message;
+  EXPECT_EQ(hook->channels.telegram->mode, TelegramMode::Webhook);
+  EXPECT_EQ(hook->channels.telegram->webhook_url, "https://bot.example.com:8443/telegram/hook");
+  EXPECT_EQ(hook->channels.telegram->webhook_path, "/telegram/hook");
+  auto local = parse_config("[channels.telegram]\ntoken_secret = \"tg\"\nmode = \"webhook\"\n"
+                            "webhook_url = \"http://127.0.0.1:9000/telegram\"\n",
+                            "moat.toml");
+  ASSERT_TRUE(local) << local.error().message;
+  EXPECT_EQ(local->channels.telegram->webhook_path, "/telegram");
   e = err("[channels.telegram]\ntoken_secret = \"tg\"\napi_base = \"ftp://x\"\n");
   EXPECT_NE(e.find("channels.telegram.api_base"), std::string::npos) << e;
   e = err("[channels.telegram]\ntoken_secret = \"tg\"\npoll_timeout = \"2m\"\n");

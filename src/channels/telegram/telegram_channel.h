@@ -18,6 +18,32 @@
 // in this process is dropped here, but moatd killed between Telegram's answer and the outbox's
 // delivered mark sends that one part again after the restart (at most one repeat per part).
 //
+// Webhook mode (TelegramOptions::webhook_url set): instead of polling, the channel registers the URL with
+// setWebhook (allowed_updates ["message"], max_connections 1 so Telegram sends one update at a time, in
+// order, and a chat's messages are accepted in the order they were written) and serves its path on
+// moatd's HTTP server (register_routes). Each POST must carry X-Telegram-Bot-Api-Secret-Token equal to
+// the webhook secret, compared in constant time; a missing or wrong one is 401 and nothing is read
+// further. The secret is derived from the bot token (webhook_secret_for): HMAC-SHA256(token, a fixed
+// label), hex. Why not a secret of its own: whoever holds the token can call setWebhook and point the
+// bot anywhere, so a second secret would protect nothing the token does not; deriving it leaves one
+// secret to store and rotate (a new token gives a new secret when the channel sets the webhook again),
+// and the header, which passes through the reverse proxy, never carries the token itself.
+// An update is accepted durably (the router's accept_with_cursor, with the cursor {"offset": update_id
+// + 1, "mode": "webhook"}) BEFORE the 200: Telegram delivers again whatever did not get a 2xx, and a
+// repeat is dropped by its update_id (below the stored offset) and, failing that, by the envelope key.
+// Switching back to polling: the stored cursor says "webhook", so the channel calls deleteWebhook
+// once before its first getUpdates; a webhook set by something else stays a reported 409.
+//
+// Typing: between a turn's "turn_started" and "turn_ended" live events the chat shows "typing"
+// (sendChatAction every typing_interval; Telegram shows it for 5 s), sent from the channel's own typing
+// thread, so live() never waits on the network. A chat stops typing after typing_cap even if no
+// "turn_ended" ever comes.
+//
+// Previews: preview_interval() is one second (Telegram tolerates about one edit a second per chat);
+// preview() creates the message with sendMessage and edits it with editMessageText, and deliver() of
+// a part 0 with edit_platform_id edits that message into the final text. "message is not modified"
+// is a success; a preview message that is gone (deleted by someone) is replaced by a new message.
+//
 // Failures are states, never a silent death (ChannelStatus): a token Telegram refuses (401) is
 // "failed" with what to do, and the channel asks again (getMe) with backoff up to a minute, re-reading
 // the token from the vault, and at once when the secret changes (looked at each second), so
@@ -43,6 +69,7 @@
 #include "channels/telegram/telegram_update.h"
 #include "net/backoff.h"
 #include "net/http_client.h"
+#include "net/http_server.h"
 #include "net/url.h"
 #include "router/channel.h"
 #include "router/router.h"
@@ -69,7 +96,21 @@ struct TelegramOptions {
                        .jitter = 0.2};
   // After a refused token: up to a minute between tries (the owner has to act).
   std::chrono::milliseconds refused_token_cap{60000};
+  // Webhook mode when set: the public URL Telegram calls, and its path, which register_routes serves.
+  std::string webhook_url;
+  std::string webhook_path;
+  uint64_t webhook_body_limit = 1 << 20;  // an update is a few KiB; Telegram sends no files inline
+  // How often the webhook's health is asked (getWebhookInfo): Telegram's delivery errors become status.
+  std::chrono::milliseconds webhook_check_interval{60000};
+  std::chrono::milliseconds typing_interval{4500};  // Telegram shows "typing" for 5 s
+  std::chrono::milliseconds typing_cap{std::chrono::minutes(15)};
+  std::chrono::milliseconds preview_interval{1000};
 };
+
+// The X-Telegram-Bot-Api-Secret-Token moatd sets with setWebhook and expects on every delivery:
+// HMAC-SHA256(token, "moat telegram webhook secret"), 64 hex characters (Telegram allows A-Z a-z 0-9 _ -,
+// 1 to 256 of them). Empty for an empty token.
+std::string webhook_secret_for(std::string_view token);
 
 class TelegramChannel : public router::Channel {
  public:
@@ -81,6 +122,12 @@ class TelegramChannel : public router::Channel {
   std::string_view name() const override { return "telegram"; }
   router::DeliveryResult deliver(const router::Outbound& msg) override;
   router::MessageLimit message_limit() const override { return {4096, router::TextUnit::Utf16}; }
+  void live(const router::LiveEvent& ev) override;
+  std::chrono::milliseconds preview_interval() const override { return opts_.preview_interval; }
+  router::DeliveryResult preview(const router::Preview& p) override;
+
+  // Webhook mode: serves POST <webhook_path> on `server` (before it starts). Nothing in polling mode.
+  void register_routes(net::HttpServer& server);
 
   // Starts the polling thread (after the router has started: what it accepts is queued at once).
   void start();
@@ -98,6 +145,28 @@ class TelegramChannel : public router::Channel {
   using ApiResult = std::expected<Json, ApiError>;
 
   void run();
+  void run_typing();
+  // sendMessage of `text` to `chat`; the message id.
+  router::DeliveryResult send_text(int64_t chat, const std::string& text, std::string_view reply_to);
+  // editMessageText of message `message_id`; "message is not modified" counts as done. An error
+  // whose description says the message is gone is returned as NotFound (the caller sends anew).
+  router::DeliveryResult edit_text(int64_t chat, std::string_view message_id, const std::string& text);
+  router::DeliveryResult send_failure(const ApiError& e, std::string_view chat) const;
+  bool ensure_token();
+  // Webhook mode: setWebhook with our URL and secret; false on failure (status set).
+  bool set_webhook();
+  // Webhook mode: getWebhookInfo, its findings as status; false when the webhook must be set again.
+  bool check_webhook();
+  // Polling mode: if the stored cursor says a webhook was ours, deleteWebhook first.
+  bool leave_webhook_mode();
+  net::ServerResponse handle_webhook(const net::ServerRequest& req);
+  // Stores what one fetch or delivery brought with the cursor after it; the offset then moves.
+  Result<size_t> store_updates(const Json& updates, int64_t next, std::string_view mode);
+  bool webhook_mode() const { return !opts_.webhook_url.empty(); }
+  // Webhook mode's loop between checks; false when the webhook must be set again (after backoff).
+  bool watch_webhook();
+  void forget_bot();  // identify again next
+  telegram::BotIdentity bot() const;
   // One Bot API call: POST <api_base>/bot<token>/<method> with a JSON body; the "result" on ok.
   ApiResult call(std::string_view method, const Json& params, std::chrono::milliseconds timeout);
   bool identify();  // getMe; false on failure (status set)
@@ -128,8 +197,27 @@ class TelegramChannel : public router::Channel {
   std::condition_variable wake_;
   std::thread thread_;
 
-  std::optional<int64_t> offset_;  // poll thread only
-  telegram::BotIdentity bot_;      // poll thread writes before Connected; deliver() does not need it
+  // The next update_id to take: what the stored cursor says, advanced by each commit. The poll thread
+  // and (webhook mode) the HTTP server's handler threads take accept_mu_ for a fetch's commit, which
+  // also keeps webhook deliveries in order.
+  std::mutex accept_mu_;
+  std::optional<int64_t> offset_;
+  std::string stored_mode_;  // the cursor's "mode" at start: "polling", "webhook" or "" (none)
+
+  mutable std::mutex bot_mu_;
+  telegram::BotIdentity bot_;  // the poll thread writes it before Connected; webhook handlers read it
+  int64_t webhook_set_s_ = 0;  // when our setWebhook succeeded (Telegram's clock is in seconds)
+  std::atomic<int64_t> webhook_ok_s_{0};  // the last delivery we answered 2xx
+
+  // Typing: chat -> the turns running there and when to show "typing" next.
+  struct Typing {
+    int turns = 0;
+    std::chrono::steady_clock::time_point next, started;
+  };
+  std::mutex typing_mu_;
+  std::condition_variable typing_cv_;
+  std::unordered_map<int64_t, Typing> typing_;
+  std::thread typing_thread_;
 
   mutable std::mutex status_mu_;
   ChannelStatus status_;
