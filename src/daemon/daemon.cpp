@@ -248,6 +248,7 @@ Status Daemon::start_channels() {
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
   start_telegram();
+  start_discord();
   if (config_.web.listen == "off") return {};
   net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
@@ -285,6 +286,30 @@ void Daemon::start_telegram() {
   router_->add_channel(*telegram_);
 }
 
+// [channels.discord]: made and registered now; it connects to the Gateway once the router runs. Its
+// token is read from the vault's channel secret each time it connects, never kept in the config.
+void Daemon::start_discord() {
+  if (!config_.channels.discord) return;
+  const auto& dc = *config_.channels.discord;
+  channels::DiscordOptions opts;
+  opts.api_base = dc.api_base;
+  opts.token_secret = dc.token_secret;
+  opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and Telegram
+  opts.proxy = net::ProxySettings::from_environment();
+  std::string secret = dc.token_secret;
+  discord_ = std::make_unique<channels::DiscordChannel>(
+      [this, secret]() -> Result<std::string> {
+        auto v = vault_->channel_secret(secret);
+        if (!v) return std::unexpected(v.error());
+        return std::string(v->view());
+      },
+      [this](std::vector<router::Envelope> envelopes, router::ChannelCursor cursor) {
+        return router_->accept_with_cursor(std::move(envelopes), std::move(cursor));
+      },
+      [this] { return router_->channel_cursor("discord"); }, opts);
+  router_->add_channel(*discord_);
+}
+
 std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
   std::vector<channels::ChannelStatus> out;
   for (const char* name : {"terminal", "web", "webhook"}) {
@@ -297,6 +322,7 @@ std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
     out.push_back(std::move(s));
   }
   if (telegram_) out.push_back(telegram_->status());
+  if (discord_) out.push_back(discord_->status());
   return out;
 }
 
@@ -313,6 +339,7 @@ std::string Daemon::webhook_token(std::string_view agent) const {
 Daemon::~Daemon() {
   stop();
   if (telegram_) telegram_->stop();
+  if (discord_) discord_->stop();
   if (idle_thread_.joinable()) idle_thread_.join();
 }
 
@@ -352,8 +379,10 @@ Status Daemon::run() {
     log::info("web chat on {}", http_->base_url());
   }
   if (telegram_) telegram_->start();
+  if (discord_) discord_->start();
   server_.serve();
   if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
+  if (discord_) discord_->stop();
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);

@@ -11,6 +11,7 @@
 #include "agent/agent_runtime.h"
 #include "base/unique_fd.h"
 #include "config/config.h"
+#include "channels/discord/discord_channel.h"
 #include "channels/telegram/telegram_channel.h"
 #include "channels/web/web_chat.h"
 #include "channels/webhook/webhook_channel.h"
@@ -52,6 +53,7 @@ class Daemon {
   Status start_agents();
   Status start_channels();
   void start_telegram();
+  void start_discord();
   std::vector<channels::ChannelStatus> channel_statuses() const;
 
   Config config_;
@@ -78,6 +80,8 @@ class Daemon {
   std::string webhook_key_;  // tokens are HMAC(key, agent): see webhook_token()
   // [channels.telegram]; its polling thread is stopped before the router (it accepts into it).
   std::unique_ptr<channels::TelegramChannel> telegram_;
+  // [channels.discord]; its Gateway thread is stopped before the router, like Telegram's.
+  std::unique_ptr<channels::DiscordChannel> discord_;
   std::unique_ptr<router::Router> router_;
   // The channels' listener goes first: no request may reach a router that is gone.
   std::unique_ptr<net::HttpServer> http_;
