@@ -1,6 +1,7 @@
 #include "agent/command_agent.h"
 
 #include "agent/history.h"
+#include "base/text.h"
 
 namespace moat::agent {
 
@@ -8,12 +9,7 @@ namespace {
 
 constexpr size_t kReplyLimit = 1 << 20;
 
-std::string trim(std::string s) {
-  auto first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos) return "";
-  auto last = s.find_last_not_of(" \t\r\n");
-  return s.substr(first, last - first + 1);
-}
+std::string trim(std::string_view s) { return std::string(trim_space(s)); }
 
 std::string tail(const std::string& s, size_t n) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
 

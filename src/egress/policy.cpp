@@ -1,10 +1,13 @@
 #include "egress/policy.h"
 
+
 #include <algorithm>
 #include <array>
 #include <charconv>
 
 #include <fmt/format.h>
+
+#include "base/text.h"
 
 namespace moat::egress {
 
@@ -13,19 +16,6 @@ namespace {
 constexpr std::string_view kExpected =
     "expected a host such as api.example.com, *.example.com, *, 10.1.2.3, 10.0.0.0/8 or [fd00::1], "
     "optionally followed by :PORT";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
-  return s;
-}
 
 // Hosts come from the agent and end up in a 403 body and the audit log: keep them printable and short.
 std::string printable(std::string_view s) {
@@ -217,7 +207,7 @@ bool Rule::matches_host(std::string_view host, uint16_t p) const {
 }
 
 Result<Rule> parse_rule(RuleAction action, std::string_view raw) {
-  std::string_view spec = trim(raw);
+  std::string_view spec = trim_space(raw);
   Rule r;
   r.action = action;
   if (spec.empty()) return fail(ErrorKind::InvalidInput, "empty egress rule; {}", kExpected);
@@ -286,7 +276,7 @@ Result<Rule> parse_rule(RuleAction action, std::string_view raw) {
   if (host.find(':') != std::string_view::npos)
     return fail(ErrorKind::InvalidInput, "egress rule \"{}\" is not a valid IPv6 address; {}", printable(spec), kExpected);
 
-  std::string name = lower(host);
+  std::string name = ascii_lower(host);
   if (name.size() > 1 && name.back() == '.') name.pop_back();
   bool wildcard = name.starts_with("*.");
   std::string_view base = wildcard ? std::string_view(name).substr(2) : std::string_view(name);
@@ -313,7 +303,7 @@ std::span<const std::string_view> preset_names() {
 
 std::string normalize_host(std::string_view host) {
   if (auto ip = net::parse_ip_literal(host)) return net::format_address(*ip);
-  std::string name = lower(host);
+  std::string name = ascii_lower(host);
   if (name.size() > 1 && name.back() == '.') name.pop_back();
   return name;
 }

@@ -1,5 +1,6 @@
 #include "net/dial.h"
 
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,30 +15,12 @@
 #include <cstring>
 #include <memory>
 
+#include "base/text.h"
+
 namespace moat::net {
 namespace {
 
 using Kind = StreamFailure::Kind;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-template <class T>
-std::optional<T> parse_num(std::string_view s) {
-  T v{};
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
 
 // The prefix bits of two addresses of one family are equal.
 bool same_prefix(const IpAddress& a, const IpAddress& b, unsigned bits) {
@@ -78,7 +61,7 @@ ProxySettings ProxySettings::parse(std::string_view https_proxy, std::string_vie
   ProxySettings p;
   for (size_t start = 0; start <= no_proxy.size();) {
     size_t comma = no_proxy.find(',', start);
-    auto entry = lower(trim(no_proxy.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start)));
+    auto entry = ascii_lower(trim_space(no_proxy.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start)));
     while (!entry.empty() && entry.front() == ' ') entry.erase(0, 1);
     if (entry.starts_with("*.")) entry.erase(0, 2);
     if (entry.starts_with(".")) entry.erase(0, 1);
@@ -86,7 +69,7 @@ ProxySettings ProxySettings::parse(std::string_view https_proxy, std::string_vie
     if (comma == std::string_view::npos) break;
     start = comma + 1;
   }
-  auto text = trim(https_proxy);
+  auto text = trim_space(https_proxy);
   if (text.empty()) return p;
   std::string with_scheme = text.find("://") == std::string_view::npos ? fmt::format("http://{}", text) : std::string(text);
   auto url = parse_url(with_scheme);
@@ -105,13 +88,13 @@ ProxySettings ProxySettings::from_environment() {
 }
 
 bool ProxySettings::bypasses(std::string_view host_text) const {
-  std::string host = lower(host_text);
+  std::string host = ascii_lower(host_text);
   auto host_ip = parse_ip_literal(host);
   for (const auto& e : no_proxy) {
     if (e == "*") return true;
     if (auto slash = e.find('/'); slash != std::string::npos) {
       auto net = parse_ip_literal(std::string_view(e).substr(0, slash));
-      auto bits = parse_num<unsigned>(std::string_view(e).substr(slash + 1));
+      auto bits = parse_number<unsigned>(std::string_view(e).substr(slash + 1));
       if (host_ip && net && bits && same_prefix(unmap(*host_ip), unmap(*net), *bits)) return true;
       continue;
     }
@@ -250,7 +233,7 @@ std::expected<void, StreamFailure> Dialer::tunnel(int fd, const std::string& pro
                    fmt::format("the proxy {} closed the connection instead of opening a tunnel to {}", proxy_where, authority));
   }
   auto status_line = std::string_view(head).substr(0, head.find("\r\n"));
-  auto status = status_line.size() >= 12 && status_line.starts_with("HTTP/1.") ? parse_num<int>(status_line.substr(9, 3))
+  auto status = status_line.size() >= 12 && status_line.starts_with("HTTP/1.") ? parse_number<int>(status_line.substr(9, 3))
                                                                                : std::nullopt;
   if (!status || *status / 100 != 2)
     return stream_failed(Kind::Connect, ErrorKind::Unavailable,

@@ -1,5 +1,6 @@
 #include "net/http_client.h"
 
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "base/text.h"
 
 namespace moat::net {
 namespace {
@@ -19,26 +21,6 @@ using Kind = HttpFailure::Kind;
 
 std::unexpected<Failure> failure(Kind kind, ErrorKind error_kind, std::string message) {
   return std::unexpected(Failure{kind, Error{error_kind, std::move(message)}});
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-template <class T>
-std::optional<T> parse_num(std::string_view s, int base = 10) {
-  T v{};
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
-  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
 }
 
 // Buffered reading on top of Stream: lines for the head and chunk sizes, bytes for bodies.
@@ -219,18 +201,18 @@ struct HttpClient::Impl {
       std::string_view sl = *status_line;
       if (!sl.starts_with("HTTP/1.") || sl.size() < 12 || sl[8] != ' ') return fail_with(in.protocol("bad status line").error(), &in);
       http11 = sl[7] == '1';
-      auto status = parse_num<int>(sl.substr(9, 3));
+      auto status = parse_number<int>(sl.substr(9, 3));
       if (!status) return fail_with(in.protocol("bad status code").error(), &in);
       resp = {};
       resp.status = *status;
-      resp.reason = std::string(trim(sl.size() > 13 ? sl.substr(13) : std::string_view{}));
+      resp.reason = std::string(trim_space(sl.size() > 13 ? sl.substr(13) : std::string_view{}));
       for (;;) {
         auto l = in.line();
         if (!l) return fail_with(l.error(), &in);
         if (l->empty()) break;
         auto colon = l->find(':');
         if (colon == std::string::npos) return fail_with(in.protocol("header line without a colon").error(), &in);
-        resp.headers.emplace_back(l->substr(0, colon), std::string(trim(std::string_view(*l).substr(colon + 1))));
+        resp.headers.emplace_back(l->substr(0, colon), std::string(trim_space(std::string_view(*l).substr(colon + 1))));
         if (resp.headers.size() > 200) return fail_with(in.protocol("too many headers").error(), &in);
       }
       if (resp.status >= 200) break;
@@ -248,7 +230,7 @@ struct HttpClient::Impl {
     auto early = [&] {
       return failure(Kind::Io, ErrorKind::Unavailable, fmt::format("{} closed the connection mid-response", conn.where()));
     };
-    auto connection = lower(resp.header("connection").value_or(""));
+    auto connection = ascii_lower(resp.header("connection").value_or(""));
     bool keep_alive = http11 && connection.find("close") == std::string::npos;
     auto done = [&] {
       ex.result = resp;
@@ -259,12 +241,12 @@ struct HttpClient::Impl {
     auto te = resp.header("transfer-encoding");
     auto cl = resp.header("content-length");
     if (resp.status == 204 || resp.status == 304 || request.method == "HEAD") return done();
-    if (te && lower(*te).find("chunked") != std::string::npos) {
+    if (te && ascii_lower(*te).find("chunked") != std::string::npos) {
       for (;;) {
         auto size_line = in.line(1024);
         if (!size_line) return fail_with(size_line.error(), &in);
-        std::string_view hex = trim(std::string_view(*size_line).substr(0, size_line->find(';')));
-        auto size = parse_num<uint64_t>(hex, 16);
+        std::string_view hex = trim_space(std::string_view(*size_line).substr(0, size_line->find(';')));
+        auto size = parse_number<uint64_t>(hex, 16);
         if (!size) return fail_with(in.protocol("bad chunk size").error(), &in);
         if (*size == 0) break;
         for (uint64_t left = *size; left > 0;) {
@@ -286,7 +268,7 @@ struct HttpClient::Impl {
       return done();
     }
     if (cl) {
-      auto total = parse_num<uint64_t>(trim(*cl));
+      auto total = parse_number<uint64_t>(trim_space(*cl));
       if (!total) return fail_with(in.protocol("bad Content-Length").error(), &in);
       for (uint64_t left = *total; left > 0;) {
         auto piece = in.some(static_cast<size_t>(std::min<uint64_t>(left, 1 << 20)));

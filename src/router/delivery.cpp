@@ -44,11 +44,22 @@ DeliveryResult Router::Impl::deliver_parts(Channel& ch, OutboxRow& row) {
     part.part = i;
     part.key = part_key(row_key, i, parts.size());
     part.text = std::move(parts[i]);
-    DeliveryResult s;
-    try {
-      s = ch.deliver(part);
-    } catch (const std::exception& ex) {
-      s = delivery_failed(Error{ErrorKind::Internal, fmt::format("channel {} threw: {}", row.msg.channel, ex.what())});
+    if (i != 0) part.edit_platform_id.clear();  // only the first part replaces the turn's preview
+    auto attempt = [&]() -> DeliveryResult {
+      try {
+        return ch.deliver(part);
+      } catch (const std::exception& ex) {
+        return delivery_failed(Error{ErrorKind::Internal, fmt::format("channel {} threw: {}", row.msg.channel, ex.what())});
+      }
+    };
+    DeliveryResult s = attempt();
+    if (!s && !part.edit_platform_id.empty() &&
+        (s.error().error.kind == ErrorKind::InvalidInput || s.error().error.kind == ErrorKind::NotFound)) {
+      // The preview cannot be edited (someone deleted it): the reply goes as a message of its own.
+      log::info("router: cannot edit the preview of outbox message {} ({}); sending the reply as a new message",
+                row.msg.id, s.error().error.message);
+      part.edit_platform_id.clear();
+      s = attempt();
     }
     if (!s || i + 1 == parts.size()) return s;
     if (auto st = outbox_parts_sent(db, row.msg.id, i + 1, s->platform_id); !st)

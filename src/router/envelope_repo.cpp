@@ -234,15 +234,17 @@ Result<std::vector<std::string>> EnvelopeRepo::approvals() {
 }
 
 Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent,
-                              std::string_view text, int64_t in_reply_to, bool is_error, std::string_view reply_to) {
+                              std::string_view text, int64_t in_reply_to, bool is_error, std::string_view reply_to,
+                              std::string_view edit_platform_id) {
   auto l = db.lock();
   auto st = db.prepare(
-      "INSERT INTO outbox (channel, chat, agent, text, in_reply_to, is_error, created_ms, reply_to) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      "INSERT INTO outbox (channel, chat, agent, text, in_reply_to, is_error, created_ms, reply_to, edit_platform_id) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   if (!st) return std::unexpected(st.error());
   st->bind(1, channel).bind(2, chat).bind(3, agent).bind(4, text).bind(5, in_reply_to).bind(6, is_error ? 1 : 0);
   // A default string_view has no data pointer, which SQLite would store as NULL.
   st->bind(7, clock::now_ms()).bind(8, reply_to.empty() ? std::string_view("") : reply_to);
+  st->bind(9, edit_platform_id.empty() ? std::string_view("") : edit_platform_id);
   if (auto s = run(*st, "queueing an outbound message"); !s) return std::unexpected(s.error());
   return db.last_insert_rowid();
 }
@@ -251,7 +253,7 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
   auto l = db.lock();
   auto st = db.prepare(
       "SELECT id, channel, chat, agent, text, in_reply_to, is_error, attempts, next_attempt_ms, reply_to, created_ms, "
-      "parts_sent "
+      "parts_sent, edit_platform_id "
       "FROM outbox "
       "WHERE delivered_at_ms = 0 AND failed = '' AND id > ?1 ORDER BY id LIMIT ?2");
   if (!st) return std::unexpected(st.error());
@@ -276,6 +278,7 @@ Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, si
     m.reply_to = st->column_text(9);
     m.created_ms = st->column_int64(10);
     row.parts_sent = static_cast<size_t>(st->column_int64(11));
+    m.edit_platform_id = st->column_text(12);
     out.push_back(std::move(row));
   }
   return out;
@@ -330,6 +333,58 @@ Status outbox_failed(Database& db, int64_t id, std::string_view why) {
 
 Result<int64_t> outbox_undelivered_count(Database& db) {
   return db.query_int64("SELECT count(*) FROM outbox WHERE delivered_at_ms = 0 AND failed = ''");
+}
+
+std::string_view preview_state_name(PreviewState s) {
+  switch (s) {
+    case PreviewState::Open: return "open";
+    case PreviewState::Final: return "final";
+    case PreviewState::Interrupted: return "interrupted";
+  }
+  return "open";
+}
+
+Result<int64_t> preview_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent) {
+  auto l = db.lock();
+  auto st = db.prepare("INSERT INTO previews (channel, chat, agent, state, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, channel).bind(2, chat).bind(3, agent).bind(4, preview_state_name(PreviewState::Open));
+  st->bind(5, clock::now_ms());
+  if (auto s = run(*st, "storing a reply preview"); !s) return std::unexpected(s.error());
+  return db.last_insert_rowid();
+}
+
+Status preview_shown(Database& db, int64_t id, std::string_view platform_id, std::string_view text) {
+  auto l = db.lock();
+  auto st = db.prepare("UPDATE previews SET platform_id = ?2, text = ?3, updated_ms = ?4 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id).bind(2, platform_id).bind(3, text).bind(4, clock::now_ms());
+  return run(*st, "recording a reply preview");
+}
+
+Status preview_set_state(Database& db, int64_t id, PreviewState state) {
+  auto l = db.lock();
+  auto st = db.prepare("UPDATE previews SET state = ?2, updated_ms = ?3 WHERE id = ?1");
+  if (!st) return std::unexpected(st.error());
+  st->bind(1, id).bind(2, preview_state_name(state)).bind(3, clock::now_ms());
+  return run(*st, "closing a reply preview");
+}
+
+Result<std::vector<PreviewRow>> previews_open(Database& db) {
+  auto l = db.lock();
+  auto st = db.prepare(
+      "SELECT id, channel, chat, agent, platform_id, text FROM previews WHERE state = 'open' ORDER BY id");
+  if (!st) return std::unexpected(st.error());
+  std::vector<PreviewRow> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return wrap(r.error(), "reading open reply previews");
+    if (!*r) break;
+    out.push_back(PreviewRow{st->column_int64(0), std::string(st->column_text(1)), std::string(st->column_text(2)),
+                             std::string(st->column_text(3)), std::string(st->column_text(4)),
+                             std::string(st->column_text(5))});
+  }
+  return out;
 }
 
 std::string outbox_key(int64_t id) { return fmt::format("o{}", id); }

@@ -64,9 +64,10 @@ struct OutboxRow {
   size_t parts_sent = 0;  // of a reply delivered in parts
 };
 // `reply_to` is the answered envelope's (see Envelope::reply_to); empty for unsolicited messages.
+// `edit_platform_id`: the turn's preview message, which the first part's delivery edits.
 Result<int64_t> outbox_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent,
                               std::string_view text, int64_t in_reply_to, bool is_error,
-                              std::string_view reply_to = {});
+                              std::string_view reply_to = {}, std::string_view edit_platform_id = {});
 // Up to `limit` undelivered rows with id > after_id, in id order.
 Result<std::vector<OutboxRow>> outbox_pending(Database& db, int64_t after_id, size_t limit);
 // Marks rows delivered, with the platform's id for each (may be empty), inside the caller's
@@ -84,6 +85,21 @@ Result<std::string> outbox_platform_id(Database& db, int64_t id);
 Status outbox_retry_later(Database& db, int64_t id, int attempts, int64_t next_attempt_ms);
 Status outbox_failed(Database& db, int64_t id, std::string_view why);
 Result<int64_t> outbox_undelivered_count(Database& db);
+// Reply previews (router/preview.cpp; store table previews).
+enum class PreviewState { Open, Final, Interrupted };
+std::string_view preview_state_name(PreviewState s);
+struct PreviewRow {
+  int64_t id = 0;
+  std::string channel, chat, agent, platform_id, text;
+};
+// A new open preview row (before its message is first sent): its id.
+Result<int64_t> preview_insert(Database& db, std::string_view channel, std::string_view chat, std::string_view agent);
+// What the platform shows now: its message id and text (kept to mark it interrupted after a crash).
+Status preview_shown(Database& db, int64_t id, std::string_view platform_id, std::string_view text);
+Status preview_set_state(Database& db, int64_t id, PreviewState state);
+// Every open preview, oldest first.
+Result<std::vector<PreviewRow>> previews_open(Database& db);
+
 // An outbound message's delivery key ("o17"): the same for every delivery attempt of one row.
 std::string outbox_key(int64_t id);
 // Puts a channel's messages in the order it showed them (each kind given oldest first).

@@ -140,6 +140,8 @@ Status Router::start() {
     }
     impl_->started = true;
   }
+  if (auto s = impl_->load_orphans(); !s) return wrap(s.error(), "reading the reply previews a crash left open");
+  impl_->preview_thread = std::thread([this] { impl_->preview_loop(); });
   std::lock_guard g(impl_->sched_mu);
   for (size_t i = 0; i < impl_->opts.max_concurrent_turns; ++i)
     impl_->workers.emplace_back([this] { impl_->worker_loop(); });
@@ -164,6 +166,12 @@ void Router::stop() {
   }
   impl_->out_cv.notify_all();
   if (impl_->delivery.joinable()) impl_->delivery.join();
+  {
+    std::lock_guard g(impl_->prev_mu);
+    impl_->prev_stopping = true;
+  }
+  impl_->prev_cv.notify_all();
+  if (impl_->preview_thread.joinable()) impl_->preview_thread.join();
 }
 
 bool Router::Impl::approved(std::string_view agent, std::string_view channel, std::string_view sender) {

@@ -97,6 +97,47 @@ struct Router::Impl {
   void delivery_loop();
   DeliveryResult deliver_parts(Channel& ch, OutboxRow& row);
   void poke_delivery();
+
+  // Reply previews (preview.cpp): one slot per chat whose turn streams text to a channel with
+  // previews; the preview thread creates and edits the message at the channel's rate.
+  struct PreviewSlot {
+    Channel* ch = nullptr;
+    std::string channel, chat, agent;
+    int64_t row = 0;           // previews row; 0 until the message is first sent
+    std::string platform_id;   // empty until the platform made the message
+    std::string text;          // streamed so far in this attempt of the turn
+    std::string shown;         // the text the platform shows
+    int64_t next_ms = 0;       // no send before (the channel's rate, a 429's retry_after)
+    bool in_flight = false;    // the preview thread is calling the channel
+    bool closed = false;       // the turn is committing: no more sends
+  };
+  struct ClosedPreview {
+    int64_t row = 0;
+    std::string platform_id;
+  };
+  struct Orphan {  // an open preview left by a crash, to mark "(interrupted)"
+    PreviewRow row;
+    int tries = 0;
+    int64_t next_ms = 0;
+  };
+  std::mutex prev_mu;  // a leaf, like out_mu
+  std::condition_variable prev_cv;
+  std::unordered_map<std::string, PreviewSlot> previews;  // channel '\0' chat
+  std::deque<Orphan> orphans;
+  bool prev_stopping = false;
+  std::thread preview_thread;
+  void preview_loop();
+  // From a turn's live sink, for a channel with previews: "turn_started" begins (or restarts) the
+  // chat's preview text, "text" adds to it.
+  void preview_event(Channel& ch, const std::string& channel, const std::string& chat, const std::string& agent,
+                     const std::string& kind, const Json& data);
+  // The turn is committing its outcome: no more preview sends for the chat; waits for one in flight.
+  // What the chat's preview is (nullopt: it showed none).
+  std::optional<ClosedPreview> close_preview(const std::string& channel, const std::string& chat);
+  // After the commit: the chat's preview is done with (dropped = true) or shows the next attempt.
+  void end_preview(const std::string& channel, const std::string& chat, bool dropped);
+  // Start: open previews in the store are orphans of a crash.
+  Status load_orphans();
 };
 
 // The honest error reply a chat gets when its turn failed for good.

@@ -58,8 +58,10 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
     if (!s) log::warn("router: cannot mark a turn of {} running: {}", t.agent, s.error().message);
   }
   Channel* ch = channel(t.channel);
+  const bool previewing = ch != nullptr && ch->preview_interval().count() > 0;
   LiveSink sink = [&](const std::string& kind, const Json& data) {
     if (!ch) return;
+    if (previewing) preview_event(*ch, t.channel, t.chat, t.agent, kind, data);
     try {
       ch->live(LiveEvent{t.channel, t.chat, t.agent, kind, data});
     } catch (const std::exception& ex) {
@@ -79,18 +81,23 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
   if (r) {
     // Answered and its replies queued in ONE transaction: after a crash either both happened (the
     // replies go out from the outbox) or neither did (the turn runs again). That is exactly-once.
+    // The preview (if the turn showed one) becomes the first reply: its delivery edits that message.
+    auto preview = previewing ? close_preview(t.channel, t.chat) : std::nullopt;
     auto tx = Transaction::begin(db);
     Status s = tx ? repo.set_answered(t.envelopes) : Status(std::unexpected(tx.error()));
-    for (const auto& reply : r->replies) {
+    for (size_t i = 0; i < r->replies.size(); ++i) {
       if (!s) break;
-      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, reply, last_id, false, reply_to));
+      std::string_view edit = i == 0 && preview ? std::string_view(preview->platform_id) : std::string_view();
+      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, r->replies[i], last_id, false, reply_to, edit));
     }
+    if (s && preview) s = preview_set_state(db, preview->row, PreviewState::Final);
     for (const auto& el : r->elsewhere) {
       if (!s) break;
       s = as_status(outbox_insert(db, el.channel, el.chat, t.agent, el.text, last_id, false));
     }
     if (s) s = tx->commit();
     if (s) {
+      if (previewing) end_preview(t.channel, t.chat, true);
       // Before the replies go out, so a channel knows how many of them to wait for.
       sink("turn_ended", Json{{"outcome", "answered"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},
                               {"replies", r->replies.size()}});
@@ -109,12 +116,16 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
   const Error& err = r.error();
   const bool final = err.kind == ErrorKind::InvalidInput || t.attempt >= opts.max_attempts;
   if (final) {
+    auto preview = previewing ? close_preview(t.channel, t.chat) : std::nullopt;
     auto tx = Transaction::begin(db);
     Status s = tx ? repo.set_failed(t.envelopes, t.attempt, err.message) : Status(std::unexpected(tx.error()));
     if (s)
-      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, failure_reply(err, t.attempt), last_id, true, reply_to));
+      s = as_status(outbox_insert(db, t.channel, t.chat, t.agent, failure_reply(err, t.attempt), last_id, true, reply_to,
+                                  preview ? std::string_view(preview->platform_id) : std::string_view()));
+    if (s && preview) s = preview_set_state(db, preview->row, PreviewState::Final);
     if (s) s = tx->commit();
     if (s) {
+      if (previewing) end_preview(t.channel, t.chat, true);
       log::warn("router: turn of {} in {}:{} failed for good after {} attempt(s): {}", t.agent, t.channel, t.chat,
                 t.attempt, err.message);
       sink("turn_ended", Json{{"outcome", "failed"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},
@@ -140,6 +151,7 @@ void Router::Impl::run_turn(TurnScheduler::Batch b) {
     if (s) s = tx->commit();
     if (!s) log::warn("router: cannot store the retry time of a turn of {}: {}", t.agent, s.error().message);
   }
+  if (previewing) end_preview(t.channel, t.chat, false);  // the next attempt streams into the same message
   log::info("router: turn of {} in {}:{} failed (attempt {}), retrying in {} ms: {}", t.agent, t.channel, t.chat,
             t.attempt, not_before - clock::now_ms(), err.message);
   sink("turn_ended", Json{{"outcome", "retrying"}, {"first_id", t.envelopes.front().id}, {"last_id", last_id},

@@ -115,6 +115,7 @@ constexpr Migration kMigrations[] = {
     {6, "create audit checkpoints", kAuditCheckpoints},
     {7, "add sandbox I/O limits", kSandboxIo},
     {8, "create channel cursors, keep platform message ids", schema::kChannelState},
+    {9, "create reply previews", schema::kPreviews},
 };
 
 }  // namespace

@@ -78,4 +78,24 @@ ALTER TABLE outbox ADD COLUMN platform_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE outbox ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Migration 9 (issue 15): replies in progress shown as one platform message that is edited as the
+// model streams (router/preview.cpp). The row is written before the message is first sent, and the
+// message's platform id as soon as the platform answers, so the turn's final reply can edit that
+// message (outbox.edit_platform_id) instead of sending a second one, and a preview left open by a
+// crash can be marked "(interrupted)" when moatd starts again. state: open | final | interrupted.
+constexpr std::string_view kPreviews = R"sql(
+CREATE TABLE previews (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel     TEXT    NOT NULL,
+  chat        TEXT    NOT NULL,
+  agent       TEXT    NOT NULL,
+  platform_id TEXT    NOT NULL DEFAULT '',
+  text        TEXT    NOT NULL DEFAULT '',
+  state       TEXT    NOT NULL,
+  updated_ms  INTEGER NOT NULL
+);
+CREATE INDEX previews_open ON previews (id) WHERE state = 'open';
+ALTER TABLE outbox ADD COLUMN edit_platform_id TEXT NOT NULL DEFAULT '';
+)sql";
+
 }  // namespace moat::schema

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "base/ids.h"
+#include "base/text.h"
 
 namespace moat::vault {
 
@@ -16,18 +17,6 @@ bool is_tchar(unsigned char c) {  // RFC 9110 token characters
   return std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
 // Headers that frame or route the request: a credential must not be able to rewrite them.
 constexpr std::array<std::string_view, 10> kReservedHeaders = {
     "host", "content-length", "transfer-encoding", "connection", "keep-alive",
@@ -35,7 +24,7 @@ constexpr std::array<std::string_view, 10> kReservedHeaders = {
 
 // Variables moat sets itself inside every sandbox, and ones that change how programs load.
 bool reserved_env(std::string_view name) {
-  std::string l = lower(name);
+  std::string l = ascii_lower(name);
   static constexpr std::array<std::string_view, 9> kReserved = {
       "http_proxy", "https_proxy", "no_proxy", "all_proxy", "ssl_cert_file",
       "node_extra_ca_certs", "requests_ca_bundle", "path", "home"};
@@ -96,12 +85,12 @@ Result<HeaderTemplate> parse_header_template(std::string_view header) {
   };
   auto colon = header.find(':');
   if (colon == std::string_view::npos) return bad("no ':' between the header name and its value");
-  auto name = trim(header.substr(0, colon));
-  auto value = trim(header.substr(colon + 1));
+  auto name = trim_space(header.substr(0, colon));
+  auto value = trim_space(header.substr(colon + 1));
   if (name.empty()) return bad("the header name is empty");
   if (!std::all_of(name.begin(), name.end(), [](unsigned char c) { return is_tchar(c); }))
     return bad("the header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)");
-  std::string lname = lower(name);
+  std::string lname = ascii_lower(name);
   if (std::find(kReservedHeaders.begin(), kReservedHeaders.end(), lname) != kReservedHeaders.end() ||
       lname.starts_with("proxy-"))
     return bad("that header frames or routes the request and cannot carry a credential");

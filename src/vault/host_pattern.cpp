@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 
+#include "base/text.h"
 #include "vault/public_suffix.h"
 
 namespace moat::vault {
@@ -15,12 +16,6 @@ namespace {
 constexpr std::string_view kSyntax =
     "use a host name (api.example.com), a wildcard (*.example.com), or an IP address, each with an optional "
     ":port";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 std::optional<std::string> canonical_ipv6(std::string_view s) {
   std::string text(s);
@@ -89,7 +84,7 @@ std::string normalize_host(std::string_view host) {
     if (auto v6 = canonical_ipv6(host)) return *v6;
   }
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-  return lower(host);
+  return ascii_lower(host);
 }
 
 std::string HostPattern::text() const {
@@ -105,7 +100,6 @@ bool HostPattern::matches(std::string_view asked, uint16_t asked_port) const {
   if (kind == Kind::Exact) return h == host;
   return h.size() > host.size() + 1 && h.ends_with(host) && h[h.size() - host.size() - 1] == '.';
 }
-
 
 Result<HostPattern> parse_host_pattern(std::string_view spec) {
   std::string_view s = spec;

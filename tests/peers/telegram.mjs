@@ -324,6 +324,7 @@ export class TelegramStandIn extends EventEmitter {
       conflict: () => (this.conflict(), true),
       privacy: () => ((this.privacyMode = Boolean(p.on)), true),
       state: () => ({ sent: this.sent, actions: this.actions, pending: this.updates.length, deliveries: this.deliveries, calls: this.calls.length }),
+      polling: () => this.poller !== null,  // a long poll is parked here (benchmarks wait for it)
     };
     if (!verbs[verb]) return reply(res, 404, { error: `unknown control verb ${verb}` });
     return reply(res, 200, verbs[verb]());

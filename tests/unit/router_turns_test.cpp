@@ -395,13 +395,15 @@ TEST(RouterTurns, LiveEventsReachTheChannelAndElsewhereMessagesAreSent) {
   EXPECT_EQ(tg.delivered()[0].reply_to, "");  // another chat: not a reply
   {
     std::lock_guard g(web.mu);
-    ASSERT_EQ(web.lives.size(), 2u);  // the runner's text, then the router's turn_ended
-    EXPECT_EQ(web.lives[0].kind, "text");
-    EXPECT_EQ(web.lives[0].data["text"], "thinking");
-    EXPECT_EQ(web.lives[0].agent, "a");
-    EXPECT_EQ(web.lives[1].kind, "turn_ended");
-    EXPECT_EQ(web.lives[1].data["outcome"], "answered");
-    EXPECT_EQ(web.lives[1].data["replies"], 1);
+    ASSERT_EQ(web.lives.size(), 3u);  // the router's turn_started, the runner's text, the router's turn_ended
+    EXPECT_EQ(web.lives[0].kind, "turn_started");
+    EXPECT_EQ(web.lives[0].data["attempt"], 1);
+    EXPECT_EQ(web.lives[1].kind, "text");
+    EXPECT_EQ(web.lives[1].data["text"], "thinking");
+    EXPECT_EQ(web.lives[1].agent, "a");
+    EXPECT_EQ(web.lives[2].kind, "turn_ended");
+    EXPECT_EQ(web.lives[2].data["outcome"], "answered");
+    EXPECT_EQ(web.lives[2].data["replies"], 1);
   }
   EXPECT_EQ(tg.delivered()[0].chat, "ops");
   EXPECT_EQ(tg.delivered()[0].text, "fyi");

@@ -18,6 +18,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/text.h"
 #include "base/unique_fd.h"
 
 namespace moat::oci {
@@ -31,13 +32,7 @@ constexpr std::chrono::milliseconds kVerbTimeout{60'000};
 constexpr size_t kMaxQuoted = 1500;
 constexpr long kCgroup2Magic = 0x63677270;
 
-std::string trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\n' || s.front() == '\t' || s.front() == '\r'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return std::string(s);
-}
+std::string trim(std::string_view s) { return std::string(trim_space(s)); }
 
 std::string cap_length(std::string s) {
   if (s.size() > kMaxQuoted) s = "..." + s.substr(s.size() - kMaxQuoted);

@@ -18,6 +18,7 @@
 #include "base/ids.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/text.h"
 #include "base/unique_fd.h"
 
 namespace fs = std::filesystem;
@@ -59,10 +60,7 @@ class PathCleanup {
   bool dir_;
 };
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
+std::string trim(std::string_view s) { return std::string(trim_space(s)); }
 
 // --- ext4 superblocks: just enough to give a cloned file system an identity of its own. ---
 
