@@ -132,10 +132,20 @@ TEST(DiscordChannelDaemon, AnAgentAnswersDmsAlwaysAndGuildMessagesOnlyWhenAddres
   EXPECT_NE(guild.find("what do you think?"), std::string::npos) << guild;
   EXPECT_EQ(guild.find("among themselves"), std::string::npos) << guild;
   EXPECT_EQ(guild.find("someone else's role"), std::string::npos) << guild;
+  // Each reply was previewed while it streamed: one message, made with the preview's key as nonce
+  // ("p<id>") and edited into the final text by the outbox's delivery; no second message beneath it.
+  int previews = 0;
   for (auto& m : peer.sent()) {
-    ASSERT_TRUE(m.contains("nonce")) << m.dump();
-    EXPECT_EQ(m["nonce"].get<std::string>().substr(0, 1), "o") << m.dump();
+    std::string nonce = m.value("nonce", "");
+    ASSERT_FALSE(nonce.empty()) << m.dump();
+    if (nonce[0] == 'p') {
+      ++previews;
+      EXPECT_FALSE(m["edits"].empty()) << "a preview left as it was: " << m.dump();
+    } else {
+      EXPECT_EQ(nonce[0], 'o') << m.dump();
+    }
   }
+  EXPECT_GE(previews, 4);
 
   // A 429 with retry_after: the reply waits it out and arrives once.
   peer.control("fault", {{"route", "POST /channels/:id/messages"}, {"times", 1}, {"retry_after", 1.5}});
@@ -284,9 +294,10 @@ TEST(DiscordChannelDaemon, FatalClosesAreAFailedStatusWithTheFixAndNoReconnectLo
   EXPECT_EQ(peer.state()["identifies"], identifies);
 }
 
-// moatd SIGKILLed by MOAT_CRASH_AT at `point`; the message said then is answered exactly once after
-// the restart.
-void crash_at(MoatEnv& env, const DiscordPeer& peer, const std::string& point, const std::string& text) {
+// moatd SIGKILLed by MOAT_CRASH_AT at `point`; the message said then is answered (`answer` shows)
+// after the restart.
+void crash_at(MoatEnv& env, const DiscordPeer& peer, const std::string& point, const std::string& text,
+              const std::string& answer) {
   env.kill_daemon(SIGTERM);
   ::setenv("MOAT_CRASH_AT", point.c_str(), 1);
   env.start_daemon();
@@ -297,7 +308,7 @@ void crash_at(MoatEnv& env, const DiscordPeer& peer, const std::string& point, c
   ASSERT_TRUE(wait_until([&] { return ::waitpid(pid, nullptr, WNOHANG) == pid; }, 60s, 50ms)) << "moatd did not stop at " << point;
   env.kill_daemon(SIGKILL);  // already gone: forgets the pid
   env.start_daemon();
-  ASSERT_TRUE(wait_until([&] { return answered(peer, kDmChannel, text); }, 90s, 100ms)) << peer.state().dump();
+  ASSERT_TRUE(wait_until([&] { return answered(peer, kDmChannel, answer); }, 90s, 100ms)) << peer.state().dump();
 }
 
 TEST(DiscordChannelDaemon, KilledAtDispatchedOrAtSentLosesNothingAndSendsNothingTwice) {
@@ -310,14 +321,16 @@ TEST(DiscordChannelDaemon, KilledAtDispatchedOrAtSentLosesNothingAndSendsNothing
   MoatEnv env(config_for(peer, model));
   store_keys(env, model, DiscordPeer::kToken);
 
-  crash_at(env, peer, "discord.dispatched", "received, then killed");
-  crash_at(env, peer, "router.sent", "sent, then killed");
-  // The outbox delivers the second reply again after the restart, with the same key as nonce: Discord
-  // returns the message it made before the kill instead of a second one.
+  crash_at(env, peer, "discord.dispatched", "received, then killed", "received, then killed");
+  // A long reply, killed once its three parts are on Discord and before the outbox knows: after the
+  // restart the outbox sends its last part again (parts_sent is written after each part but the last),
+  // with the same key as nonce, and Discord returns the message it made before the kill.
+  crash_at(env, peer, "router.sent", "a long answer, sent, then killed", "[0624]");
   ASSERT_TRUE(wait_until([&] { return channel_status(env).value("out_today", 0) == 2; }, 30s)) << channel_status(env).dump();
   std::string dm = joined(sent_to(peer, kDmChannel));
   EXPECT_EQ(count_of(dm, "received, then killed"), 1u) << dm;
-  EXPECT_EQ(count_of(dm, "sent, then killed"), 1u) << dm;
+  EXPECT_EQ(count_of(dm, "[0624]"), 1u) << dm;
+  EXPECT_EQ(count_of(dm, "[0000]"), 1u) << dm;
   EXPECT_EQ(peer.state()["nonceRepeats"], 1) << "the reply sent before the kill was not offered again";
   EXPECT_EQ(channel_status(env)["in_today"], 2);
 }

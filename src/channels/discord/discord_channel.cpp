@@ -629,11 +629,10 @@ router::DeliveryResult DiscordChannel::send_or_edit(const std::string& chat, con
   // Mentions in an agent's text notify no one (no @everyone from a prompt-injected reply).
   Json body{{"content", text}, {"allowed_mentions", {{"parse", Json::array()}, {"replied_user", false}}}};
   if (!edit_id.empty()) {
+    // A message someone deleted is 404 (never deliverable as an edit): the router sends the reply anew.
     auto r = rest_->call("PATCH", fmt::format("/channels/{}/messages/{}", chat, edit_id), body);
-    if (r) return router::Delivered{edit_id};
-    // The message to edit was deleted: the text goes out as a new message.
-    if (!(r.error().code == 404 && r.error().discord_code == 10008))
-      return failure(r.error(), fmt::format("Discord did not take the edit of message {} in channel {}", edit_id, chat));
+    if (!r) return failure(r.error(), fmt::format("Discord did not take the edit of message {} in channel {}", edit_id, chat));
+    return router::Delivered{edit_id};
   }
   if (!nonce.empty() && nonce.size() <= kNonceMax) {
     body["nonce"] = nonce;

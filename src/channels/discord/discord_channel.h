@@ -30,7 +30,8 @@
 // retried after a crash (between Discord's answer and the outbox's delivered mark) gets back the
 // message already made instead of a second one — within Discord's nonce window, a few minutes. 2000
 // characters a message (the router splits longer replies). A delivery with edit_platform_id, and a
-// preview after its first, edit (PATCH) instead. Rate limits per route bucket and the global one are
+// preview after its first, edit (PATCH) instead (a 404 there, a deleted message, is never deliverable
+// as an edit: the router sends the reply as a new message). Rate limits per route bucket and the global one are
 // kept by DiscordRest; a 429's retry_after is returned to the router. 403 and 404 (no access, unknown
 // channel) and 400 are never deliverable; 401 makes the channel "failed". While a turn runs for a
 // chat, POST /channels/{id}/typing every 8 s (Discord shows it for 10 s), from a thread of its own.

@@ -1,7 +1,8 @@
 #include "channels/discord/discord_message.h"
 
 #include <algorithm>
-#include <charconv>
+
+#include "base/text.h"
 
 namespace moat::channels::discord {
 
@@ -43,10 +44,9 @@ std::string_view skip_name(Skip s) {
 }
 
 int64_t snowflake_ms(std::string_view id) {
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(id.data(), id.data() + id.size(), v);
-  if (ec != std::errc() || p != id.data() + id.size() || id.empty()) return 0;
-  return static_cast<int64_t>(v >> 22) + 1420070400000LL;
+  auto v = parse_number<uint64_t>(id);
+  if (!v) return 0;
+  return static_cast<int64_t>(*v >> 22) + 1420070400000LL;
 }
 
 std::string snowflake_at(int64_t ms) {

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <thread>
 #include <utility>
 
+#include "base/text.h"
 #include "net/headers.h"
 
 namespace moat::channels::discord {
@@ -16,10 +16,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::chrono::milliseconds seconds_text(std::string_view s) {
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || v < 0) return 0ms;
-  return std::chrono::milliseconds(static_cast<int64_t>(v * 1000 + 0.999));
+  auto v = parse_number<double>(trim_space(s));
+  if (!v || *v < 0) return 0ms;
+  return std::chrono::milliseconds(static_cast<int64_t>(*v * 1000 + 0.999));
 }
 
 bool all_digits(std::string_view s) {
@@ -98,8 +97,7 @@ void DiscordRest::learn(const std::string& route, std::string_view major, const 
   auto remaining = head.header("X-RateLimit-Remaining");
   auto reset_after = head.header("X-RateLimit-Reset-After");
   if (!bucket || !remaining || !reset_after) return;
-  int left = 1;
-  std::from_chars(remaining->data(), remaining->data() + remaining->size(), left);
+  int left = parse_number<int>(trim_space(*remaining)).value_or(1);
   std::lock_guard g(mu_);
   route_bucket_[route] = *bucket;
   auto& b = buckets_[fmt::format("{}:{}", *bucket, major)];
