@@ -192,7 +192,9 @@ TEST(DiscordChannelDaemon, DropsMissedAcksOp7AndOp9LoseNothing) {
   DiscordPeer peer;
   ASSERT_FALSE(peer.url().empty());
   set_up_platform(peer);
-  peer.control("options", {{"heartbeatInterval", 600}});
+  // A short heartbeat so that a withheld ACK shows within seconds (the stand-in closes a connection
+  // silent for 1.5 intervals: 1 s leaves a loaded machine half a second of slack).
+  peer.control("options", {{"heartbeatInterval", 1000}});
   ProviderDouble model({.api_key = "k"});
   echo_model(model);
   MoatEnv env(config_for(peer, model));
@@ -232,7 +234,8 @@ TEST(DiscordChannelDaemon, DropsMissedAcksOp7AndOp9LoseNothing) {
   ASSERT_TRUE(wait_until([&] { return answered(peer, kDmChannel, "in the gap one"); }, 60s, 100ms)) << peer.state().dump();
   ASSERT_TRUE(wait_until([&] { return answered(peer, kGuildChannel, "in the gap two"); }, 60s, 100ms))
       << peer.state().dump();
-  EXPECT_EQ(peer.state()["identifies"].get<int>(), identifies + 1);
+  // One new session (more only if a loaded machine missed a heartbeat: the stand-in then ends the session).
+  EXPECT_GE(peer.state()["identifies"].get<int>(), identifies + 1);
 
   // Nothing answered twice.
   std::string dm = joined(sent_to(peer, kDmChannel));
