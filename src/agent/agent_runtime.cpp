@@ -93,12 +93,40 @@ struct AgentRuntime::Impl {
   Status compact(TurnState& st, Provider& provider, ChatHistory& hist, Conversation& conv, uint64_t extra_tokens);
   Result<ToolOutput> run_tool(TurnState& st, const ContentBlock& call, ToolContext& ctx);
   Result<std::string> read_memory(Workbench& bench);
+  // Copies the turn's staged attachments into the sandbox (through moat-init); what each became.
+  PlacedAttachments place_attachments(const router::Turn& turn, Workbench& bench);
   Status audit_append(std::string kind, const std::string& actor, std::string subject, Json data) {
     auto r = audit.append(std::move(kind), actor, std::move(subject), std::move(data));
     if (!r) return wrap(r.error(), "recording an agent action in the audit log");
     return {};
   }
 };
+
+PlacedAttachments AgentRuntime::Impl::place_attachments(const router::Turn& turn, Workbench& bench) {
+  PlacedAttachments placed;
+  for (const auto& e : turn.envelopes)
+    for (const auto& a : e.attachments) {
+      if (a.staged.empty() || placed.contains(a.staged)) continue;
+      PlacedAttachment& p = placed[a.staged];
+      if (!hooks.read_attachment) {
+        p.unavailable = "this moatd does not stage attachments";
+        continue;
+      }
+      auto data = hooks.read_attachment(a.staged);
+      if (!data) {
+        p.unavailable = data.error().message;
+        continue;
+      }
+      // The staged file's own name is unique ("<random>-<safe name>") and safe as a path component.
+      std::string path = fmt::format("{}/{}", kAttachmentDir, a.staged.substr(a.staged.find('/') + 1));
+      if (auto s = bench.write_file(path, *data); !s) {
+        p.unavailable = fmt::format("copying it into the sandbox failed: {}", s.error().message);
+        continue;
+      }
+      p.path = std::move(path);
+    }
+  return placed;
+}
 
 Result<std::string> AgentRuntime::Impl::read_memory(Workbench& bench) {
   auto m = bench.read_file(kMemoryFile, kMemoryReadMax);
@@ -188,7 +216,7 @@ Result<router::TurnResult> AgentRuntime::Impl::run_loop(TurnState& st) {
   ChatHistory hist(db, spec.name, st.turn.channel, st.turn.chat);
   auto conv = hist.load();
   if (!conv) return wrap(conv.error(), "loading the chat history");
-  Message incoming{"user", {ContentBlock::text_block(envelopes_text(st.turn.envelopes))}};
+  Message incoming{"user", {ContentBlock::text_block(envelopes_text(st.turn.envelopes, place_attachments(st.turn, **bench)))}};
   uint64_t extra = estimate_tokens(incoming) + (spec.system_prompt.size() + memory->size()) / 4;
   if (auto s = compact(st, **provider, hist, *conv, extra); !s) return std::unexpected(s.error());
 
@@ -286,7 +314,7 @@ Result<router::TurnResult> AgentRuntime::Impl::run_command(const AgentSpec& spec
   if (!conv) return wrap(conv.error(), "loading the chat history");
   std::vector<Message> prior;
   for (auto& m : conv->messages) prior.push_back(std::move(m.message));
-  auto incoming = envelopes_text(turn.envelopes);
+  auto incoming = envelopes_text(turn.envelopes, place_attachments(turn, **bench));
   auto out = run_command_agent(spec, turn, **bench, hooks.command_env, conv->summary, prior, incoming);
   if (!out) return std::unexpected(out.error());
   router::TurnResult result;

@@ -27,6 +27,9 @@ struct RuntimeHooks {
   // Base environment for a command agent's process (gateway proxy, route base URLs, placeholders
   // come from the sandbox itself; this adds e.g. MOAT_AGENT).
   std::vector<std::string> command_env;
+  // The bytes of a staged attachment (store/attachment_stage.h), which the turn copies into the
+  // sandbox; empty: attachments are listed but not copied.
+  std::function<Result<std::string>(std::string_view staged)> read_attachment;
 };
 
 struct AgentUsage {

@@ -34,14 +34,24 @@ std::string build_system_prompt(const AgentSpec& spec, std::string_view memory, 
   return out;
 }
 
-std::string envelopes_text(const std::vector<router::Envelope>& envelopes) {
+std::string envelopes_text(const std::vector<router::Envelope>& envelopes, const PlacedAttachments& placed) {
   std::string out;
   for (const auto& e : envelopes) {
     if (!out.empty()) out += "\n\n";
     const auto& who = e.sender_name.empty() ? e.sender : e.sender_name;
     out += fmt::format("{}: {}", who.empty() ? "someone" : who, e.text);
-    for (const auto& a : e.attachments)
-      out += fmt::format("\n[attachment: {} ({}, {} bytes) {}]", a.name, a.mime.empty() ? "unknown type" : a.mime, a.size, a.url);
+    for (const auto& a : e.attachments) {
+      std::string where;
+      if (auto it = placed.find(a.staged); !a.staged.empty() && it != placed.end())
+        where = it->second.path.empty() ? fmt::format("not available: {}", it->second.unavailable)
+                                        : fmt::format("saved at {}", it->second.path);
+      else if (!a.unavailable.empty())
+        where = fmt::format("not available: {}", a.unavailable);
+      else
+        where = a.url.empty() ? "not available" : a.url;
+      out += fmt::format("\n[attachment: {} ({}, {} bytes) {}]", a.name, a.mime.empty() ? "unknown type" : a.mime,
+                         a.size, where);
+    }
   }
   return out;
 }

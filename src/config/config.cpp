@@ -215,6 +215,27 @@ const std::vector<Key>& schema() {
          c.router.retry_base = *v;
          return {};
        })},
+      {"attachments", "max_file", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_size(s);
+         if (!v) return std::unexpected(v.error());
+         if (*v < 1024 || *v > (2ull << 30)) return fail(ErrorKind::InvalidInput, "must be from 1KiB to 2GiB");
+         c.attachments.max_file = *v;
+         return {};
+       })},
+      {"attachments", "max_total", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_size(s);
+         if (!v) return std::unexpected(v.error());
+         if (*v < (1ull << 20)) return fail(ErrorKind::InvalidInput, "must be at least 1MiB");
+         c.attachments.max_total = *v;
+         return {};
+       })},
+      {"attachments", "keep", as_string([](Config& c, const std::string& s) -> Status {
+         auto v = parse_duration(s);
+         if (!v) return std::unexpected(v.error());
+         if (v->count() < 60'000) return fail(ErrorKind::InvalidInput, "must be at least 1m (a retried turn copies the files again)");
+         c.attachments.keep = *v;
+         return {};
+       })},
       {"audit", "checkpoint_records", [](Config& c, const toml::node& n) -> Status {
          auto v = positive_count(n);
          if (!v) return std::unexpected(v.error());
@@ -489,10 +510,11 @@ Result<Config> parse_config(std::string_view text, std::string_view origin, Conf
   for (auto& [table_key, table_node] : root) {
     std::string_view table = table_key.str();
     bool known_table = table == "daemon" || table == "sandbox" || table == "egress" || table == "agents" ||
-                       table == "router" || table == "web" || table == "audit" || table == "channels";
+                       table == "router" || table == "web" || table == "audit" || table == "channels" ||
+                       table == "attachments";
     if (!known_table) {
       return fail(ErrorKind::InvalidInput,
-                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [web], [audit], [channels.NAME], [agents.NAME] (see docs/config.md)",
+                  "{}: unknown {} '{}'; known tables: [daemon], [sandbox], [egress], [router], [attachments], [web], [audit], [channels.NAME], [agents.NAME] (see docs/config.md)",
                   where(origin, table_node), table_node.is_table() ? "table" : "key", table);
     }
     auto* tbl = table_node.as_table();

@@ -81,6 +81,14 @@ struct RouterConfig {
   std::chrono::milliseconds retry_base{1000};
 };
 
+// [attachments] (docs/config.md): the host-side staging area channels download attachments into,
+// from which a turn copies them into the agent's sandbox (store/attachment_stage.h).
+struct AttachmentsConfig {
+  uint64_t max_file = 20ull << 20;   // a larger attachment is noted as unavailable; the turn still runs
+  uint64_t max_total = 1ull << 30;   // the whole area
+  std::chrono::milliseconds keep{7LL * 24 * 3600 * 1000};  // staged files are pruned after this
+};
+
 // Where the webhook channel may POST replies (docs/config.md, [web]).
 enum class WebhookCallbacks {
   Loopback,  // programs on this host only: 127.0.0.0/8, ::1, localhost
@@ -129,6 +137,7 @@ struct Config {
   SandboxDefaults sandbox;
   EgressConfig egress;
   RouterConfig router;
+  AttachmentsConfig attachments;
   WebConfig web;
   AuditConfig audit;
   ChannelsConfig channels;

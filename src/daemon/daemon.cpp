@@ -172,8 +172,15 @@ Status Daemon::start_agents() {
   if (!agents) return std::unexpected(agents.error());
   agents_ = std::move(*agents);
   auto current_spec = [this](const std::string& name) { return agents_->get(name); };
-  runtime_ = std::make_unique<agent::AgentRuntime>(*db_, *audit_,
-                                                   make_runtime_hooks(config_, *vault_, *manager_, current_spec));
+  const auto& ac = config_.attachments;
+  auto stage = AttachmentStage::open(config_.state_dir / "attachments",
+                                     AttachmentLimits{.max_file = ac.max_file, .max_total = ac.max_total, .keep = ac.keep});
+  if (!stage) return wrap(stage.error(), "preparing the attachment staging area");
+  attachments_ = std::move(*stage);
+  attachments_->prune();
+  auto hooks = make_runtime_hooks(config_, *vault_, *manager_, current_spec);
+  hooks.read_attachment = [stage = attachments_.get()](std::string_view staged) { return stage->read(staged); };
+  runtime_ = std::make_unique<agent::AgentRuntime>(*db_, *audit_, std::move(hooks));
   router::RouterOptions ro;
   ro.max_concurrent_turns = config_.router.max_concurrent_turns;
   ro.max_attempts = static_cast<int>(config_.router.max_attempts);

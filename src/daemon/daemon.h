@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "channels/discord/discord_channel.h"
 #include "channels/telegram/telegram_channel.h"
+#include "store/attachment_stage.h"
 #include "channels/web/web_chat.h"
 #include "channels/webhook/webhook_channel.h"
 #include "daemon/agent_directory.h"
@@ -72,6 +73,7 @@ class Daemon {
   std::unique_ptr<SandboxManager> manager_;
   // Agents: declared after the manager so that the router (and its turns, which use sandboxes)
   // stops and goes before it.
+  std::unique_ptr<AttachmentStage> attachments_;  // channels stage downloads here; turns copy them in
   std::unique_ptr<AgentDirectory> agents_;
   std::unique_ptr<agent::AgentRuntime> runtime_;
   TerminalChannel terminal_;

@@ -13,8 +13,13 @@ namespace moat::router {
 struct Attachment {
   std::string name;
   std::string mime;
-  std::string url;  // where the channel keeps it (never fetched by the router)
+  std::string url;  // where the platform had it (for the record; never fetched after the channel's download)
   uint64_t size = 0;
+  // Where the channel staged it (store/attachment_stage.h: a path relative to the staging area);
+  // the turn copies it into the agent's sandbox. Empty when it was not downloaded, and then
+  // `unavailable` says why (over the size limit, the download failed), for the agent to tell.
+  std::string staged;
+  std::string unavailable;
 };
 
 // One inbound message, normalised. (channel, message_id) is unique: a repeat is a duplicate.

@@ -6,7 +6,12 @@ namespace moat::router {
 namespace {
 Json attachments_json(const std::vector<Attachment>& as) {
   Json arr = Json::array();
-  for (const auto& a : as) arr.push_back({{"name", a.name}, {"mime", a.mime}, {"url", a.url}, {"size", a.size}});
+  for (const auto& a : as) {
+    Json j{{"name", a.name}, {"mime", a.mime}, {"url", a.url}, {"size", a.size}};
+    if (!a.staged.empty()) j["staged"] = a.staged;
+    if (!a.unavailable.empty()) j["unavailable"] = a.unavailable;
+    arr.push_back(std::move(j));
+  }
   return arr;
 }
 }  // namespace
@@ -61,7 +66,8 @@ Status envelope_body_from_json(std::string_view body, Envelope& e) {
     for (const auto& a : *it) {
       if (!a.is_object()) continue;
       e.attachments.push_back(Attachment{a.value("name", ""), a.value("mime", ""), a.value("url", ""),
-                                         a.value("size", uint64_t{0})});
+                                         a.value("size", uint64_t{0}), a.value("staged", ""),
+                                         a.value("unavailable", "")});
     }
   }
   return {};

@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "agent/sandbox_workbench.h"
+#include "store/attachment_stage.h"
 #include "support/temp_dir.h"
 #include "unit/agent_test_doubles.h"
 
@@ -28,6 +29,7 @@ struct World {
   std::optional<image::ImageStore> images;
   std::unique_ptr<SandboxManager> manager;
   std::shared_ptr<SandboxWorkbench> bench;
+  std::unique_ptr<AttachmentStage> stage;
 
   std::string setup() {
     fs::permissions(state.path(), fs::perms(0711));
@@ -49,6 +51,9 @@ struct World {
     mo.defaults.memory_bytes = 256ull << 20;
     manager = std::make_unique<SandboxManager>(mo, *db, *audit, *images);
     if (auto st = manager->prepare(); !st) return st.error().message;
+    auto st = AttachmentStage::open(state.path() / "attachments", {.max_file = 64 << 10});
+    if (!st) return st.error().message;
+    stage = std::move(*st);
     AgentSpec spec;
     spec.name = kAgent;
     bench = std::make_shared<SandboxWorkbench>(*manager, kAgent, [spec] { return sandbox_request_for(spec); });
@@ -86,10 +91,11 @@ class AgentSandbox : public ::testing::Test {
     h.provider = [this](const AgentSpec&) -> Result<std::unique_ptr<Provider>> {
       return std::make_unique<ScriptedProvider>(script_);
     };
+    h.read_attachment = [](std::string_view staged) { return world->stage->read(staged); };
     runtime_ = std::make_unique<AgentRuntime>(*world->db, *world->audit, std::move(h));
   }
 
-  Result<router::TurnResult> run(std::string text) {
+  Result<router::TurnResult> run(std::string text, std::vector<router::Attachment> attachments = {}) {
     router::Turn t;
     t.agent = kAgent;
     t.channel = "web";
@@ -100,6 +106,7 @@ class AgentSandbox : public ::testing::Test {
     e.sender = "u1";
     e.sender_name = "Ada";
     e.text = std::move(text);
+    e.attachments = std::move(attachments);
     t.envelopes.push_back(e);
     return runtime_->run_turn(spec_, t, {});
   }
@@ -263,4 +270,34 @@ TEST_F(AgentSandbox, TheManagerRefusesLimitsOutOfRangeWhateverTheCaller) {
   EXPECT_EQ(m.get("limits-x").error().kind, ErrorKind::NotFound);
   EXPECT_EQ(m.get("limits-agent").error().kind, ErrorKind::NotFound);
   EXPECT_FALSE(fs::exists(world->state.path() / "sandboxes" / "limits-x"));
+}
+
+// An attachment a channel staged on the host is in the sandbox when the turn starts (copied through
+// moat-init), the model is told where, and one that was too large is named as unavailable while the
+// turn still runs.
+TEST_F(AgentSandbox, StagedAttachmentsAreCopiedIntoTheSandboxAndNamedInThePrompt) {
+  auto w = world->stage->begin("telegram", "notes from Ada.txt");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->write("line one\nline two\n"));
+  auto staged = w->commit();
+  ASSERT_TRUE(staged) << staged.error().message;
+  std::vector<router::Attachment> atts{
+      {.name = "notes from Ada.txt", .mime = "text/plain", .size = 18, .staged = *staged},
+      {.name = "video.mp4", .mime = "video/mp4", .size = 50u << 20, .unavailable = "larger than the 64 KiB limit"}};
+  std::string path = fmt::format("/workspace/attachments/{}", staged->substr(staged->find('/') + 1));
+  script_->push(tool_reply({tool_use("t1", "bash", Json{{"command", "cat '" + path + "'"}})}));
+  script_->push(text_reply("read it"));
+  size_t before = script_->count();
+  auto r = run("please read the attached notes", atts);
+  ASSERT_TRUE(r) << r.error().message;
+  auto first = script_->request(before);
+  std::string prompt = first.messages.back().content[0].text;
+  EXPECT_NE(prompt.find("[attachment: notes from Ada.txt (text/plain, 18 bytes) saved at " + path + "]"), std::string::npos)
+      << prompt;
+  EXPECT_NE(prompt.find("[attachment: video.mp4 (video/mp4, 52428800 bytes) not available: larger than the 64 KiB limit]"),
+            std::string::npos)
+      << prompt;
+  auto res = tool_results(script_->request(before + 1));
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_TRUE(res[0].text.starts_with("line one\nline two\n")) << res[0].text;
 }

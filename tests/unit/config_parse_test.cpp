@@ -335,3 +335,20 @@ TEST(ConfigParse, DiscordChannel) {
   e = err("[channels.discord]\ntoken_secret = 7\n");
   EXPECT_NE(e.find("channels.discord.token_secret: expected the name of a vault secret"), std::string::npos) << e;
 }
+
+TEST(ConfigParse, AttachmentsTable) {
+  auto c = parse_config("[attachments]\nmax_file = \"5MiB\"\nmax_total = \"200MiB\"\nkeep = \"2d\"\n", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->attachments.max_file, 5u << 20);
+  EXPECT_EQ(c->attachments.max_total, 200u << 20);
+  EXPECT_EQ(c->attachments.keep, std::chrono::hours(48));
+  auto d = parse_config("", "moat.toml");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->attachments.max_file, 20u << 20);
+  auto bad = parse_config("[attachments]\nmax_file = \"10\"\n", "moat.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("max_file"), std::string::npos) << bad.error().message;
+  auto unknown = parse_config("[attachments]\nmax_size = \"1MiB\"\n", "moat.toml");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("max_size"), std::string::npos) << unknown.error().message;
+}
