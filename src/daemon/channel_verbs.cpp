@@ -22,7 +22,23 @@ Result<Json> with_traffic(router::Router& router, channels::ChannelStatus s) {
 
 }  // namespace
 
-void register_channel_verbs(api::Server& server, router::Router& router, ChannelStatusesFn statuses) {
+void register_channel_verbs(api::Server& server, router::Router& router, ChannelStatusesFn statuses,
+                            ChannelAdmin admin) {
+  server.handle("channel.add", [&router, admin](const Json& a, api::Session&) -> Result<Json> {
+    if (!a.contains("name") || !a["name"].is_string())
+      return fail(ErrorKind::InvalidInput, "channel.add needs the channel's 'name' as a string (telegram, discord)");
+    Json settings = a.value("settings", Json::object());
+    auto s = admin.add(a["name"].get<std::string>(), settings, a.value("actor", std::string("cli")));
+    if (!s) return std::unexpected(s.error());
+    return with_traffic(router, std::move(*s));
+  });
+  server.handle("channel.rm", [admin](const Json& a, api::Session&) -> Result<Json> {
+    if (!a.contains("name") || !a["name"].is_string())
+      return fail(ErrorKind::InvalidInput, "channel.rm needs the channel's 'name' as a string");
+    const auto& name = a["name"].get_ref<const std::string&>();
+    if (auto s = admin.remove(name, a.value("actor", std::string("cli"))); !s) return std::unexpected(s.error());
+    return Json{{"name", name}, {"removed", true}};
+  });
   server.handle("channel.ls", [&router, statuses](const Json&, api::Session&) -> Result<Json> {
     Json out = Json::array();
     for (auto& s : statuses()) {

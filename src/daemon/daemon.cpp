@@ -254,8 +254,12 @@ Status Daemon::start_channels() {
     log::warn("webhook: cannot read its replies from the store ({}); polling starts empty", h.error().message);
   router_->add_channel(*web_);
   router_->add_channel(*webhook_);
-  start_telegram();
-  start_discord();
+  auto dir = ChannelDirectory::open(*db_, config_);
+  if (!dir) return std::unexpected(dir.error());
+  channel_dir_ = std::move(*dir);
+  auto effective = channel_dir_->effective();
+  if (effective.telegram) start_telegram(*effective.telegram);
+  if (effective.discord) start_discord(*effective.discord);
   if (config_.web.listen == "off") return {};
   net::ServerOptions so;
   auto listen = net::parse_listen_address(config_.web.listen);
@@ -270,9 +274,7 @@ Status Daemon::start_channels() {
 
 // [channels.telegram]: the channel is made and registered now; it polls once the router runs. Its
 // token is read from the vault's channel secret each time it (re)connects, never kept in the config.
-void Daemon::start_telegram() {
-  if (!config_.channels.telegram) return;
-  const auto& tc = *config_.channels.telegram;
+void Daemon::start_telegram(const TelegramConfig& tc) {
   channels::TelegramOptions opts;
   opts.api_base = tc.api_base;
   opts.token_secret = tc.token_secret;
@@ -295,9 +297,7 @@ void Daemon::start_telegram() {
 
 // [channels.discord]: made and registered now; it connects to the Gateway once the router runs. Its
 // token is read from the vault's channel secret each time it connects, never kept in the config.
-void Daemon::start_discord() {
-  if (!config_.channels.discord) return;
-  const auto& dc = *config_.channels.discord;
+void Daemon::start_discord(const DiscordConfig& dc) {
   channels::DiscordOptions opts;
   opts.api_base = dc.api_base;
   opts.token_secret = dc.token_secret;
@@ -317,6 +317,42 @@ void Daemon::start_discord() {
   router_->add_channel(*discord_);
 }
 
+Result<channels::ChannelStatus> Daemon::add_channel(const std::string& name, const Json& settings,
+                                                    const std::string& actor) {
+  std::lock_guard g(platform_mu_);
+  auto cfg = channel_dir_->add(name, settings, actor);
+  if (!cfg) return std::unexpected(cfg.error());
+  channels::ChannelStatus status;
+  if (cfg->telegram) {
+    start_telegram(*cfg->telegram);
+    telegram_->start();
+    status = telegram_->status();
+  }
+  if (cfg->discord) {
+    start_discord(*cfg->discord);
+    discord_->start();
+    status = discord_->status();
+  }
+  (void)audit_->append("channel.add", actor, name, Json{{"settings", settings}});
+  return status;
+}
+
+Status Daemon::remove_channel(const std::string& name, const std::string& actor) {
+  std::lock_guard g(platform_mu_);
+  if (auto s = channel_dir_->remove(name); !s) return s;
+  router_->remove_channel(name);
+  if (name == "telegram" && telegram_) {
+    telegram_->stop();
+    retired_channels_.push_back(std::move(telegram_));
+  }
+  if (name == "discord" && discord_) {
+    discord_->stop();
+    retired_channels_.push_back(std::move(discord_));
+  }
+  (void)audit_->append("channel.rm", actor, name, Json::object());
+  return {};
+}
+
 std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
   std::vector<channels::ChannelStatus> out;
   for (const char* name : {"terminal", "web", "webhook"}) {
@@ -328,6 +364,7 @@ std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
       s.identity = http_ ? http_->base_url() : std::string("[web] listen = \"off\"");
     out.push_back(std::move(s));
   }
+  std::lock_guard g(platform_mu_);
   if (telegram_) out.push_back(telegram_->status());
   if (discord_) out.push_back(discord_->status());
   return out;
@@ -385,11 +422,17 @@ Status Daemon::run() {
     }
     log::info("web chat on {}", http_->base_url());
   }
-  if (telegram_) telegram_->start();
-  if (discord_) discord_->start();
+  {
+    std::lock_guard g(platform_mu_);
+    if (telegram_) telegram_->start();
+    if (discord_) discord_->start();
+  }
   server_.serve();
-  if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
-  if (discord_) discord_->stop();
+  {
+    std::lock_guard g(platform_mu_);
+    if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
+    if (discord_) discord_->stop();
+  }
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.
   for (int i = 0; i < 50 && server_.active_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
@@ -601,7 +644,13 @@ void Daemon::register_handlers() {
   });
 
   register_audit_verbs(s, *db_, *checkpointer_);
-  register_channel_verbs(s, *router_, [this] { return channel_statuses(); });
+  register_channel_verbs(s, *router_, [this] { return channel_statuses(); },
+                         ChannelAdmin{[this](const std::string& name, const Json& settings, const std::string& actor) {
+                                        return add_channel(name, settings, actor);
+                                      },
+                                      [this](const std::string& name, const std::string& actor) {
+                                        return remove_channel(name, actor);
+                                      }});
 }
 
 }  // namespace moat

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "channels/discord/discord_channel.h"
 #include "channels/telegram/telegram_channel.h"
+#include "daemon/channel_directory.h"
 #include "store/attachment_stage.h"
 #include "channels/web/web_chat.h"
 #include "channels/webhook/webhook_channel.h"
@@ -53,9 +54,12 @@ class Daemon {
   Status start_egress();
   Status start_agents();
   Status start_channels();
-  void start_telegram();
-  void start_discord();
+  void start_telegram(const TelegramConfig& tc);
+  void start_discord(const DiscordConfig& dc);
   std::vector<channels::ChannelStatus> channel_statuses() const;
+  // `moat channel add|rm`: checked and stored by channel_dir_, started or stopped at once.
+  Result<channels::ChannelStatus> add_channel(const std::string& name, const Json& settings, const std::string& actor);
+  Status remove_channel(const std::string& name, const std::string& actor);
 
   Config config_;
   UniqueFd state_lock_;  // flock on <state>/moatd.lock: one moatd per state directory
@@ -80,10 +84,17 @@ class Daemon {
   std::unique_ptr<channels::WebChat> web_;
   std::unique_ptr<channels::WebhookChannel> webhook_;
   std::string webhook_key_;  // tokens are HMAC(key, agent): see webhook_token()
+  // moat.toml's [channels.NAME] and those added with `moat channel add`.
+  std::unique_ptr<ChannelDirectory> channel_dir_;
+  // Guards which platform channels run (telegram_, discord_): `moat channel add|rm` change it while serving.
+  mutable std::mutex platform_mu_;
   // [channels.telegram]; its polling thread is stopped before the router (it accepts into it).
   std::unique_ptr<channels::TelegramChannel> telegram_;
   // [channels.discord]; its Gateway thread is stopped before the router, like Telegram's.
   std::unique_ptr<channels::DiscordChannel> discord_;
+  // Channels removed with `moat channel rm`, stopped but kept until the router is gone (a delivery,
+  // a turn or a preview may still hold them).
+  std::vector<std::unique_ptr<router::Channel>> retired_channels_;
   std::unique_ptr<router::Router> router_;
   // The channels' listener goes first: no request may reach a router that is gone.
   std::unique_ptr<net::HttpServer> http_;

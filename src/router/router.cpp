@@ -123,6 +123,11 @@ void Router::add_channel(Channel& channel) {
   impl_->poke_delivery();
 }
 
+void Router::remove_channel(std::string_view name) {
+  std::lock_guard g(impl_->channels_mu);
+  impl_->channels.erase(std::string(name));
+}
+
 Status Router::start() {
   {
     std::lock_guard g(impl_->sched_mu);

@@ -67,8 +67,13 @@ class Router {
   // InvalidInput naming the agent and pattern when a rule's trigger is not a valid ECMAScript regex.
   static Status validate_rules(const std::vector<RouteRule>& rules);
   void set_turn_runner(TurnRunner runner);
-  // Channels must be registered before start(); the router does not own them.
+  // Channels are registered before start() (their outbox rows wait until then) or while running
+  // (`moat channel add`); the router does not own them.
   void add_channel(Channel& channel);
+  // Stops routing to `name`: its undelivered replies wait until a channel of that name is added
+  // again. The channel object must stay alive until the router stops (a delivery, a turn's live
+  // events or a preview may still hold it): moatd keeps removed channels until it exits.
+  void remove_channel(std::string_view name);
 
   // Recovers (running -> queued, undelivered outbox resent), then starts the worker and delivery
   // threads.

@@ -116,6 +116,7 @@ constexpr Migration kMigrations[] = {
     {7, "add sandbox I/O limits", kSandboxIo},
     {8, "create channel cursors, keep platform message ids", schema::kChannelState},
     {9, "create reply previews", schema::kPreviews},
+    {10, "create run-time channel configs", schema::kChannelConfigs},
 };
 
 }  // namespace

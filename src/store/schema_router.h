@@ -98,4 +98,16 @@ CREATE INDEX previews_open ON previews (id) WHERE state = 'open';
 ALTER TABLE outbox ADD COLUMN edit_platform_id TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Migration 10 (issue 15): messaging channels added at run time (`moat channel add`), each kept as the
+// text of its [channels.NAME] table, so the one config parser checks it at add and at every start,
+// exactly as it checks moat.toml. Channels declared in moat.toml are not here.
+constexpr std::string_view kChannelConfigs = R"sql(
+CREATE TABLE channel_configs (
+  name       TEXT    PRIMARY KEY NOT NULL,
+  toml       TEXT    NOT NULL,
+  created_ms INTEGER NOT NULL,
+  actor      TEXT    NOT NULL
+);
+)sql";
+
 }  // namespace moat::schema
