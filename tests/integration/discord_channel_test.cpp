@@ -338,6 +338,27 @@ TEST(DiscordChannelDaemon, KilledAtDispatchedOrAtSentLosesNothingAndSendsNothing
   EXPECT_EQ(channel_status(env)["in_today"], 2);
 }
 
+TEST(DiscordChannelDaemon, AddedAtRunTimeAnswersAndIsRemoved) {
+  MOAT_REQUIRE_ROOT();
+  DiscordPeer peer;
+  ASSERT_FALSE(peer.url().empty());
+  set_up_platform(peer);
+  ProviderDouble model({.api_key = "k"});
+  echo_model(model);
+  MoatEnv env(fmt::format("[agents.assistant]\nmodel = {{ provider = \"anthropic\", model = \"claude-sonnet-4-5\", "
+                          "base_url = \"{}\" }}\nchats = [\"discord:*\"]\n",
+                          model.anthropic_base_url()));
+  store_keys(env, model, DiscordPeer::kToken);
+  env.ok({"channel", "add", "discord", "--token-secret", "discord-bot", "--api-base", peer.api_base()});
+  ASSERT_TRUE(wait_until([&] { return channel_status(env).value("state", "") == "connected"; }, 30s))
+      << channel_status(env).dump();
+  say(peer, kDmChannel, "added at run time");
+  ASSERT_TRUE(wait_until([&] { return answered(peer, kDmChannel, "added at run time"); }, 60s, 100ms)) << peer.state().dump();
+  env.ok({"channel", "rm", "discord"});
+  EXPECT_NE(env.moat({"channel", "status", "discord"}).code, 0);
+  ASSERT_TRUE(wait_until([&] { return peer.state()["connected"] == 0; }, 10s)) << peer.state().dump();
+}
+
 // The channel on its own against the stand-in: previews (create, edit, the final delivery edits
 // them), no mentions allowed in what the agent writes, the nonce, a bucket that is empty waits for its
 // reset, a global 429's retry_after, typing while a turn runs.
