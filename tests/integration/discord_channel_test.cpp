@@ -145,7 +145,7 @@ TEST(DiscordChannelDaemon, AnAgentAnswersDmsAlwaysAndGuildMessagesOnlyWhenAddres
       EXPECT_EQ(nonce[0], 'o') << m.dump();
     }
   }
-  EXPECT_GE(previews, 4);
+  EXPECT_GE(previews, 3);  // the DM, the guild (its two addressed messages may be one turn), the reply
 
   // A 429 with retry_after: the reply waits it out and arrives once.
   peer.control("fault", {{"route", "POST /channels/:id/messages"}, {"times", 1}, {"retry_after", 1.5}});
@@ -181,7 +181,7 @@ TEST(DiscordChannelDaemon, AnAgentAnswersDmsAlwaysAndGuildMessagesOnlyWhenAddres
   EXPECT_EQ(st["state"], "connected");
   EXPECT_EQ(st["kind"], "discord");
   EXPECT_EQ(st["in_today"], 6);  // the two unaddressed guild messages are not stored
-  EXPECT_GE(st["out_today"].get<int>(), 6);
+  EXPECT_GE(st["out_today"].get<int>(), 5);  // six messages; the two guild mentions may share a turn
   EXPECT_GE(st["lag_ms"].get<int64_t>(), 0);
   EXPECT_EQ(st.dump().find(DiscordPeer::kToken), std::string::npos);
   EXPECT_GE(peer.state()["typing"].get<int>(), 1);  // typing shown while turns ran
