@@ -420,14 +420,61 @@ Result<std::string> telegram_webhook_path(std::string_view text) {
   return path;
 }
 
-// [channels.telegram]: token_secret (required), mode, webhook_url, api_base, poll_timeout. Other platforms' tables
-// ([channels.discord]) come with their channels; until then they are unknown tables.
+// [channels.discord]: token_secret (required), api_base.
+Status parse_discord(Config& c, std::string_view origin, const toml::node& cnode) {
+  auto* t = cnode.as_table();
+  if (!t) return fail(ErrorKind::InvalidInput, "{}: channels.discord must be a table", where(origin, cnode));
+  DiscordConfig dc;
+  dc.line = static_cast<int>(cnode.source().begin.line);
+  for (auto& [key, v] : *t) {
+    std::string_view k = key.str();
+    auto str = v.value<std::string>();
+    auto bad = [&](std::string_view why) {
+      return fail(ErrorKind::InvalidInput, "{}: channels.discord.{}: {}", where(origin, v), k, why);
+    };
+    if (k == "token_secret") {
+      if (!str || str->empty())
+        return bad("expected the name of a vault secret holding the bot token, such as \"discord-bot\" (store it "
+                   "with 'moat secret set discord-bot --channel'; never the token itself)");
+      // A Discord bot token is three base64url parts joined by dots; a secret's name has no dots.
+      if (str->find('.') != std::string::npos && str->size() > 50)
+        return bad("this looks like a bot token, not a secret's name; never put the token in moat.toml: store it "
+                   "with 'moat secret set discord-bot --channel' and write token_secret = \"discord-bot\"");
+      dc.token_secret = *str;
+    } else if (k == "api_base") {
+      auto u = str ? net::parse_url(*str) : Result<net::Url>(fail(ErrorKind::InvalidInput, "expected a string"));
+      if (!u)
+        return bad(fmt::format("expected an http(s):// URL such as \"https://discord.com/api/v10\" ({})", u.error().message));
+      dc.api_base = *str;
+      while (dc.api_base.ends_with('/')) dc.api_base.pop_back();
+    } else {
+      return fail(ErrorKind::InvalidInput,
+                  "{}: unknown key 'channels.discord.{}'; known keys: token_secret, api_base (the gateway URL comes "
+                  "from the API, the intents are the channel's own; see docs/config.md)",
+                  where(origin, v), k);
+    }
+  }
+  if (dc.token_secret.empty())
+    return fail(ErrorKind::InvalidInput,
+                "{}: [channels.discord] needs token_secret = \"NAME\", the vault secret holding the bot token "
+                "(moat secret set NAME --channel)",
+                where(origin, cnode));
+  c.channels.discord = dc;
+  return {};
+}
+
+// [channels.telegram]: token_secret (required), mode, webhook_url, api_base, poll_timeout; [channels.discord]: above.
 Status parse_channels(Config& c, std::string_view origin, const toml::node& node) {
   auto* tbl = node.as_table();
   if (!tbl) return fail(ErrorKind::InvalidInput, "{}: 'channels' must be a table of [channels.NAME]", where(origin, node));
   for (auto& [name, cnode] : *tbl) {
+    if (name.str() == "discord") {
+      if (auto st = parse_discord(c, origin, cnode); !st) return st;
+      continue;
+    }
     if (name.str() != "telegram")
-      return fail(ErrorKind::InvalidInput, "{}: unknown channel [channels.{}]; known: [channels.telegram] (see docs/config.md)",
+      return fail(ErrorKind::InvalidInput,
+                  "{}: unknown channel [channels.{}]; known: [channels.telegram], [channels.discord] (see docs/config.md)",
                   where(origin, cnode), name.str());
     auto* t = cnode.as_table();
     if (!t) return fail(ErrorKind::InvalidInput, "{}: channels.telegram must be a table", where(origin, cnode));

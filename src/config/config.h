@@ -124,8 +124,17 @@ struct TelegramConfig {
   int line = 0;  // of the [channels.telegram] header, for errors
 };
 
+// [channels.discord] (docs/channels.md): one Discord bot over the Gateway (no sharding). The gateway's
+// URL comes from GET <api_base>/gateway/bot; the intents are the channel's own, not configured.
+struct DiscordConfig {
+  std::string token_secret;  // name of a channel secret in the vault (moat secret set NAME --channel)
+  std::string api_base = "https://discord.com/api/v10";  // overridable for tests
+  int line = 0;  // of the [channels.discord] header, for errors
+};
+
 struct ChannelsConfig {
   std::optional<TelegramConfig> telegram;  // absent: no Telegram channel
+  std::optional<DiscordConfig> discord;    // absent: no Discord channel
 };
 
 struct Config {

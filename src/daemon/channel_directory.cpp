@@ -22,11 +22,13 @@ Result<ChannelsConfig> parse_tables(const std::string& text) {
 std::vector<std::string> channel_names(const ChannelsConfig& c) {
   std::vector<std::string> out;
   if (c.telegram) out.push_back("telegram");
+  if (c.discord) out.push_back("discord");
   return out;
 }
 
 void copy_channel(const ChannelsConfig& from, std::string_view name, ChannelsConfig& to) {
   if (name == "telegram") to.telegram = from.telegram;
+  if (name == "discord") to.discord = from.discord;
 }
 
 Result<std::string> ChannelDirectory::table_text(std::string_view name, const Json& fields) {

@@ -57,8 +57,8 @@ void register_channel_verbs(api::Server& server, router::Router& router, Channel
       if (s.name == name) return with_traffic(router, std::move(s));
       known += (known.empty() ? "" : ", ") + s.name;
     }
-    return fail(ErrorKind::NotFound, "no channel named '{}'; moatd runs {} (see 'moat channel ls'; Telegram is set up "
-                "with [channels.telegram] in moat.toml)", name, known);
+    return fail(ErrorKind::NotFound, "no channel named '{}'; moatd runs {} (see 'moat channel ls'; Telegram and Discord "
+                "are set up with [channels.telegram] and [channels.discord] in moat.toml)", name, known);
   });
 }
 

@@ -259,6 +259,7 @@ Status Daemon::start_channels() {
   channel_dir_ = std::move(*dir);
   const auto effective = channel_dir_->effective();
   if (effective.telegram) start_telegram(*effective.telegram);
+  if (effective.discord) start_discord(*effective.discord);
   if (config_.web.listen == "off") {
     if (effective.telegram && effective.telegram->mode == TelegramMode::Webhook)
       return fail(ErrorKind::InvalidInput,
@@ -306,6 +307,28 @@ void Daemon::start_telegram(const TelegramConfig& tc) {
   router_->add_channel(*telegram_);
 }
 
+// [channels.discord]: made and registered now; it connects to the Gateway once the router runs. Its
+// token is read from the vault's channel secret each time it connects, never kept in the config.
+void Daemon::start_discord(const DiscordConfig& dc) {
+  channels::DiscordOptions opts;
+  opts.api_base = dc.api_base;
+  opts.token_secret = dc.token_secret;
+  opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and Telegram
+  opts.proxy = net::ProxySettings::from_environment();
+  std::string secret = dc.token_secret;
+  discord_ = std::make_unique<channels::DiscordChannel>(
+      [this, secret]() -> Result<std::string> {
+        auto v = vault_->channel_secret(secret);
+        if (!v) return std::unexpected(v.error());
+        return std::string(v->view());
+      },
+      [this](std::vector<router::Envelope> envelopes, router::ChannelCursor cursor) {
+        return router_->accept_with_cursor(std::move(envelopes), std::move(cursor));
+      },
+      [this] { return router_->channel_cursor("discord"); }, opts);
+  router_->add_channel(*discord_);
+}
+
 Result<channels::ChannelStatus> Daemon::add_channel(const std::string& name, const Json& settings,
                                                     const std::string& actor) {
   std::lock_guard g(platform_mu_);
@@ -323,6 +346,11 @@ Result<channels::ChannelStatus> Daemon::add_channel(const std::string& name, con
     telegram_->start();
     status = telegram_->status();
   }
+  if (cfg->discord) {
+    start_discord(*cfg->discord);
+    discord_->start();
+    status = discord_->status();
+  }
   (void)audit_->append("channel.add", actor, name, Json{{"settings", settings}});
   return status;
 }
@@ -334,6 +362,10 @@ Status Daemon::remove_channel(const std::string& name, const std::string& actor)
   if (name == "telegram" && telegram_) {
     telegram_->stop();
     retired_channels_.push_back(std::move(telegram_));
+  }
+  if (name == "discord" && discord_) {
+    discord_->stop();
+    retired_channels_.push_back(std::move(discord_));
   }
   (void)audit_->append("channel.rm", actor, name, Json::object());
   return {};
@@ -352,6 +384,7 @@ std::vector<channels::ChannelStatus> Daemon::channel_statuses() const {
   }
   std::lock_guard g(platform_mu_);
   if (telegram_) out.push_back(telegram_->status());
+  if (discord_) out.push_back(discord_->status());
   return out;
 }
 
@@ -368,6 +401,7 @@ std::string Daemon::webhook_token(std::string_view agent) const {
 Daemon::~Daemon() {
   stop();
   if (telegram_) telegram_->stop();
+  if (discord_) discord_->stop();
   if (idle_thread_.joinable()) idle_thread_.join();
 }
 
@@ -409,11 +443,13 @@ Status Daemon::run() {
   {
     std::lock_guard g(platform_mu_);
     if (telegram_) telegram_->start();
+    if (discord_) discord_->start();
   }
   server_.serve();
   {
     std::lock_guard g(platform_mu_);
     if (telegram_) telegram_->stop();  // nothing more accepted into a router that is stopping
+    if (discord_) discord_->stop();
   }
   // Give in-flight requests a moment to answer before the process exits; sandboxes keep running
   // and are adopted by the next moatd.

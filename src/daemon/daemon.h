@@ -11,6 +11,7 @@
 #include "agent/agent_runtime.h"
 #include "base/unique_fd.h"
 #include "config/config.h"
+#include "channels/discord/discord_channel.h"
 #include "channels/telegram/telegram_channel.h"
 #include "daemon/channel_directory.h"
 #include "store/attachment_stage.h"
@@ -54,6 +55,7 @@ class Daemon {
   Status start_agents();
   Status start_channels();
   void start_telegram(const TelegramConfig& tc);
+  void start_discord(const DiscordConfig& dc);
   std::vector<channels::ChannelStatus> channel_statuses() const;
   // `moat channel add|rm`: checked and stored by channel_dir_, started or stopped at once.
   Result<channels::ChannelStatus> add_channel(const std::string& name, const Json& settings, const std::string& actor);
@@ -84,10 +86,12 @@ class Daemon {
   std::string webhook_key_;  // tokens are HMAC(key, agent): see webhook_token()
   // moat.toml's [channels.NAME] and those added with `moat channel add`.
   std::unique_ptr<ChannelDirectory> channel_dir_;
-  // Guards which platform channels run (telegram_): `moat channel add|rm` change it while serving.
+  // Guards which platform channels run (telegram_, discord_): `moat channel add|rm` change it while serving.
   mutable std::mutex platform_mu_;
   // [channels.telegram]; its polling thread is stopped before the router (it accepts into it).
   std::unique_ptr<channels::TelegramChannel> telegram_;
+  // [channels.discord]; its Gateway thread is stopped before the router, like Telegram's.
+  std::unique_ptr<channels::DiscordChannel> discord_;
   // Channels removed with `moat channel rm`, stopped but kept until the router is gone (a delivery,
   // a turn or a preview may still hold them).
   std::vector<std::unique_ptr<router::Channel>> retired_channels_;

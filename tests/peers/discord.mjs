@@ -6,6 +6,8 @@
 //   resume URL replaying what came after the client's sequence then RESUMED, op 7 RECONNECT, op 9
 //   INVALID SESSION, fatal close codes (4004 bad token, 4013/4014 intents), a dropped TCP connection
 //   (1006, no close frame), and a missed heartbeat closing the session.
+//   GUILD_CREATE after READY for each guild the bot is in, with the bot's member (its roles, for role
+//   mentions).
 //   REST: Bot-token auth, create/edit message with nonce + enforce_nonce (a repeated nonce returns the
 //   message already made, within the nonce window), 2000 characters per message, message history
 //   (before/after/limit, newest first), typing, rate-limit headers and 429 with retry_after (per
@@ -17,6 +19,7 @@
 // requests at POST /_control/<verb> (see #control).
 import http from 'node:http';
 import { EventEmitter } from 'node:events';
+import { createHash } from 'node:crypto';
 import { readBody, sendJson, serveFromCommandLine } from './common.mjs';
 import { WebSocketServer } from 'ws';
 
@@ -35,6 +38,7 @@ export class DiscordStandIn extends EventEmitter {
     this.heartbeatInterval = heartbeatInterval;
     this.counter = 0n;
     this.channels = new Map();  // id -> {id, type, guild_id?, messages: [] (oldest first)}
+    this.guilds = new Map();    // id -> {id, name, botRoles: [role ids]}
     this.sessions = new Map();  // session_id -> {seq, events: [{s, t, d}], intents, socket}
     this.sockets = new Set();
     this.sent = [];             // messages the bot made through REST, with their edits
@@ -43,6 +47,7 @@ export class DiscordStandIn extends EventEmitter {
     this.faults = [];           // REST: {route, times, code, retry_after, global}
     this.withholdAcks = false;
     this.identifies = 0;
+    this.nonceRepeats = 0;     // creates answered with the message an earlier one made (same nonce)
     this.resumes = 0;
     this.buckets = new Map();   // bucket -> {remaining, resetAt}
     this.routeLimit = 5;        // per bucket per window, like Discord's message route
@@ -85,6 +90,28 @@ export class DiscordStandIn extends EventEmitter {
     const ch = { messages: [], ...c };
     this.channels.set(ch.id, ch);
     return ch;
+  }
+
+  // A guild the bot is in, with the roles the bot has there: GUILD_CREATE to live sessions now and to
+  // every session after its READY.
+  guild({ id, name = 'guild', botRoles = [] }) {
+    const g = { id, name, botRoles };
+    this.guilds.set(id, g);
+    for (const s of this.sessions.values()) if (!s.dead && (s.intents & Intents.GUILDS)) this.#send(s, 'GUILD_CREATE', this.#guildCreate(g));
+    return g;
+  }
+
+  #guildCreate(g) {
+    return { id: g.id, name: g.name, unavailable: false, member_count: 2, roles: g.botRoles.map((r) => ({ id: r, name: `role-${r}` })),
+             members: [{ user: this.bot, roles: g.botRoles, joined_at: new Date().toISOString() }],
+             channels: [...this.channels.values()].filter((c) => c.guild_id === g.id).map((c) => ({ id: c.id, type: c.type, name: `c${c.id}`, last_message_id: c.messages.at(-1)?.id ?? null })) };
+  }
+
+  // One event to one session (kept for its resumes).
+  #send(s, t, d) {
+    const payload = { op: 0, t, s: ++s.seq, d };
+    s.events.push(payload);
+    if (s.socket?.readyState === 1 && s.ready) s.socket.send(JSON.stringify(payload));
   }
 
   // Someone writes; a MESSAGE_CREATE goes to every identified session whose intents cover it.
@@ -188,6 +215,7 @@ export class DiscordStandIn extends EventEmitter {
     const payload = { op: 0, t: 'READY', s: ++session.seq, d: ready };
     session.events.push(payload);
     ws.send(JSON.stringify(payload));
+    if (d.intents & Intents.GUILDS) for (const g of this.guilds.values()) this.#send(session, 'GUILD_CREATE', this.#guildCreate(g));
   }
 
   #resume(ws, conn, d) {
@@ -226,6 +254,12 @@ export class DiscordStandIn extends EventEmitter {
                               session_start_limit: { total: 1000, remaining: 999, reset_after: 86400000, max_concurrency: 1 } });
     if (req.method === 'GET' && path === '/gateway') return json(res, 200, { url: this.gatewayUrl });
     if (req.method === 'GET' && path === '/users/@me') return json(res, 200, this.bot);
+    if ((m = path.match(/^\/guilds\/(\d+)\/members\/(\d+)$/)) && req.method === 'GET') {
+      const g = this.guilds.get(m[1]);
+      if (!g) return json(res, 404, { message: 'Unknown Guild', code: 10004 });
+      if (m[2] !== this.bot.id) return json(res, 404, { message: 'Unknown Member', code: 10007 });
+      return json(res, 200, { user: this.bot, roles: g.botRoles, joined_at: new Date().toISOString() });
+    }
     if ((m = path.match(/^\/channels\/(\d+)\/typing$/)) && req.method === 'POST') {
       if (!this.channels.has(m[1])) return unknownChannel(res);
       this.typing.push({ channel_id: m[1], at: Date.now() });
@@ -265,7 +299,10 @@ export class DiscordStandIn extends EventEmitter {
     const nonceKey = data.nonce !== undefined ? `${ch.id}:${data.nonce}` : null;
     if (nonceKey && data.enforce_nonce) {
       const seen = this.nonces.get(nonceKey);
-      if (seen && Date.now() - seen.at < NONCE_WINDOW_MS) return json(res, 200, seen.message);
+      if (seen && Date.now() - seen.at < NONCE_WINDOW_MS) {
+        this.nonceRepeats++;
+        return json(res, 200, seen.message);
+      }
     }
     const msg = { id: this.snowflake(), channel_id: ch.id, author: this.bot, content: data.content ?? '',
                   timestamp: new Date().toISOString(), edited_timestamp: null, tts: false, mention_everyone: false,
@@ -276,7 +313,8 @@ export class DiscordStandIn extends EventEmitter {
     if (data.message_reference) msg.message_reference = { ...data.message_reference, channel_id: ch.id };
     ch.messages.push(msg);
     if (nonceKey) this.nonces.set(nonceKey, { message: msg, at: Date.now() });
-    this.sent.push({ id: msg.id, channel_id: ch.id, content: msg.content, nonce: data.nonce, edits: [] });
+    this.sent.push({ id: msg.id, channel_id: ch.id, content: msg.content, nonce: data.nonce, edits: [],
+                     allowed_mentions: data.allowed_mentions ?? null, message_reference: data.message_reference ?? null });
     this.dispatch('MESSAGE_CREATE', msg);
     this.emit('sent', msg);
     return json(res, 200, msg);
@@ -293,12 +331,15 @@ export class DiscordStandIn extends EventEmitter {
   }
 
   // Per-route buckets (5 per 5 s, like the message route) and injected 429s, with Discord's headers.
+  // As on Discord, the bucket id names the route (the same for every channel) and the limit applies per
+  // bucket and major parameter (the channel or guild id).
   #rateLimit(route, path, res) {
-    const bucketId = Buffer.from(route.replace(/ .*/, '') + path.replace(/\/messages.*/, '/messages')).toString('hex').slice(0, 16);
+    const bucketId = createHash('sha1').update(route).digest('hex').slice(0, 16);
+    const major = path.match(/^\/(?:channels|guilds|webhooks)\/(\d+)/)?.[1] ?? '';
     const nowMs = Date.now();
-    let b = this.buckets.get(bucketId);
+    let b = this.buckets.get(`${bucketId}:${major}`);
     if (!b || nowMs >= b.resetAt) b = { remaining: this.routeLimit, resetAt: nowMs + this.routeWindowMs };
-    this.buckets.set(bucketId, b);
+    this.buckets.set(`${bucketId}:${major}`, b);
     const headers = {
       'x-ratelimit-limit': String(this.routeLimit),
       'x-ratelimit-bucket': bucketId,
@@ -328,6 +369,13 @@ export class DiscordStandIn extends EventEmitter {
     const p = body.length ? JSON.parse(body.toString()) : {};
     const verbs = {
       channel: () => this.channel(p),
+      guild: () => this.guild(p),
+      // Settings a test changes before moatd connects: heartbeatInterval (ms, in the next HELLOs),
+      // messageContentAllowed (false: IDENTIFY with MESSAGE_CONTENT is closed 4014), routeLimit.
+      options: () => {
+        for (const k of ['heartbeatInterval', 'messageContentAllowed', 'routeLimit', 'routeWindowMs']) if (k in p) this[k] = p[k];
+        return true;
+      },
       say: () => this.userSays(p),
       drop: () => (this.drop(), true),
       reconnect: () => (this.reconnect(), true),
@@ -335,7 +383,8 @@ export class DiscordStandIn extends EventEmitter {
       close: () => (this.close(p.code, p.reason), true),
       fault: () => (this.fault(p), true),
       acks: () => ((this.withholdAcks = !p.on), true),
-      state: () => ({ sent: this.sent, typing: this.typing.length, identifies: this.identifies, resumes: this.resumes,
+      state: () => ({ sent: this.sent, typing: this.typing.length, typingIn: [...new Set(this.typing.map((t) => t.channel_id))],
+                      identifies: this.identifies, resumes: this.resumes, nonceRepeats: this.nonceRepeats, history: p.channel ? this.channels.get(p.channel)?.messages ?? [] : undefined,
                       connected: [...this.sockets].filter((w) => w.readyState === 1).length }),
     };
     if (!verbs[verb]) return json(res, 404, { error: `unknown control verb ${verb}` });

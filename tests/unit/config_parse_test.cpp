@@ -327,8 +327,40 @@ TEST(ConfigParse, TelegramChannel) {
   EXPECT_NE(e.find("channels.telegram.poll_timeout: expected a duration from \"1s\" to \"50s\""), std::string::npos) << e;
   e = err("[channels.telegram]\ntoken_secret = \"tg\"\ntoken = \"x\"\n");
   EXPECT_NE(e.find("unknown key 'channels.telegram.token'"), std::string::npos) << e;
-  e = err("[channels.discord]\ntoken_secret = \"d\"\n");
-  EXPECT_NE(e.find("unknown channel [channels.discord]"), std::string::npos) << e;
+  e = err("[channels.slack]\ntoken_secret = \"s\"\n");
+  EXPECT_NE(e.find("unknown channel [channels.slack]"), std::string::npos) << e;
+}
+
+TEST(ConfigParse, DiscordChannel) {
+  auto none = parse_config("", "moat.toml");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->channels.discord);
+  auto c = parse_config("[channels.discord]\ntoken_secret = \"discord-bot\"\n", "moat.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->channels.discord);
+  EXPECT_EQ(c->channels.discord->token_secret, "discord-bot");
+  EXPECT_EQ(c->channels.discord->api_base, "https://discord.com/api/v10");
+  auto full = parse_config("[channels.discord]\ntoken_secret = \"d\"\napi_base = \"http://127.0.0.1:9/api/v10/\"\n",
+                           "moat.toml");
+  ASSERT_TRUE(full) << full.error().message;
+  EXPECT_EQ(full->channels.discord->api_base, "http://127.0.0.1:9/api/v10");
+
+  auto err = [](std::string_view toml) {
+    auto r = parse_config(toml, "moat.toml");
+    EXPECT_FALSE(r) << toml;
+    return r ? std::string() : r.error().message;
+  };
+  std::string e = err("[channels.discord]\napi_base = \"http://127.0.0.1:9\"\n");
+  EXPECT_NE(e.find("moat.toml:1: [channels.discord] needs token_secret"), std::string::npos) << e;
+  e = err("[channels.discord]\ntoken_secret = \"MTEwMDAwMDAwMDAwMDAwMDAwMQ.GhXyZw.abcdefghijklmnopqrstuvwxyz0123456789AB\"\n");
+  EXPECT_NE(e.find("moat.toml:2: channels.discord.token_secret: this looks like a bot token"), std::string::npos) << e;
+  EXPECT_EQ(e.find("GhXyZw"), std::string::npos) << "the error quotes the token: " << e;
+  e = err("[channels.discord]\ntoken_secret = \"d\"\napi_base = \"wss://gateway.discord.gg\"\n");
+  EXPECT_NE(e.find("moat.toml:3: channels.discord.api_base: expected an http(s):// URL"), std::string::npos) << e;
+  e = err("[channels.discord]\ntoken_secret = \"d\"\nintents = 513\n");
+  EXPECT_NE(e.find("unknown key 'channels.discord.intents'"), std::string::npos) << e;
+  e = err("[channels.discord]\ntoken_secret = 7\n");
+  EXPECT_NE(e.find("channels.discord.token_secret: expected the name of a vault secret"), std::string::npos) << e;
 }
 
 TEST(ConfigParse, AttachmentsTable) {

@@ -65,6 +65,7 @@
 #include <deque>
 
 #include "base/result.h"
+#include "channels/accept_fn.h"
 #include "channels/channel_status.h"
 #include "channels/telegram/telegram_update.h"
 #include "net/backoff.h"
@@ -75,14 +76,6 @@
 #include "router/router.h"
 
 namespace moat::channels {
-
-// Router::accept_with_cursor and Router::channel_cursor, as callbacks so the channel can be built and
-// tested without the daemon.
-using AcceptBatchFn = std::function<Result<std::vector<Result<router::Acceptance>>>(std::vector<router::Envelope>,
-                                                                                  router::ChannelCursor)>;
-using CursorFn = std::function<Result<std::optional<Json>>()>;
-// The bot token, read from the vault's channel secret when the channel (re)connects.
-using TokenFn = std::function<Result<std::string>()>;
 
 struct TelegramOptions {
   std::string api_base = "https://api.telegram.org";

@@ -142,6 +142,21 @@ await check('429 with retry_after: the REST client waits it out and succeeds', a
   assert.ok(Date.now() - t0 >= 250, `waited only ${Date.now() - t0} ms`);
 });
 
+await check('GUILD_CREATE after READY carries the bot\'s member (its roles) and the channels; GET /guilds/{id}/members/{bot}', async () => {
+  d.guild({ id: guildChannel.guild_id, botRoles: ['5500000000000000005'] });
+  const guilds = [];
+  const g = manager(all);
+  g.on(WebSocketShardEvents.Dispatch, ({ data }) => { if (data.t === 'GUILD_CREATE') guilds.push(data.d); });
+  await g.connect();
+  await waitFor(() => guilds.length === 1, 5000, 'GUILD_CREATE');
+  const me = guilds[0].members.find((m) => m.user.id === d.bot.id);
+  assert.deepEqual(me.roles, ['5500000000000000005']);
+  assert.ok(guilds[0].channels.some((c) => c.id === guildChannel.id && c.last_message_id));
+  const member = await rest.get(`/guilds/${guildChannel.guild_id}/members/${d.bot.id}`);
+  assert.deepEqual(member.roles, ['5500000000000000005']);
+  await g.destroy();
+});
+
 await d.stop();
 console.log('discord stand-in: every check passed');
 process.exit(0);
