@@ -293,6 +293,7 @@ void Daemon::start_telegram(const TelegramConfig& tc) {
   }
   opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and webhook callbacks
   opts.proxy = net::ProxySettings::from_environment();
+  opts.attachments = attachments_.get();
   std::string secret = tc.token_secret;
   telegram_ = std::make_unique<channels::TelegramChannel>(
       [this, secret]() -> Result<std::string> {

@@ -83,6 +83,7 @@ struct Rig {
   uint16_t http_port = 0;
   std::unique_ptr<net::HttpServer> http;
   std::function<void(TelegramOptions&)> tune;  // options a test changes
+  std::unique_ptr<AttachmentStage> stage;       // set by a test that sends files
   std::string webhook_url() const { return fmt::format("http://127.0.0.1:{}/telegram/webhook", http_port); }
 
   void start() {
@@ -102,6 +103,7 @@ struct Rig {
       o.webhook_url = webhook_url();
       o.webhook_path = "/telegram/webhook";
     }
+    o.attachments = stage.get();
     if (tune) tune(o);
     tg = std::make_unique<TelegramChannel>(
         [this]() -> Result<std::string> {
@@ -562,6 +564,39 @@ TEST(TelegramChannel, PreviewsAreOneMessageEditedInPlaceAndBecomeTheReply) {
   auto nowhere = rig.tg->preview(p);
   ASSERT_FALSE(nowhere);
   EXPECT_EQ(nowhere.error().error.kind, ErrorKind::InvalidInput);
+}
+
+TEST(TelegramChannel, FilesAreDownloadedIntoTheStagingAreaBeforeTheMessageIsStored) {
+  Rig rig;
+  ASSERT_FALSE(rig.peer.url().empty());
+  rig.stage = std::move(*AttachmentStage::open(rig.store->dir / "attachments", {.max_file = 64 << 10}));
+  std::vector<router::Envelope> seen;
+  std::mutex seen_mu;
+  rig.runner = [&](const router::Turn& t) {
+    std::lock_guard g(seen_mu);
+    for (auto& e : t.envelopes) seen.push_back(e);
+    return Result<router::TurnResult>(router::TurnResult{.replies = {"got it"}});
+  };
+  rig.start();
+  ASSERT_TRUE(rig.wait_state(ChannelState::Connected)) << rig.tg->status().last_error;
+  std::string notes = "first line\nsecond line\n";
+  rig.peer.say(kDm, "", {{"document", {{"name", "notes.txt"}, {"data", notes}}}});
+  rig.peer.say(kDm, "and a big one", {{"document", {{"name", "big.bin"}, {"data", std::string(100 << 10, 'b')}}}});
+  ASSERT_TRUE(rig.wait_sent(2));
+  std::lock_guard g(seen_mu);
+  ASSERT_EQ(seen.size(), 2u);
+  ASSERT_EQ(seen[0].attachments.size(), 1u);
+  const auto& a = seen[0].attachments[0];
+  EXPECT_EQ(a.name, "notes.txt");
+  ASSERT_FALSE(a.staged.empty()) << a.unavailable;
+  EXPECT_EQ(rig.stage->read(a.staged).value(), notes);
+  EXPECT_TRUE(a.url.starts_with("telegram-file:")) << a.url;
+  ASSERT_EQ(seen[1].attachments.size(), 1u);
+  EXPECT_TRUE(seen[1].attachments[0].staged.empty());
+  EXPECT_NE(seen[1].attachments[0].unavailable.find("limit"), std::string::npos) << seen[1].attachments[0].unavailable;
+  // Stored with the envelope (a turn after a restart copies the same file), and never with the token.
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE body_json LIKE '%staged%'"), 1);
+  EXPECT_EQ(rig.store->count("SELECT count(*) FROM envelopes WHERE body_json LIKE '%moat-test-token%'"), 0);
 }
 
 TEST(TelegramUpdates, MentionsAreReadFromEntitiesInUtf16Offsets) {

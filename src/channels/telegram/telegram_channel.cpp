@@ -401,6 +401,7 @@ Result<size_t> TelegramChannel::store_updates(const Json& updates, int64_t next,
   for (const auto& u : updates) {
     auto m = telegram::map_update(u, b);
     if (m.envelope) {
+      download_attachments(*m.envelope);
       envelopes.push_back(std::move(*m.envelope));
       newest_date_ms = std::max(newest_date_ms, m.platform_date_ms);
     } else {
@@ -417,6 +418,30 @@ Result<size_t> TelegramChannel::store_updates(const Json& updates, int64_t next,
   std::lock_guard g(status_mu_);
   if (count > 0 && newest_date_ms > 0) status_.lag_ms = std::max<int64_t>(0, clock::now_ms() - newest_date_ms);
   return count;
+}
+
+void TelegramChannel::download_attachments(router::Envelope& e) {
+  for (auto& a : e.attachments) {
+    if (!a.url.starts_with(telegram::kFileUrlPrefix)) continue;
+    std::string file_id = a.url.substr(telegram::kFileUrlPrefix.size());
+    if (opts_.attachments == nullptr) {
+      a.unavailable = "this moatd keeps no attachments";
+      continue;
+    }
+    // Telegram serves bots files of at most 20 MB; getFile says so for larger ones.
+    auto f = call("getFile", Json{{"file_id", file_id}}, opts_.request_timeout);
+    if (!f || !f->is_object() || !f->contains("file_path")) {
+      a.unavailable = f ? std::string("Telegram gave no file path") : redact(describe(f.error()));
+      continue;
+    }
+    AttachmentSource src{base_, {}, {}};
+    {
+      std::lock_guard g(token_mu_);
+      src.target = base_.join(fmt::format("/file/bot{}/{}", token_, f->value("file_path", std::string())));
+    }
+    a = fetch_attachment(*client_, opts_.attachments, "telegram", std::move(a), src);
+    wipe(src.target);
+  }
 }
 
 void TelegramChannel::run() {

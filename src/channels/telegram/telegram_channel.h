@@ -66,6 +66,7 @@
 
 #include "base/result.h"
 #include "channels/accept_fn.h"
+#include "channels/attachment_fetch.h"
 #include "channels/channel_status.h"
 #include "channels/telegram/telegram_update.h"
 #include "net/backoff.h"
@@ -79,6 +80,9 @@ namespace moat::channels {
 
 struct TelegramOptions {
   std::string api_base = "https://api.telegram.org";
+  // Where files sent with messages are downloaded (getFile) before the message is stored; null: they
+  // are listed to the agent as unavailable.
+  AttachmentStage* attachments = nullptr;
   std::string token_secret;  // the vault secret's name, for messages
   std::chrono::milliseconds poll_timeout{25000};  // getUpdates long-poll timeout
   std::chrono::milliseconds request_timeout{15000};  // every other call
@@ -155,6 +159,9 @@ class TelegramChannel : public router::Channel {
   net::ServerResponse handle_webhook(const net::ServerRequest& req);
   // Stores what one fetch or delivery brought with the cursor after it; the offset then moves.
   Result<size_t> store_updates(const Json& updates, int64_t next, std::string_view mode);
+  // Downloads the envelope's files (getFile, then the file URL, which carries the token) into the
+  // staging area; each that cannot be staged says why (channels/attachment_fetch.h).
+  void download_attachments(router::Envelope& e);
   bool webhook_mode() const { return !opts_.webhook_url.empty(); }
   // Webhook mode's loop between checks; false when the webhook must be set again (after backoff).
   bool watch_webhook();

@@ -84,6 +84,27 @@ bool addresses_bot(const Json& message, const BotIdentity& bot) {
   return false;
 }
 
+std::vector<router::Attachment> attachments_of(const Json& message) {
+  std::vector<router::Attachment> out;
+  auto add = [&](const Json& f, std::string name, std::string mime) {
+    if (!f.is_object()) return;
+    std::string id = string_of(f, "file_id");
+    if (id.empty()) return;
+    if (auto n = string_of(f, "file_name"); !n.empty()) name = n;
+    if (auto m = string_of(f, "mime_type"); !m.empty()) mime = m;
+    out.push_back(router::Attachment{.name = std::move(name), .mime = std::move(mime),
+                                     .url = std::string(kFileUrlPrefix) + id,
+                                     .size = static_cast<uint64_t>(std::max<int64_t>(0, int_of(f, "file_size")))});
+  };
+  if (auto d = message.find("document"); d != message.end()) add(*d, "document", "");
+  // A photo comes in several sizes, smallest first: the largest is the one sent.
+  if (auto p = message.find("photo"); p != message.end() && p->is_array() && !p->empty()) add(p->back(), "photo.jpg", "image/jpeg");
+  if (auto a = message.find("audio"); a != message.end()) add(*a, "audio", "");
+  if (auto v = message.find("voice"); v != message.end()) add(*v, "voice.ogg", "audio/ogg");
+  if (auto v = message.find("video"); v != message.end()) add(*v, "video.mp4", "video/mp4");
+  return out;
+}
+
 Mapped map_update(const Json& update, const BotIdentity& bot) {
   Mapped out;
   if (!update.is_object()) {
@@ -122,7 +143,8 @@ Mapped map_update(const Json& update, const BotIdentity& bot) {
   }
   std::string text = string_of(message, "text");
   if (text.empty()) text = string_of(message, "caption");
-  if (text.empty()) {
+  auto attachments = attachments_of(message);
+  if (text.empty() && attachments.empty()) {
     out.skipped = Skip::NoText;
     return out;
   }
@@ -145,6 +167,7 @@ Mapped map_update(const Json& update, const BotIdentity& bot) {
     return out;
   }
   e.reply_to = std::to_string(message_id);
+  e.attachments = std::move(attachments);
   out.envelope = std::move(e);
   return out;
 }

@@ -14,7 +14,10 @@
 //   edited_message / edited_channel_post                  -> skipped: an edit does not start a new turn,
 //                                                            and the first version was already answered
 //   channel posts, callback queries, members joining ...  -> skipped
-//   a message with neither text nor caption               -> skipped (attachments are not handled yet)
+//   a message with neither text, caption nor a file        -> skipped (stickers, locations, polls ...)
+//   documents, photos (the largest size), audio, voice, video -> Envelope::attachments, each with
+//                                   url = "telegram-file:<file_id>"; the channel downloads them
+//                                   (getFile) before the envelope is stored
 //
 // Envelope: channel "telegram", chat = the chat id, sender = the user id, message_id = "<chat>:<message>"
 // (Telegram numbers messages per chat), sender_name = "@username" or the first and last name,
@@ -23,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/json.h"
 #include "router/envelope.h"
@@ -42,6 +46,10 @@ struct Mapped {
   Skip skipped = Skip::None;
   int64_t platform_date_ms = 0;  // the message's date (seconds on the platform), for lag
 };
+
+// Attachments' url: this prefix and the file_id, for getFile (never a URL with the token).
+inline constexpr std::string_view kFileUrlPrefix = "telegram-file:";
+std::vector<router::Attachment> attachments_of(const Json& message);
 
 // One update of getUpdates (or a webhook delivery).
 Mapped map_update(const Json& update, const BotIdentity& bot);
