@@ -278,10 +278,10 @@ int run(int argc, char** argv) {
       "  with the offset (one fsync per poll answer: a burst shares it).\n"
       "- Reply → send includes the outbox's wake-up, its flush of the log (a reply is on disk before it leaves\n"
       "  moat; one 4 KiB write + fdatasync on this disk takes {:.2f} ms p50 in the same run), and one\n"
-      "  `sendMessage`; the outbox delivers\n"
-      "  one message at a time per channel, in order per chat, so the outbound rate is about one per round\n"
-      "  trip. The real Telegram allows about 30 messages a second per bot (and one a second per chat), far\n"
-      "  below either rate: the platform, not moat, is the bound.\n",
+      "  `sendMessage`; the outbox delivers one message at a time per channel, in order per chat, so the\n"
+      "  outbound rate is about one per round trip. The real Telegram allows about 30 messages a second per\n"
+      "  bot (and one a second per chat), far below either rate: the platform, not moat, is the bound.\n"
+      "- Discord is not in this bench yet (its Gateway path needs a bare Gateway client as the baseline).\n",
       cmdline, machine_line(), samples, bu.p50, bu.p99, mu_.p50, mu_.p99, added(mu_.p50, bu.p50), added(mu_.p99, bu.p99),
       bs.p50, bs.p99, ms.p50, ms.p99, added(ms.p50, bs.p50), added(ms.p99, bs.p99), in_per_s, out_per_s,
       median(fsyncs));
