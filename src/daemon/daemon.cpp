@@ -316,6 +316,7 @@ void Daemon::start_discord(const DiscordConfig& dc) {
   opts.token_secret = dc.token_secret;
   opts.extra_ca_file = config_.egress.upstream_ca_file;  // as for the providers and Telegram
   opts.proxy = net::ProxySettings::from_environment();
+  opts.attachments = attachments_.get();
   std::string secret = dc.token_secret;
   discord_ = std::make_unique<channels::DiscordChannel>(
       [this, secret]() -> Result<std::string> {

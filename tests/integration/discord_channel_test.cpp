@@ -14,9 +14,11 @@
 
 #include "base/json.h"
 #include "channels/discord/discord_channel.h"
+#include "store/attachment_stage.h"
 #include "support/discord_peer.h"
 #include "support/moat_env.h"
 #include "support/provider_double.h"
+#include "support/temp_dir.h"
 #include "support/wait.h"
 
 namespace moat::testing {
@@ -461,6 +463,58 @@ TEST(DiscordChannelDirect, PreviewsMentionsNoncesRateLimitsAndTyping) {
   ended.kind = "turn_ended";
   ch.live(ended);
   ch.stop();
+}
+
+}  // namespace
+}  // namespace moat::testing
+
+namespace moat::testing {
+namespace {
+
+// Files attached to a Discord message are downloaded from the CDN into the staging area before the
+// message is stored; one over the cap is named unavailable; a link off Discord's CDN is not fetched.
+TEST(DiscordChannelDirect, FilesAreDownloadedIntoTheStagingAreaBeforeTheMessageIsStored) {
+  DiscordPeer peer;
+  ASSERT_FALSE(peer.url().empty());
+  set_up_platform(peer);
+  TempDir dir("moat-discord-files");
+  auto stage = AttachmentStage::open(dir / "attachments", {.max_file = 64 << 10});
+  ASSERT_TRUE(stage);
+  std::mutex mu;
+  std::vector<router::Envelope> got;
+  channels::DiscordOptions opts;
+  opts.api_base = peer.api_base();
+  opts.token_secret = "discord-bot";
+  opts.attachments = stage->get();
+  channels::DiscordChannel ch([]() -> Result<std::string> { return std::string(DiscordPeer::kToken); },
+                              [&](std::vector<router::Envelope> e, router::ChannelCursor) {
+                                std::vector<Result<router::Acceptance>> out;
+                                std::lock_guard g(mu);
+                                for (auto& x : e) {
+                                  got.push_back(x);
+                                  out.push_back(router::Acceptance{router::Acceptance::Outcome::Queued});
+                                }
+                                return Result<std::vector<Result<router::Acceptance>>>(std::move(out));
+                              },
+                              []() -> Result<std::optional<Json>> { return std::optional<Json>(); }, opts);
+  ch.start();
+  ASSERT_TRUE(wait_until([&] { return ch.status().state == channels::ChannelState::Connected; }, 20s))
+      << ch.status().last_error;
+  say(peer, kDmChannel, "", {{"files", {{{"name", "notes.txt"}, {"data", "line one\n"}, {"content_type", "text/plain"}}}}});
+  say(peer, kDmChannel, "big", {{"files", {{{"name", "big.bin"}, {"data", std::string(100 << 10, 'x')}}}}});
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard g(mu);
+    return got.size() == 2;
+  }, 20s));
+  ch.stop();
+  std::lock_guard g(mu);
+  ASSERT_EQ(got[0].attachments.size(), 1u);
+  ASSERT_FALSE(got[0].attachments[0].staged.empty()) << got[0].attachments[0].unavailable;
+  EXPECT_EQ((*stage)->read(got[0].attachments[0].staged).value(), "line one\n");
+  EXPECT_EQ(got[0].attachments[0].mime, "text/plain");
+  ASSERT_EQ(got[1].attachments.size(), 1u);
+  EXPECT_TRUE(got[1].attachments[0].staged.empty());
+  EXPECT_NE(got[1].attachments[0].unavailable.find("limit"), std::string::npos) << got[1].attachments[0].unavailable;
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ export class DiscordStandIn extends EventEmitter {
     this.sessions = new Map();  // session_id -> {seq, events: [{s, t, d}], intents, socket}
     this.sockets = new Set();
     this.sent = [];             // messages the bot made through REST, with their edits
+    this.files = new Map();     // CDN path -> {data, type}: files people attached
     this.typing = [];
     this.nonces = new Map();    // `${channel}:${nonce}` -> {message, at}
     this.faults = [];           // REST: {route, times, code, retry_after, global}
@@ -116,12 +117,20 @@ export class DiscordStandIn extends EventEmitter {
 
   // Someone writes; a MESSAGE_CREATE goes to every identified session whose intents cover it.
   userSays({ channel, author = { id: '2200000000000000002', username: 'ada', discriminator: '0', global_name: 'Ada' }, content,
-             mentionBot = false, mentionRoles = [], replyTo }) {
+             mentionBot = false, mentionRoles = [], replyTo, files = [] }) {
     const ch = this.channels.get(channel.id) ?? this.channel(channel);
+    // Files go to the CDN (here: /attachments/<channel>/<id>/<name> on this server, no auth, as Discord's).
+    const attachments = files.map((f) => {
+      const id = this.snowflake();
+      const data = Buffer.from(f.data ?? '');
+      this.files.set(`/attachments/${ch.id}/${id}/${f.name}`, { data, type: f.content_type ?? 'application/octet-stream' });
+      const url = `${this.url}/attachments/${ch.id}/${id}/${encodeURIComponent(f.name)}?ex=1&is=1&hm=stand-in`;
+      return { id, filename: f.name, size: data.length, url, proxy_url: url, content_type: f.content_type };
+    });
     const m = {
       id: this.snowflake(), channel_id: ch.id, author, content, timestamp: new Date().toISOString(), edited_timestamp: null,
       tts: false, mention_everyone: false, mentions: mentionBot ? [this.bot] : [], mention_roles: mentionRoles,
-      attachments: [], embeds: [], pinned: false, type: replyTo ? 19 : 0,
+      attachments, embeds: [], pinned: false, type: replyTo ? 19 : 0,
     };
     if (ch.guild_id) m.guild_id = ch.guild_id;
     if (replyTo) {
@@ -240,6 +249,12 @@ export class DiscordStandIn extends EventEmitter {
     const url = new URL(req.url, this.url);
     const body = await readBody(req);
     if (url.pathname.startsWith('/_control/')) return this.#control(url.pathname.slice(10), body, res);
+    if (url.pathname.startsWith('/attachments/')) {
+      const f = this.files.get(decodeURIComponent(url.pathname));
+      if (!f) return json(res, 404, { message: '404: Not Found', code: 0 });
+      res.writeHead(200, { 'content-type': f.type, 'content-length': f.data.length });
+      return res.end(f.data);
+    }
     const path = url.pathname.replace(/^\/api\/v10/, '');
     if (path === url.pathname) return json(res, 404, { message: '404: Not Found', code: 0 });
     if (req.headers.authorization !== `Bot ${this.token}`) return json(res, 401, { message: '401: Unauthorized', code: 0 });

@@ -65,6 +65,18 @@ TEST(DiscordMessage, OwnBotsSystemAndEmptyMessagesAreSkipped) {
   EXPECT_EQ(map_message(message({{"id", 5}}), kBot).skipped, Skip::Malformed);
 }
 
+TEST(DiscordMessage, FilesBecomeAttachmentsEvenWithoutText) {
+  Json file = {{"id", "77"}, {"filename", "notes.txt"}, {"size", 12}, {"content_type", "text/plain"},
+               {"url", "https://cdn.discordapp.com/attachments/33/77/notes.txt?ex=1"}};
+  auto m = map_message(message({{"content", ""}, {"attachments", {file}}}), kBot);
+  ASSERT_TRUE(m.envelope) << skip_name(m.skipped);
+  ASSERT_EQ(m.envelope->attachments.size(), 1u);
+  EXPECT_EQ(m.envelope->attachments[0].name, "notes.txt");
+  EXPECT_EQ(m.envelope->attachments[0].mime, "text/plain");
+  EXPECT_EQ(m.envelope->attachments[0].size, 12u);
+  EXPECT_EQ(m.envelope->attachments[0].url, "https://cdn.discordapp.com/attachments/33/77/notes.txt?ex=1");
+}
+
 TEST(DiscordMessage, Snowflakes) {
   EXPECT_TRUE(snowflake_less("99", "100"));
   EXPECT_FALSE(snowflake_less("100", "99"));

@@ -56,6 +56,7 @@ DiscordChannel::DiscordChannel(TokenFn token, AcceptBatchFn accept, CursorFn cur
   ro.client.extra_ca_file = opts_.extra_ca_file;
   ro.client.proxy = opts_.proxy;
   rest_ = std::make_unique<discord::DiscordRest>(ro, [this] { return this->token(); });
+  files_ = std::make_unique<net::HttpClient>(ro.client);
   status_.name = "discord";
   status_.kind = "discord";
   status_.state = ChannelState::Stopped;
@@ -183,9 +184,31 @@ Json DiscordChannel::cursor_json() const {
               {"channels", std::move(channels)}};
 }
 
+void DiscordChannel::download_attachments(std::vector<router::Envelope>& batch) {
+  auto api = net::parse_url(opts_.api_base);
+  for (auto& e : batch)
+    for (auto& a : e.attachments) {
+      if (!a.staged.empty() || !a.unavailable.empty()) continue;
+      auto u = net::parse_url(a.url);
+      // Only Discord's CDN (or the API's own host: a stand-in, a proxy of one's own): the URL comes in
+      // a message, and moatd must not be made to fetch from anywhere else.
+      bool cdn = u && u->scheme == net::Scheme::Https &&
+                 (u->host == "cdn.discordapp.com" || u->host == "media.discordapp.net");
+      bool same_host = u && api && u->host == api->host && u->port == api->port && u->scheme == api->scheme;
+      if (!cdn && !same_host) {
+        a.unavailable = "the file is not on Discord's CDN";
+        continue;
+      }
+      std::string target = u->path.empty() ? "/" : u->path;
+      a = fetch_attachment(*files_, opts_.attachments, "discord", std::move(a), AttachmentSource{*u, target, {}},
+                           opts_.download_timeout);
+    }
+}
+
 bool DiscordChannel::commit() {
   if (batch_.empty() && !dirty_) return true;
   size_t count = batch_.size();
+  download_attachments(batch_);
   if (count > 0) crash_point("discord.dispatched");  // received, not yet durable
   auto stored = accept_(std::move(batch_), router::ChannelCursor{"discord", cursor_json()});
   batch_.clear();

@@ -51,6 +51,7 @@
 
 #include "base/result.h"
 #include "channels/accept_fn.h"
+#include "channels/attachment_fetch.h"
 #include "channels/channel_status.h"
 #include "channels/discord/discord_message.h"
 #include "channels/discord/discord_rest.h"
@@ -74,6 +75,11 @@ struct DiscordOptions {
   std::chrono::milliseconds reidentify_min{1000}, reidentify_max{5000};
   std::chrono::milliseconds typing_every{8000};
   std::chrono::milliseconds preview_interval{1500};  // Discord allows 5 edits per 5 s per channel
+  // Where files attached to messages are downloaded before the messages are stored; null: they are
+  // listed to the agent as unavailable.
+  AttachmentStage* attachments = nullptr;
+  // One file's download at most: the Gateway thread waits for it (a heartbeat is due every ~41 s).
+  std::chrono::milliseconds download_timeout{20000};
 };
 
 class DiscordChannel : public router::Channel {
@@ -140,6 +146,9 @@ class DiscordChannel : public router::Channel {
   CursorFn cursor_;
   DiscordOptions opts_;
   std::unique_ptr<discord::DiscordRest> rest_;
+  std::unique_ptr<net::HttpClient> files_;  // attachment downloads (Discord's CDN, no token)
+  // Downloads the files of the envelopes about to be stored (channels/attachment_fetch.h).
+  void download_attachments(std::vector<router::Envelope>& batch);
 
   mutable std::mutex token_mu_;
   std::string token_;

@@ -106,7 +106,17 @@ Mapped map_message(const Json& m, const BotIdentity& bot, std::string_view guild
     return out;
   }
   std::string text = str(m, "content");
-  if (text.empty()) {
+  std::vector<router::Attachment> attachments;
+  if (auto a = m.find("attachments"); a != m.end() && a->is_array())
+    for (const auto& f : *a) {
+      if (!f.is_object() || str(f, "url").empty()) continue;
+      attachments.push_back(router::Attachment{
+          .name = str(f, "filename").empty() ? "file" : str(f, "filename"), .mime = str(f, "content_type"),
+          .url = str(f, "url"), .size = f.contains("size") && f["size"].is_number_integer()
+                                                                ? static_cast<uint64_t>(std::max<int64_t>(0, f["size"].get<int64_t>()))
+                                                                : 0});
+    }
+  if (text.empty() && attachments.empty()) {
     out.skipped = Skip::NoText;
     return out;
   }
@@ -121,6 +131,7 @@ Mapped map_message(const Json& m, const BotIdentity& bot, std::string_view guild
   e.direct = direct;
   e.mentioned = !direct;
   e.reply_to = direct ? std::string() : id;  // in a guild the reply quotes the message; in a DM it need not
+  e.attachments = std::move(attachments);
   out.envelope = std::move(e);
   return out;
 }

@@ -13,7 +13,10 @@
 //   the bot's own messages, other bots' and webhooks'    -> skipped
 //   MESSAGE_UPDATE (edits)                               -> not mapped at all: an edit does not start a new
 //                                                           turn, and the first version was already answered
-//   system messages (joins, pins ...), empty content     -> skipped (attachments are not handled yet)
+//   system messages (joins, pins ...)                    -> skipped
+//   no content and no files                              -> skipped
+//   attachments[]                                        -> Envelope::attachments (url = the CDN link,
+//                                                           which the channel downloads before storing)
 //
 // Envelope: channel "discord", chat = the Discord channel id, sender = the author's user id,
 // message_id = "<channel id>:<message id>", sender_name = the global name or username, reply_to = the
