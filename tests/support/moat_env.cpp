@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/wait.h"
+
 #include "base/fs.h"
 #include "base/json.h"
 
@@ -124,15 +126,10 @@ void MoatEnv::stop_daemon() { kill_daemon(SIGTERM); }
 
 bool MoatEnv::wait_daemon_exit(std::chrono::milliseconds timeout) {
   if (daemon_pid_ <= 0) return true;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  do {
-    if (waitpid(daemon_pid_, nullptr, WNOHANG) == daemon_pid_) {
-      daemon_pid_ = -1;
-      return true;
-    }
-    std::this_thread::sleep_for(20ms);  // polling a pid: there is nothing to wait on but waitpid
-  } while (std::chrono::steady_clock::now() < deadline);
-  return false;
+  // A child's exit can only be polled (waitpid WNOHANG): the tests' one polling loop does it.
+  if (!wait_until([&] { return waitpid(daemon_pid_, nullptr, WNOHANG) == daemon_pid_; }, timeout)) return false;
+  daemon_pid_ = -1;
+  return true;
 }
 
 CliResult MoatEnv::moat(std::vector<std::string> args, std::string stdin_data, int timeout_s) const {
